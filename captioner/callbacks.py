@@ -1,0 +1,69 @@
+"""Lightning callbacks: export the model package at the end of `fit`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+TRAINING_FILE = "training.json"
+
+
+class ExportModelPackage(L.Callback):
+    """Writes the trained model as a model package (config.json, model.safetensors, tokenizer.json).
+
+    Args:
+        dirpath: where to write it; default `<log_dir>/model`, next to the Lightning checkpoints.
+        overwrite: replace an existing package there (otherwise an existing folder is an error).
+    """
+
+    def __init__(self, dirpath: str | None = None, overwrite: bool = False) -> None:
+        self.dirpath, self.overwrite = dirpath, overwrite
+        self.exported: Path | None = None
+
+    def target(self, trainer: L.Trainer) -> Path:
+        if self.dirpath:
+            return Path(self.dirpath)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "model"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = self.target(trainer)
+        if trainer.is_global_zero and target.exists() and not self.overwrite:  # fail now, not after hours of training
+            raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        target = self.target(trainer)
+        dm = trainer.datamodule
+        note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
+        pl_module.model.save_pretrained(target, dm.tokenizer, overwrite=self.overwrite, note=note)
+        describe = getattr(dm, "describe", None)
+        if describe is not None:
+            info = {"steps": trainer.global_step, "data": describe()}
+            (target / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        self.exported = target
+        rank_zero_info(f"model package written to {target}")
+
+
+class CaptionWriter(BasePredictionWriter):
+    """Writes `captioner predict` output as JSON lines (index, caption, references) to `<log_dir>/predictions.jsonl`.
+
+    Args:
+        path: output file; default `<log_dir>/predictions.jsonl`. An existing file is never overwritten.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # noqa: ANN001
+        from captioner.evaluation import write_jsonl
+
+        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"
+        rows = [{k: r[k] for k in ("index", "caption", "references")} for batch in predictions for r in batch]
+        write_jsonl(path, rows)
+        rank_zero_info(f"wrote {len(rows)} captions to {path}")

@@ -1,0 +1,89 @@
+"""The `captioner` command: LightningCLI for fit/validate/test/predict, plus caption, evaluate, demo, shapes."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from lightning.pytorch.cli import LightningCLI
+
+from captioner.data.datamodule import CaptionDataModule
+from captioner.module import CaptionerModule
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def default_precision() -> str:
+    """bf16-mixed where the GPU supports it, else 32-bit (CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+class CaptionerCLI(LightningCLI):
+    """LightningCLI with the tokenizer's vocabulary size linked from the data to the model."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
+        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.set_defaults({"trainer.precision": default_precision()})
+
+
+def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI:
+    """Build (and by default run) the LightningCLI; `args` replaces the command line."""
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both args and sys.argv are given
+    try:
+        return CaptionerCLI(
+            CaptionerModule,
+            CaptionDataModule,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv = argv
+
+
+USAGE = """usage: captioner COMMAND [options]
+
+Training (LightningCLI; `captioner fit --help` for every option):
+  fit         train from a YAML config: captioner fit --config configs/shapes.yaml
+  validate    run validation on a checkpoint
+  test        run the test loop
+  predict     caption the data's predict split
+
+Using a trained model package:
+  caption     caption image files:  captioner caption MODEL_DIR IMAGE [IMAGE ...]
+  evaluate    caption a shapes split and score it: captioner evaluate MODEL_DIR --split test
+  demo        train on shapes, evaluate on 500 test scenes (what `make demo` runs)
+  shapes      write shapes scenes to disk as an imagefolder
+
+Run `captioner COMMAND --help` for the options of a command.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in TRAINER_COMMANDS:
+        trainer_cli([command, *rest])
+        return 0
+    from captioner import commands
+
+    handlers = {
+        "caption": commands.caption,
+        "evaluate": commands.evaluate,
+        "demo": commands.demo,
+        "shapes": commands.shapes,
+    }
+    if command not in handlers:
+        print(f"captioner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return handlers[command](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

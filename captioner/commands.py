@@ -1,0 +1,147 @@
+"""The non-training subcommands of `captioner`: caption, evaluate, demo, shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def _fail(message: str) -> int:
+    print(f"captioner: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _load(model_dir: str, device: str):  # noqa: ANN202
+    from captioner.inference import resolve_device
+    from captioner.model import Captioner
+
+    return Captioner.from_pretrained(model_dir, map_location=resolve_device(device))
+
+
+def _holdout(model_dir: str, given: str | None) -> list[tuple[str, str]]:
+    if given is not None:
+        return [tuple(p.split(":", 1)) for p in given.split(",") if p]  # type: ignore[misc]
+    info = Path(model_dir) / "training.json"
+    if info.is_file():
+        return [tuple(p) for p in json.loads(info.read_text())["data"].get("holdout_pairs", [])]  # type: ignore[misc]
+    return []
+
+
+def _expand(inputs: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(p)
+    return paths
+
+
+def caption(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="captioner caption", description="Caption images with a model package.")
+    parser.add_argument("model_dir", help="model package folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    parser.add_argument("--output", "-o", help="write JSON lines {path, caption} here instead of printing")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    args = parser.parse_args(argv)
+    from captioner.evaluation import write_jsonl
+    from captioner.inference import caption_images
+
+    paths = _expand(args.images)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        return _fail(f"{len(missing)} input(s) not found: {', '.join(missing[:5])}")
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        return _fail(f"{args.output} exists; pass --overwrite to replace it")
+    model, tok = _load(args.model_dir, args.device)
+    captions = caption_images(model, tok, paths, args.batch_size, args.max_new_tokens)
+    records = [{"path": str(p), "caption": c} for p, c in zip(paths, captions, strict=True)]
+    if args.output:
+        write_jsonl(args.output, records, overwrite=args.overwrite)
+        print(f"wrote {len(records)} captions to {args.output}")
+    else:
+        for r in records:
+            print(f"{r['path']}\t{r['caption']}")
+    return 0
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="captioner evaluate", description="Caption a split of the built-in shapes data and score it."
+    )
+    parser.add_argument("model_dir", help="model package folder")
+    parser.add_argument("--split", default="test", choices=["val", "test", "novel"])
+    parser.add_argument("--count", type=int, default=500, help="number of scenes (default 500)")
+    parser.add_argument(
+        "--holdout", help="held-out pairs as colour:shape,...; default: from the package's training.json"
+    )
+    parser.add_argument("--blind", action="store_true", help="image-blind control: swap each image's tokens")
+    parser.add_argument("--output", "-o", help="predictions JSONL (id, caption, references, objects)")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def evaluate(argv: list[str]) -> int:
+    args = _evaluate_parser().parse_args(argv)
+    from captioner.evaluation import evaluate_shapes, write_jsonl
+
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        return _fail(f"{args.output} exists; pass --overwrite to replace it")
+    model, tok = _load(args.model_dir, args.device)
+    holdout = _holdout(args.model_dir, args.holdout)
+    if args.split == "novel" and not holdout:
+        return _fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
+    metrics, records = evaluate_shapes(model, tok, args.split, args.count, holdout, blind=args.blind)
+    if args.output:
+        write_jsonl(args.output, records, overwrite=args.overwrite)
+    print(json.dumps({"split": args.split, "blind": args.blind, **metrics}))
+    return 0
+
+
+def demo(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="captioner demo",
+        description="Train on shapes from a config, then caption 500 held-out test scenes and score them.",
+    )
+    parser.add_argument("--config", default="configs/shapes.yaml")
+    parser.add_argument("--test-count", type=int, default=500)
+    parser.epilog = "Any other arguments go to `captioner fit`, e.g. --trainer.max_steps 100"
+    args, extra = parser.parse_known_args(argv)
+    if not Path(args.config).is_file():
+        return _fail(f"config {args.config} not found; run from the repository root or pass --config")
+    from captioner.demo import run_demo
+
+    run_demo(args.config, args.test_count, extra)
+    return 0
+
+
+def shapes(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="captioner shapes", description="Write shapes scenes as an imagefolder (PNGs + metadata.jsonl)."
+    )
+    parser.add_argument("directory")
+    parser.add_argument("--split", default="train", choices=["train", "val", "test", "novel"])
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--holdout", default="", help="held-out pairs as colour:shape,...")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    from captioner.data.shapes import write_imagefolder
+
+    holdout = [tuple(p.split(":", 1)) for p in args.holdout.split(",") if p]
+    try:
+        start = time.time()
+        write_imagefolder(args.directory, args.split, args.count, holdout, overwrite=args.overwrite)  # type: ignore[arg-type]
+    except (FileExistsError, ValueError) as err:
+        return _fail(str(err))
+    print(f"wrote {args.count} {args.split} scenes to {args.directory} in {time.time() - start:.1f}s")
+    return 0

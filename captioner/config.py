@@ -1,0 +1,92 @@
+"""Model configuration: one dataclass with named presets (litgpt style). No torch import here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class CaptionerConfig:
+    """Everything needed to rebuild a `Captioner` (saved as `config.json` in a model package).
+
+    Encoder fields are handed to `timm.create_model`; decoder fields describe our GPT-style decoder.
+    """
+
+    # image encoder (timm)
+    encoder_name: str = "vit_tiny_patch16_224"
+    encoder_pretrained: bool = False
+    encoder_img_size: int | None = None  # None: the timm model's own size
+    encoder_patch_size: int | None = None  # None: the timm model's own patch size
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim/depth/num_heads for ViTs
+    # text decoder (GPT)
+    vocab_size: int = 512
+    block_size: int = 40  # longest caption in tokens, BOS and EOS included
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> CaptionerConfig:
+        """A preset by name (`tiny`, `shapes`, `base`), with field overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; valid fields are {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CaptionerConfig:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+PRESETS: dict[str, CaptionerConfig] = {
+    # smallest thing that exercises every code path; for tests
+    "tiny": CaptionerConfig(
+        encoder_img_size=32,
+        encoder_patch_size=8,
+        encoder_kwargs={"embed_dim": 32, "depth": 1, "num_heads": 2},
+        vocab_size=300,
+        block_size=24,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+    ),
+    # the built-in shapes demo: 64 px scenes, 8 px patches -> 64 image tokens
+    "shapes": CaptionerConfig(
+        encoder_img_size=64,
+        encoder_patch_size=8,
+        encoder_kwargs={"embed_dim": 128, "depth": 3, "num_heads": 4},
+        vocab_size=384,
+        block_size=40,
+        n_layer=2,
+        n_head=4,
+        n_embd=128,
+    ),
+    # ViT-B/16 at 224 px + a GPT-2-small-sized decoder
+    "base": CaptionerConfig(
+        encoder_name="vit_base_patch16_224",
+        vocab_size=50257,
+        block_size=64,
+        n_layer=12,
+        n_head=12,
+        n_embd=768,
+        dropout=0.1,
+    ),
+}

@@ -1,0 +1,189 @@
+"""DataModules: tokenization, batching and loaders shared by every caption source."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from captioner.data.shapes import make_scene
+from captioner.data.transforms import Transform, eval_transform
+from captioner.model import IGNORE_INDEX
+from captioner.tokenizer import CaptionTokenizer
+
+
+class CaptionCollator:
+    """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references, objects}."""
+
+    def __init__(self, tokenizer: CaptionTokenizer, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        ids = [self.tokenizer.encode(e["caption"], self.max_length) for e in examples]
+        T = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), T), self.tokenizer.pad_id, dtype=torch.long)
+        labels = torch.full((len(ids), T), IGNORE_INDEX, dtype=torch.long)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = torch.tensor(x)
+            labels[row, : len(x)] = torch.tensor(x)  # aligned with input_ids; the shift happens in caption_loss
+        return {
+            "images": torch.stack([e["image"] for e in examples]),
+            "input_ids": input_ids,
+            "labels": labels,
+            "index": [e["index"] for e in examples],
+            "references": [e["references"] for e in examples],
+            "objects": [e.get("objects") for e in examples],
+        }
+
+
+class CaptionDataModule(L.LightningDataModule):
+    """Base class: owns the tokenizer (trained on training captions, or loaded) and the loaders.
+
+    Subclasses implement `training_texts()` and `make_dataset(split, transform, train)`.
+    The image transform comes from the model's encoder (timm data config) when the trainer attaches it.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 1,
+        max_length: int = 40,
+        vocab_size: int = 512,
+        tokenizer_path: str | None = None,
+        crop_pct: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
+        self.crop_pct = crop_pct
+        self._vocab_target, self._tokenizer_path = vocab_size, tokenizer_path
+        self._tokenizer: CaptionTokenizer | None = None
+        self.transform: Transform | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # ---- tokenizer -----------------------------------------------------------------------------------------------
+    def training_texts(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        if self._tokenizer is None:
+            if self._tokenizer_path:
+                self._tokenizer = CaptionTokenizer.load(Path(self._tokenizer_path))
+            else:
+                self._tokenizer = CaptionTokenizer.train(self.training_texts(), vocab_size=self._vocab_target)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """Linked to the model's vocabulary size by the CLI."""
+        return self.tokenizer.vocab_size
+
+    # ---- datasets ------------------------------------------------------------------------------------------------
+    def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": type(self).__name__}
+
+    def set_transform_from(self, data_config: dict[str, Any]) -> None:
+        self.transform = eval_transform(data_config, crop_pct=self.crop_pct)
+
+    def setup(self, stage: str) -> None:
+        if self.transform is None:
+            if self.trainer is None or self.trainer.lightning_module is None:
+                raise RuntimeError("call set_transform_from(model.encoder.data_config()) before using the data alone")
+            self.set_transform_from(self.trainer.lightning_module.model.encoder.data_config())
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        for split in splits:
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split, self.transform, train=split == "train")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=CaptionCollator(self.tokenizer, self.max_length),
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class ShapesDataset(Dataset):
+    """Shapes scenes rendered on the fly; training examples draw one of the reference wordings at random."""
+
+    def __init__(self, split: str, size: int, transform: Transform, train: bool, holdout: Sequence = ()) -> None:
+        self.split, self.size, self.transform, self.train = split, size, transform, train
+        self.holdout = [tuple(p) for p in holdout]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        scene = make_scene(self.split, i, self.holdout)
+        caption = random.choice(scene.captions) if self.train else scene.captions[0]
+        return {
+            "image": self.transform(scene.image),
+            "caption": caption,
+            "index": i,
+            "references": scene.captions,
+            "objects": [o.to_dict() for o in scene.objects],
+        }
+
+
+class ShapesDataModule(CaptionDataModule):
+    """The built-in shapes data: no files needed.
+
+    Args:
+        holdout_pairs: (colour, shape) pairs kept out of train/val/test; they make up the "novel" split.
+    """
+
+    def __init__(
+        self,
+        train_size: int = 50_000,
+        val_size: int = 256,
+        test_size: int = 500,
+        novel_size: int = 200,
+        holdout_pairs: list[tuple[str, str]] | None = None,
+        batch_size: int = 64,
+        num_workers: int = 1,
+        max_length: int = 40,
+        vocab_size: int = 384,
+        tokenizer_path: str | None = None,
+        tokenizer_scenes: int = 2000,
+    ) -> None:
+        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, crop_pct=1.0)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
+        self.holdout = [tuple(p) for p in holdout_pairs or []]
+        self.tokenizer_scenes = tokenizer_scenes
+
+    def training_texts(self) -> Iterator[str]:
+        from captioner.data.shapes import captions, scene_objects
+
+        for i in range(min(self.tokenizer_scenes, self.sizes["train"])):
+            yield from captions(scene_objects("train", i, self.holdout))
+
+    def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
+        return ShapesDataset(split, self.sizes[split], transform, train, self.holdout)
+
+    def describe(self) -> dict[str, Any]:
+        """What the model was trained on (stored in the model package's training.json)."""
+        return {"source": "shapes", "holdout_pairs": [list(p) for p in self.holdout], "train_size": self.sizes["train"]}

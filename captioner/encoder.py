@@ -1,0 +1,57 @@
+"""Image encoder: a timm model used as a backbone (`num_classes=0`), its patch tokens projected to the decoder width."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from captioner.config import CaptionerConfig
+
+
+def timm_kwargs(config: CaptionerConfig) -> dict[str, Any]:
+    """Keyword arguments for `timm.create_model` from our config."""
+    kwargs: dict[str, Any] = dict(config.encoder_kwargs)
+    if config.encoder_img_size is not None:
+        kwargs["img_size"] = config.encoder_img_size
+    if config.encoder_patch_size is not None:
+        kwargs["patch_size"] = config.encoder_patch_size
+    return kwargs
+
+
+class ImageEncoder(nn.Module):
+    """timm backbone -> patch tokens (B, N, De) -> LayerNorm + Linear -> image memory (B, N, D)."""
+
+    def __init__(self, config: CaptionerConfig, pretrained: bool | None = None) -> None:
+        super().__init__()
+        pretrained = config.encoder_pretrained if pretrained is None else pretrained
+        self.backbone = timm.create_model(
+            config.encoder_name, pretrained=pretrained, num_classes=0, **timm_kwargs(config)
+        )
+        self.img_size = config.encoder_img_size
+        self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
+        width = self.backbone.num_features
+        self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)
+        self.proj = nn.Linear(width, config.n_embd)
+
+    def data_config(self) -> dict[str, Any]:
+        """timm's preprocessing config (input size, interpolation, mean, std, crop) for this backbone.
+
+        timm keeps the pretrained config's input size when `img_size` is overridden, so ours replaces it.
+        """
+        cfg = timm.data.resolve_model_data_config(self.backbone)
+        if self.img_size is not None:
+            cfg["input_size"] = (cfg["input_size"][0], self.img_size, self.img_size)
+        return cfg
+
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, De) patch tokens, class/register tokens dropped."""
+        feats = self.backbone.forward_features(images)
+        if feats.ndim == 4:  # convolutional backbones: (B, De, h, w) -> (B, h*w, De)
+            return feats.flatten(2).transpose(1, 2)
+        return feats[:, self.num_prefix_tokens :]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.ln(self.patch_tokens(images)))  # (B, N, D)

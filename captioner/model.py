@@ -1,0 +1,140 @@
+"""Captioner: ImageEncoder + TextDecoder, the caption loss, and the model package on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from captioner.config import CaptionerConfig
+from captioner.decoder import ImageKV, TextDecoder
+from captioner.encoder import ImageEncoder
+from captioner.tokenizer import CaptionTokenizer
+
+IGNORE_INDEX = -100
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+
+
+def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy. THE one place where labels are shifted.
+
+    Args:
+        logits: (B, T, V) from `Captioner.forward(images, input_ids)`.
+        labels: (B, T), aligned with `input_ids` (not shifted), `IGNORE_INDEX` where no loss is wanted.
+    """
+    logits = logits[:, :-1]  # position t predicts token t + 1
+    targets = labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class Captioner(nn.Module):
+    """Image -> patch tokens -> cross-attending GPT decoder -> caption logits."""
+
+    def __init__(self, config: CaptionerConfig, pretrained_encoder: bool | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ImageEncoder(config, pretrained=pretrained_encoder)
+        self.decoder = TextDecoder(config)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, N, D) image memory."""
+        return self.encoder(images)
+
+    def image_kv(self, memory: torch.Tensor) -> ImageKV:
+        """Cross-attention keys/values of every decoder layer, computed once per image."""
+        return self.decoder.image_kv(memory)
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W), (B, T) -> (B, T, V) logits."""
+        return self.decoder(input_ids, self.image_kv(self.encode(images)))
+
+    def loss(self, images: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return caption_loss(self(images, input_ids), labels)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---- the model package: config.json + model.safetensors + tokenizer.json --------------------------------
+
+    def save_pretrained(
+        self, directory: str | Path, tokenizer: CaptionTokenizer, overwrite: bool = False, note: str = ""
+    ) -> Path:
+        """Write the model package atomically: a temporary folder beside `directory`, then a rename."""
+        directory = Path(directory)
+        if directory.exists() and not overwrite:
+            raise FileExistsError(f"{directory} exists; choose another folder or pass overwrite=True")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            self.config.save(tmp / CONFIG_FILE)
+            save_model(self, str(tmp / WEIGHTS_FILE))  # handles the tied lm_head / wte weights
+            tokenizer.save(tmp / TOKENIZER_FILE)
+            (tmp / "README.md").write_text(_package_readme(self, note), encoding="utf-8")
+            _replace_dir(tmp, directory)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+    ) -> tuple[Captioner, CaptionTokenizer]:
+        """Load a model package; returns the model (eval mode) and its tokenizer."""
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(
+                    f"{directory} is not a captioner model package: {name} is missing "
+                    f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
+                )
+        config = CaptionerConfig.load(directory / CONFIG_FILE)
+        model = cls(config, pretrained_encoder=False)  # weights come from the package, not the hub
+        load_weights(model, directory / WEIGHTS_FILE)
+        return model.to(map_location).eval(), CaptionTokenizer.load(directory / TOKENIZER_FILE)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights, naming the tensor and both shapes on a mismatch."""
+    from safetensors import safe_open
+
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            if key in expected and tuple(f.get_slice(key).get_shape()) != tuple(expected[key].shape):
+                raise ValueError(
+                    f"{path}: tensor {key!r} has shape {tuple(f.get_slice(key).get_shape())} but the model built from "
+                    f"config.json expects {tuple(expected[key].shape)}"
+                )
+    missing, unexpected = load_model(model, str(path), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected tensors {sorted(unexpected)[:5]}")
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`; an existing `dst` is swapped out first and removed only after the move."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+    src.rename(dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _package_readme(model: Captioner, note: str) -> str:
+    cfg: dict[str, Any] = model.config.to_dict()
+    return (
+        "# captioner model package\n\n"
+        f"{model.num_parameters():,} parameters; encoder `{cfg['encoder_name']}`, decoder {cfg['n_layer']} layers x "
+        f"{cfg['n_embd']} wide.\n\n{note}\n\nLoad with `captioner.Captioner.from_pretrained(path)`; config:\n\n"
+        f"```json\n{json.dumps(cfg, indent=2)}\n```\n"
+    )

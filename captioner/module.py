@@ -1,0 +1,161 @@
+"""CaptionerModule: the LightningModule that trains a `Captioner` (one `_shared_step` for every stage)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from captioner.config import CaptionerConfig
+from captioner.data.shapes import ShapeObject, score
+from captioner.generate import greedy
+from captioner.model import Captioner
+from captioner.tokenizer import CaptionTokenizer
+
+
+class CaptionerModule(L.LightningModule):
+    """Trains a Captioner with AdamW, warmup + cosine schedule; validation reports loss and caption quality.
+
+    Args:
+        config: the model (see `CaptionerConfig`); `vocab_size` is taken from the data's tokenizer.
+        vocab_size: set by the CLI from the DataModule's tokenizer; overrides `config.vocab_size`.
+        lr: peak learning rate after `warmup_steps`, decayed by cosine to `lr * min_lr_ratio`.
+        generate_batches: validation/test batches to caption (greedy) for caption metrics and samples;
+            -1 captions every batch.
+        num_samples: sample captions shown and logged each validation.
+    """
+
+    def __init__(
+        self,
+        config: CaptionerConfig | None = None,
+        vocab_size: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        generate_batches: int = 2,
+        num_samples: int = 4,
+    ) -> None:
+        super().__init__()
+        config = config or CaptionerConfig.from_name("shapes")
+        if vocab_size is not None:
+            config.vocab_size = vocab_size
+        self.save_hyperparameters()
+        self.config = config
+        self.model = Captioner(config)
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
+        self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
+        self.generate_batches, self.num_samples = generate_batches, num_samples
+        self._outputs: list[dict[str, Any]] = []
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        return self.trainer.datamodule.tokenizer
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(images, input_ids)
+
+    # ---- steps -------------------------------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:
+        loss = self.model.loss(batch["images"], batch["input_ids"], batch["labels"])
+        B = batch["input_ids"].size(0)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=stage != "train")
+        if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
+            self._outputs.extend(self._caption_batch(batch))
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+        return self._shared_step(batch, "train", batch_idx)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val", batch_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test", batch_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self._caption_batch(batch)
+
+    def _caption_batch(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        tok = self.tokenizer
+        ids = greedy(self.model, batch["images"], tok.bos_id, tok.eos_id, tok.pad_id)
+        return [
+            {"index": i, "caption": tok.decode(x), "references": refs, "objects": objs}
+            for i, x, refs, objs in zip(batch["index"], ids, batch["references"], batch["objects"], strict=True)
+        ]
+
+    def on_validation_epoch_end(self) -> None:
+        self._caption_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._caption_epoch_end("test")
+
+    def _caption_epoch_end(self, stage: str) -> None:
+        outputs, self._outputs = self._outputs, []
+        if not outputs:
+            return
+        if all(o["objects"] is not None for o in outputs):
+            scenes = [[ShapeObject(d["size"], d["color"], d["shape"], 0, 0) for d in o["objects"]] for o in outputs]
+            metrics = score([o["caption"] for o in outputs], scenes)
+            self.log(f"{stage}/exact_match", metrics["exact_match"], prog_bar=True)
+            self.log(f"{stage}/attribute_accuracy", metrics["attribute_accuracy"])
+        if stage == "val" and not self.trainer.sanity_checking:
+            self._log_samples(outputs[: self.num_samples])
+
+    def _log_samples(self, samples: list[dict[str, Any]]) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        lines = [f"  [{s['index']}] {s['caption']!r}  (reference: {s['references'][0]!r})" for s in samples]
+        self.print(f"step {self.global_step} sample captions:\n" + "\n".join(lines))
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_text"):  # TensorBoard
+            experiment.add_text("val/samples", "\n\n".join(lines), self.global_step)
+        if self.trainer.log_dir:
+            path = Path(self.trainer.log_dir) / "samples.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                for s in samples:
+                    f.write(json.dumps({"step": self.global_step, "index": s["index"], "caption": s["caption"]}) + "\n")
+
+    # ---- optimisation ------------------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        groups = parameter_groups(self.model, self.weight_decay)
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        schedule = warmup_cosine(self.warmup_steps, total, self.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices of Linear layers only; none on norms, biases, embeddings and position tokens."""
+    decay, no_decay = [], []
+    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    seen: set[int] = set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if id(p) in matrices and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201
+    """LR multiplier: linear warmup to 1, then cosine to `min_ratio` at `total` steps."""
+
+    def fn(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return fn

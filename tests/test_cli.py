@@ -1,0 +1,92 @@
+"""End to end through the `captioner` command, in-process: fit from configs/shapes.yaml, caption, evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from captioner.cli import main, trainer_cli
+from captioner.data.shapes import write_imagefolder
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--model.config.encoder_img_size=32",
+    "--model.config.encoder_kwargs={embed_dim: 32, depth: 1, num_heads: 2}",
+    "--model.config.n_layer=1",
+    "--model.config.n_embd=32",
+    "--model.config.n_head=2",
+    "--data.init_args.train_size=64",
+    "--data.init_args.val_size=16",
+    "--data.init_args.batch_size=8",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.tokenizer_scenes=200",
+    "--trainer.max_steps=4",
+    "--trainer.val_check_interval=4",
+]
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        trainer_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "model:" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained_package(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    code = main(
+        ["fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY, f"--trainer.logger.init_args.save_dir={runs}"]
+    )
+    assert code == 0
+    packages = list(runs.glob("shapes/version_*/model"))
+    assert len(packages) == 1
+    return packages[0]
+
+
+def test_fit_exports_a_package_with_checkpoints_and_logs(trained_package: Path):
+    assert {p.name for p in trained_package.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    info = json.loads((trained_package / "training.json").read_text())
+    assert info["steps"] == 4 and info["data"]["holdout_pairs"] == [["red", "triangle"], ["blue", "cross"]]
+    run = trained_package.parent
+    assert list(run.glob("checkpoints/*.ckpt")) and (run / "metrics.csv").is_file()
+    assert (run / "samples.jsonl").is_file()
+
+
+def test_caption_loads_the_package(trained_package, tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", "test", 3)
+    out = tmp_path / "captions.jsonl"
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(isinstance(r["caption"], str) for r in rows)
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--output", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_caption_names_missing_inputs(trained_package, capsys):
+    assert main(["caption", str(trained_package), "does/not/exist.png"]) == 2
+    assert "does/not/exist.png" in capsys.readouterr().err
+
+
+def test_evaluate_writes_predictions(trained_package, tmp_path, capsys):
+    out = tmp_path / "predictions.jsonl"
+    assert main(["evaluate", str(trained_package), "--count", "6", "--output", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["count"] == 6 and 0.0 <= metrics["exact_match"] <= 1.0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert set(row) == {"id", "caption", "references", "objects"} and row["id"] == "test/0"
+    assert main(["evaluate", str(trained_package), "--split", "novel", "--count", "4", "--blind"]) == 0
+
+
+@pytest.mark.parametrize("command", ["caption", "evaluate", "demo", "shapes", "fit"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "frobnicate" in capsys.readouterr().err

@@ -1,0 +1,166 @@
+"""Decoding: cached == uncached, beam search is exact where it can be checked, scores are real log-probs."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from captioner.config import CaptionerConfig
+from captioner.generate import GenerationConfig, _Ids, generate, greedy
+from captioner.model import Captioner
+
+IDS = _Ids(bos_id=1, eos_id=2, pad_id=0)
+
+
+def make_model(seed: int, vocab: int = 40, eos_bias: float = 0.0) -> Captioner:
+    torch.manual_seed(seed)
+    cfg = CaptionerConfig.from_name("tiny", vocab_size=vocab, n_layer=2)
+    model = Captioner(cfg).eval()
+    for p in [*model.decoder.parameters(), *model.encoder.proj.parameters()]:  # peaked, image-dependent outputs
+        p.data.mul_(4.0)
+    head = nn.Linear(cfg.n_embd, vocab)
+    head.weight = model.decoder.wte.weight
+    nn.init.zeros_(head.bias)
+    head.bias.data[IDS.eos_id] = eos_bias
+    model.decoder.lm_head = head
+    return model
+
+
+def uncached_greedy(model: Captioner, images: torch.Tensor, steps: int) -> list[list[int]]:
+    """One image at a time, full forward pass every step, no cache."""
+    out = []
+    for i in range(images.size(0)):
+        ids = torch.tensor([[IDS.bos_id]])
+        for _ in range(steps):
+            nxt = int(model(images[i : i + 1], ids)[0, -1].argmax())
+            if nxt == IDS.eos_id:
+                break
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        out.append(ids[0, 1:].tolist())
+    return out
+
+
+def sequence_logprob(model: Captioner, image: torch.Tensor, tokens: list[int], ended: bool) -> float:
+    """Sum of log-probs of `tokens` (+ EOS if `ended`) by one plain forward pass."""
+    target = [*tokens, IDS.eos_id] if ended else tokens
+    ids = torch.tensor([[IDS.bos_id, *target]])
+    logp = model(image[None], ids[:, :-1]).log_softmax(-1)[0]  # (T, V)
+    return float(logp.gather(1, torch.tensor(target)[:, None]).sum())
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(3)
+    return torch.randn(8, 3, 32, 32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@torch.no_grad()
+def test_cached_greedy_equals_uncached_exactly(seed, images):
+    lengths: set[int] = set()
+    logits = make_model(seed)(images, torch.full((images.size(0), 1), IDS.bos_id))[:, -1]  # (B, V)
+    spread = float(logits.max(-1).values.mean() - logits[:, IDS.eos_id].mean())
+    for bias in torch.linspace(0, 1.5 * spread, 80):  # an EOS bias where sequences end at different steps
+        model = make_model(seed, eos_bias=float(bias))
+        ref = uncached_greedy(model, images, 10)
+        lengths = {len(r) for r in ref}
+        if len(lengths) >= 3:
+            break
+    assert len(lengths) >= 2
+    assert greedy(model, images, IDS.bos_id, IDS.eos_id, IDS.pad_id, max_new_tokens=10) == ref
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_beam_equals_greedy(seed, images):
+    model = make_model(seed, eos_bias=2.0)
+    g = generate(model, images, IDS, GenerationConfig(max_new_tokens=10))
+    b = generate(model, images, IDS, GenerationConfig(max_new_tokens=10, num_beams=1))
+    assert [h[0].tokens for h in g] == [h[0].tokens for h in b]
+
+
+def exhaustive_best(model, image, vocab: int, max_new: int, length_penalty: float) -> tuple[list[int], float]:
+    best = (None, -math.inf)
+    for n in range(max_new + 1):
+        for prefix in itertools.product([t for t in range(vocab) if t != IDS.eos_id], repeat=n):
+            tokens, ended = list(prefix), n < max_new  # at max_new_tokens a sequence stops without EOS
+            if True:
+                length = n + ended
+                score = sequence_logprob(model, image, tokens, ended) / length**length_penalty
+                if score > best[1]:
+                    best = (tokens, score)
+    return best
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@torch.no_grad()
+def test_beam_search_finds_the_true_best_sequence(length_penalty, images):
+    vocab, max_new = 5, 3
+    model = make_model(5, vocab=vocab, eos_bias=1.0)
+    cfg = GenerationConfig(max_new_tokens=max_new, num_beams=vocab**max_new, length_penalty=length_penalty)
+    hyps = generate(model, images[:2], IDS, cfg)
+    for i in range(2):
+        tokens, score = exhaustive_best(model, images[i], vocab, max_new, length_penalty)
+        assert hyps[i][0].tokens == tokens
+        assert hyps[i][0].score == pytest.approx(score, abs=1e-4)
+
+
+@torch.no_grad()
+def test_beam_scores_are_recomputed_log_probs(images):
+    model = make_model(1, eos_bias=1.5)
+    cfg = GenerationConfig(max_new_tokens=8, num_beams=4, num_return_sequences=3, length_penalty=0.7)
+    for image, hyps in zip(images, generate(model, images, IDS, cfg), strict=True):
+        assert len(hyps) == 3 and hyps[0].score >= hyps[1].score >= hyps[2].score
+        for h in hyps:
+            ended = len(h.tokens) < 8
+            lp = sequence_logprob(model, image, h.tokens, ended)
+            assert h.logprob == pytest.approx(lp, abs=1e-4)
+            assert h.score == pytest.approx(lp / (len(h.tokens) + ended) ** 0.7, abs=1e-4)
+
+
+def test_beam_options(images):
+    model = make_model(2, eos_bias=3.0)
+    short = generate(model, images, IDS, GenerationConfig(num_beams=3, min_new_tokens=5, max_new_tokens=7))
+    assert all(5 <= len(h[0].tokens) <= 7 for h in short)
+    no_rep = generate(model, images, IDS, GenerationConfig(num_beams=3, max_new_tokens=12, no_repeat_ngram_size=2))
+    for hyps in no_rep:
+        t = hyps[0].tokens
+        bigrams = list(zip(t, t[1:], strict=False))
+        assert len(bigrams) == len(set(bigrams))
+    rep = generate(model, images, IDS, GenerationConfig(max_new_tokens=12, repetition_penalty=1e6, min_new_tokens=12))
+    for hyps in rep:
+        assert len(hyps[0].tokens) == len(set(hyps[0].tokens))
+
+
+def test_top_k_one_sampling_equals_greedy(images):
+    model = make_model(4, eos_bias=2.0)
+    g = generate(model, images, IDS, GenerationConfig(max_new_tokens=10))
+    s = generate(model, images, IDS, GenerationConfig(max_new_tokens=10, do_sample=True, top_k=1, seed=0))
+    assert [h[0].tokens for h in g] == [h[0].tokens for h in s]
+
+
+def test_seeded_sampling_is_reproducible_and_varied(images):
+    model = make_model(4, eos_bias=0.0)
+    cfg = GenerationConfig(max_new_tokens=10, do_sample=True, temperature=1.5, top_p=0.95, num_return_sequences=4)
+    a = generate(model, images, IDS, GenerationConfig(**{**cfg.__dict__, "seed": 7}))
+    b = generate(model, images, IDS, GenerationConfig(**{**cfg.__dict__, "seed": 7}))
+    assert [[h.tokens for h in x] for x in a] == [[h.tokens for h in x] for x in b]
+    assert all(len(x) == 4 for x in a)
+    assert len({tuple(h.tokens) for x in a for h in x}) > 4
+
+
+def test_image_kv_once_and_shared_by_beams(images):
+    model = make_model(0)
+    calls = []
+    for block in model.decoder.h:
+        block.cross.kv_proj.register_forward_hook(lambda _m, _i, out: calls.append(out.shape[0]))
+    generate(model, images, IDS, GenerationConfig(num_beams=3, max_new_tokens=6))
+    assert calls == [images.size(0)] * model.config.n_layer  # once per layer, one row per image (not per beam)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        GenerationConfig(num_return_sequences=3).validate()
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationConfig(do_sample=True, temperature=0).validate()
