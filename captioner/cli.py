@@ -57,6 +57,7 @@ Using a trained model package:
   evaluate    caption a shapes split and score it: captioner evaluate MODEL_DIR --split test
   demo        train on shapes, evaluate on 500 test scenes (what `make demo` runs)
   shapes      write shapes scenes to disk as an imagefolder
+  bench       benchmarks that print numbers: captioner bench decode
 
 Run `captioner COMMAND --help` for the options of a command.
 """
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": commands.evaluate,
         "demo": commands.demo,
         "shapes": commands.shapes,
+        "bench": commands.bench,
     }
     if command not in handlers:
         print(f"captioner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

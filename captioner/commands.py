@@ -50,12 +50,16 @@ def caption(argv: list[str]) -> int:
     parser.add_argument("--output", "-o", help="write JSON lines {path, caption} here instead of printing")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_generation_args(parser)
     args = parser.parse_args(argv)
     from captioner.evaluation import write_jsonl
     from captioner.inference import caption_images
 
+    try:
+        gen = generation_config(args)
+    except ValueError as err:
+        return _fail(str(err))
     paths = _expand(args.images)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -63,14 +67,19 @@ def caption(argv: list[str]) -> int:
     if args.output and Path(args.output).exists() and not args.overwrite:
         return _fail(f"{args.output} exists; pass --overwrite to replace it")
     model, tok = _load(args.model_dir, args.device)
-    captions = caption_images(model, tok, paths, args.batch_size, args.max_new_tokens)
-    records = [{"path": str(p), "caption": c} for p, c in zip(paths, captions, strict=True)]
+    results = caption_images(model, tok, paths, args.batch_size, gen)
+    records = []
+    for p, hyps in zip(paths, results, strict=True):
+        record = {"path": str(p), "caption": hyps[0][0], "score": round(hyps[0][1], 4)}
+        if len(hyps) > 1:
+            record["n_best"] = [{"caption": c, "score": round(s, 4)} for c, s in hyps]
+        records.append(record)
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)
         print(f"wrote {len(records)} captions to {args.output}")
     else:
         for r in records:
-            print(f"{r['path']}\t{r['caption']}")
+            print(f"{r['path']}\t{r['caption']}\t{r['score']}")
     return 0
 
 
@@ -88,6 +97,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", help="predictions JSONL (id, caption, references, objects)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--device", default="auto")
+    add_generation_args(parser)
     return parser
 
 
@@ -101,7 +111,9 @@ def evaluate(argv: list[str]) -> int:
     holdout = _holdout(args.model_dir, args.holdout)
     if args.split == "novel" and not holdout:
         return _fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
-    metrics, records = evaluate_shapes(model, tok, args.split, args.count, holdout, blind=args.blind)
+    metrics, records = evaluate_shapes(
+        model, tok, args.split, args.count, holdout, blind=args.blind, generation=generation_config(args)
+    )
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)
     print(json.dumps({"split": args.split, "blind": args.blind, **metrics}))
@@ -145,3 +157,49 @@ def shapes(argv: list[str]) -> int:
         return _fail(str(err))
     print(f"wrote {args.count} {args.split} scenes to {args.directory} in {time.time() - start:.1f}s")
     return 0
+
+
+def bench(argv: list[str]) -> int:
+    from captioner.bench import main as bench_main
+
+    return bench_main(argv)
+
+
+def add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """Decoding options shared by caption and evaluate (names as in Hugging Face `generate`)."""
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: greedy)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
+    g.add_argument("--num-return-sequences", type=int, default=1, help="n-best captions per image")
+    g.add_argument("--length-penalty", type=float, default=1.0)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--min-new-tokens", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--early-stopping", action="store_true")
+
+
+def generation_config(args: argparse.Namespace):  # noqa: ANN201
+    from captioner.generate import GenerationConfig
+
+    cfg = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        num_beams=args.num_beams,
+        do_sample=args.do_sample,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        length_penalty=args.length_penalty,
+        early_stopping=args.early_stopping,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        repetition_penalty=args.repetition_penalty,
+        num_return_sequences=args.num_return_sequences,
+        seed=args.seed,
+    )
+    cfg.validate()
+    return cfg

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.data.shapes import make_scene, score
-from captioner.generate import greedy
+from captioner.generate import GenerationConfig, generate
 from captioner.inference import model_transform
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
@@ -27,6 +27,7 @@ def evaluate_shapes(
     batch_size: int = 100,
     blind: bool = False,
     progress: bool = True,
+    generation: GenerationConfig | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Caption `count` scenes of `split` and score them.
 
@@ -46,8 +47,8 @@ def evaluate_shapes(
         memory = model.encode(images)  # (B, N, D)
         if blind:
             memory = memory.roll(1, dims=0)
-        ids = greedy(model, images, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, memory=memory)
-        captions.extend(tokenizer.decode(x) for x in ids)
+        hyps = generate(model, None, tokenizer, generation, memory=memory)
+        captions.extend(tokenizer.decode(h[0].tokens) for h in hyps)
     metrics = score(captions, [s.objects for s in scenes])
     records = [
         {

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 
 from captioner.data.transforms import Transform, eval_transform
-from captioner.generate import greedy
+from captioner.generate import GenerationConfig, generate
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
 
@@ -45,15 +45,18 @@ def caption_images(
     tokenizer: CaptionTokenizer,
     images: Sequence[str | Path | Image.Image],
     batch_size: int = 32,
-    max_new_tokens: int | None = None,
-) -> list[str]:
-    """Greedy captions for image files or PIL images."""
+    generation: GenerationConfig | None = None,
+) -> list[list[tuple[str, float]]]:
+    """Captions for image files or PIL images: per image, (caption, score) pairs, best first.
+
+    Decoding follows `generation` (greedy by default); see `captioner.generate` for what the score is.
+    """
     transform = model_transform(model)
     device = next(model.parameters()).device
-    out: list[str] = []
+    out: list[list[tuple[str, float]]] = []
     for chunk in _batches(images, batch_size):
         pil = [im if isinstance(im, Image.Image) else load_image(im) for im in chunk]
         batch = torch.stack([transform(im.convert("RGB")) for im in pil]).to(device)
-        ids = greedy(model, batch, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id, max_new_tokens)
-        out.extend(tokenizer.decode(x) for x in ids)
+        for hyps in generate(model, batch, tokenizer, generation):
+            out.append([(tokenizer.decode(h.tokens), h.score) for h in hyps])
     return out

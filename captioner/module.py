@@ -13,7 +13,7 @@ from torch import nn
 
 from captioner.config import CaptionerConfig
 from captioner.data.shapes import ShapeObject, score
-from captioner.generate import greedy
+from captioner.generate import GenerationConfig, generate
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
 
@@ -28,6 +28,7 @@ class CaptionerModule(L.LightningModule):
         generate_batches: validation/test batches to caption (greedy) for caption metrics and samples;
             -1 captions every batch.
         num_samples: sample captions shown and logged each validation.
+        generation: decoding options for validation/test/predict captions (default greedy).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class CaptionerModule(L.LightningModule):
         min_lr_ratio: float = 0.1,
         generate_batches: int = 2,
         num_samples: int = 4,
+        generation: GenerationConfig | None = None,
     ) -> None:
         super().__init__()
         config = config or CaptionerConfig.from_name("shapes")
@@ -52,6 +54,7 @@ class CaptionerModule(L.LightningModule):
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.generate_batches, self.num_samples = generate_batches, num_samples
+        self.generation = generation or GenerationConfig()
         self._outputs: list[dict[str, Any]] = []
 
     @property
@@ -85,10 +88,10 @@ class CaptionerModule(L.LightningModule):
 
     def _caption_batch(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         tok = self.tokenizer
-        ids = greedy(self.model, batch["images"], tok.bos_id, tok.eos_id, tok.pad_id)
+        hyps = generate(self.model, batch["images"], tok, self.generation)
         return [
-            {"index": i, "caption": tok.decode(x), "references": refs, "objects": objs}
-            for i, x, refs, objs in zip(batch["index"], ids, batch["references"], batch["objects"], strict=True)
+            {"index": i, "caption": tok.decode(h[0].tokens), "score": h[0].score, "references": refs, "objects": objs}
+            for i, h, refs, objs in zip(batch["index"], hyps, batch["references"], batch["objects"], strict=True)
         ]
 
     def on_validation_epoch_end(self) -> None:

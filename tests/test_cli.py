@@ -64,6 +64,22 @@ def test_caption_loads_the_package(trained_package, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+def test_caption_beam_n_best(trained_package, tmp_path):
+    write_imagefolder(tmp_path / "imgs", "test", 2)
+    out = tmp_path / "nbest.jsonl"
+    args = ["--num-beams", "3", "--num-return-sequences", "2", "--output", str(out)]
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), *args]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(len(r["n_best"]) == 2 and r["n_best"][0]["score"] >= r["n_best"][1]["score"] for r in rows)
+    assert all(r["caption"] == r["n_best"][0]["caption"] for r in rows)
+
+
+def test_caption_refuses_bad_decoding_options(trained_package, tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", "test", 1)
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--num-return-sequences", "2"]) == 2
+    assert "num_return_sequences" in capsys.readouterr().err
+
+
 def test_caption_names_missing_inputs(trained_package, capsys):
     assert main(["caption", str(trained_package), "does/not/exist.png"]) == 2
     assert "does/not/exist.png" in capsys.readouterr().err
@@ -79,7 +95,7 @@ def test_evaluate_writes_predictions(trained_package, tmp_path, capsys):
     assert main(["evaluate", str(trained_package), "--split", "novel", "--count", "4", "--blind"]) == 0
 
 
-@pytest.mark.parametrize("command", ["caption", "evaluate", "demo", "shapes", "fit"])
+@pytest.mark.parametrize("command", ["caption", "evaluate", "demo", "shapes", "fit", "bench"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
