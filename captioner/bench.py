@@ -18,15 +18,24 @@ from captioner.model import Captioner
 IDS = _Ids(bos_id=1, eos_id=2, pad_id=0)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median seconds of `repeats` calls after one warm-up call."""
-    fn()
-    times = []
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed_pair(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of `repeats` calls of each, after a warm-up call; calls alternate so that drifts in the
+    machine's speed hit both sides alike."""
+    a(), b()
+    ta, tb = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((a, ta), (b, tb)):
+            _sync()
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def ours(args: argparse.Namespace) -> Captioner:
@@ -86,21 +95,26 @@ def _train_step(model: torch.nn.Module, step: Callable[[], torch.Tensor]) -> Cal
 def decode_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     """(row, our seconds, HF seconds) for training step, greedy and beam, plus encoder-only and decode-only rows."""
     torch.manual_seed(0)
-    mine, hf = ours(args), hugging_face(args)
-    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-    ids = torch.randint(3, args.vocab, (args.batch, args.new_tokens + 1))
+    device = torch.device(args.device)
+    mine, hf = ours(args).to(device), hugging_face(args).to(device)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
+    ids = torch.randint(3, args.vocab, (args.batch, args.new_tokens + 1), device=device)
     n, beams = args.new_tokens, args.beams
     greedy_cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n)
     beam_cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, num_beams=beams)
     hf_kw = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
     rows = []
     mine.train(), hf.train()
-    t_ours = timed(_train_step(mine, lambda: mine.loss(x, ids, ids)), args.repeats)
-    t_hf = timed(_train_step(hf, lambda: hf(pixel_values=x, labels=ids).loss), args.repeats)
-    rows.append(("training step (fwd + bwd + AdamW)", t_ours, t_hf))
+    train_ours = _train_step(mine, lambda: mine.loss(x, ids, ids))
+    train_hf = _train_step(hf, lambda: hf(pixel_values=x, labels=ids).loss)
+    rows.append(("training step (fwd + bwd + AdamW)", *timed_pair(train_ours, train_hf, args.repeats)))
     mine.eval(), hf.eval()
     with torch.inference_mode():
-        memory, enc_out = mine.encode(x), hf.encoder(pixel_values=x)
+        from transformers.modeling_outputs import BaseModelOutput
+
+        memory, hidden = mine.encode(x), hf.encoder(pixel_values=x).last_hidden_state
+        # a fresh wrapper per call: HF's generate expands `encoder_outputs` for beams in place
+        enc_out = lambda: BaseModelOutput(last_hidden_state=hidden)  # noqa: E731
         cases = {
             "greedy, 20 new tokens": (
                 lambda: generate(mine, x, IDS, greedy_cfg),
@@ -113,15 +127,15 @@ def decode_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
             "  encoder forward only": (lambda: mine.encode(x), lambda: hf.encoder(pixel_values=x)),
             "  greedy, decoder only": (
                 lambda: generate(mine, None, IDS, greedy_cfg, memory),
-                lambda: hf.generate(encoder_outputs=enc_out, num_beams=1, **hf_kw),
+                lambda: hf.generate(encoder_outputs=enc_out(), num_beams=1, **hf_kw),
             ),
             f"  beam ({beams}), decoder only": (
                 lambda: generate(mine, None, IDS, beam_cfg, memory),
-                lambda: hf.generate(encoder_outputs=enc_out, num_beams=beams, **hf_kw),
+                lambda: hf.generate(encoder_outputs=enc_out(), num_beams=beams, **hf_kw),
             ),
         }
         for name, (a, b) in cases.items():
-            rows.append((name, timed(a, args.repeats), timed(b, args.repeats)))
+            rows.append((name, *timed_pair(a, b, args.repeats)))
     print(f"parameters: captioner {mine.num_parameters():,}; Hugging Face {sum(p.numel() for p in hf.parameters()):,}")
     return rows
 
@@ -147,8 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--beams", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (median), after a warm-up")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both sides)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median), after a warm-up")
     args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print_table(decode_rows(args))
+    cuda = args.device.startswith("cuda")
+    where = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}: {where}")
+    rows = decode_rows(args)
+    print_table(rows)
+    times = {name.strip(): (a, b) for name, a, b in rows}
+    encoder = times["encoder forward only"][0]
+    for name in ("greedy, 20 new tokens", f"beam search, {args.beams} beams"):
+        hf_total = times[name][1]
+        print(
+            f"{name}: the shared ViT encoder is {times['encoder forward only'][1] / hf_total:.0%} of Hugging Face's "
+            f"time, so no decoder can make the whole call more than {hf_total / encoder:.2f}x faster"
+        )
     return 0

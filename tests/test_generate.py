@@ -32,12 +32,12 @@ def uncached_greedy(model: Captioner, images: torch.Tensor, steps: int) -> list[
     """One image at a time, full forward pass every step, no cache."""
     out = []
     for i in range(images.size(0)):
-        ids = torch.tensor([[IDS.bos_id]])
+        ids = torch.tensor([[IDS.bos_id]], device=images.device)
         for _ in range(steps):
             nxt = int(model(images[i : i + 1], ids)[0, -1].argmax())
             if nxt == IDS.eos_id:
                 break
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+            ids = torch.cat([ids, torch.tensor([[nxt]], device=images.device)], dim=1)
         out.append(ids[0, 1:].tolist())
     return out
 
@@ -56,14 +56,21 @@ def images() -> torch.Tensor:
     return torch.randn(8, 3, 32, 32)
 
 
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @torch.no_grad()
-def test_cached_greedy_equals_uncached_exactly(seed, images):
+def test_cached_greedy_equals_uncached_exactly(seed, device, images):
+    torch.backends.cuda.matmul.allow_tf32 = False  # exact comparisons in fp32
+    images = images.to(device)
     lengths: set[int] = set()
-    logits = make_model(seed)(images, torch.full((images.size(0), 1), IDS.bos_id))[:, -1]  # (B, V)
+    bos = torch.full((images.size(0), 1), IDS.bos_id, device=device)
+    logits = make_model(seed).to(device)(images, bos)[:, -1]  # (B, V)
     spread = float(logits.max(-1).values.mean() - logits[:, IDS.eos_id].mean())
     for bias in torch.linspace(0, 1.5 * spread, 80):  # an EOS bias where sequences end at different steps
-        model = make_model(seed, eos_bias=float(bias))
+        model = make_model(seed, eos_bias=float(bias)).to(device)
         ref = uncached_greedy(model, images, 10)
         lengths = {len(r) for r in ref}
         if len(lengths) >= 3:
