@@ -22,4 +22,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check captioner tests scripts
 
 test: lint
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest -q tests

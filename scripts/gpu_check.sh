@@ -13,7 +13,7 @@ PY=${PY:-python3}
 'transformers', transformers.__version__, 'lightning', lightning.__version__)"
   date -u
 } 2>&1 | tee "$OUT/gpu.txt"
-timeout 180 $PY -m pytest tests -q -x -p no:cacheprovider 2>&1 | tail -4 | tee "$OUT/pytest.txt"
+timeout 180 $PY -m pytest -q -x tests -p no:cacheprovider 2>&1 | tail -4 | tee "$OUT/pytest.txt"
 timeout 240 $PY -m captioner demo --trainer.logger.init_args.save_dir /tmp/gpu_runs \
   --data.init_args.num_workers 6 2>&1 | grep -v "it/s\|Warn" | tail -9 | tee "$OUT/demo.txt"
 timeout 150 $PY -m captioner bench decode --device cuda 2>&1 | grep -v Warn | tail -12 | tee "$OUT/bench_cuda.txt"
