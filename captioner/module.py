@@ -130,7 +130,8 @@ class CaptionerModule(L.LightningModule):
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         groups = parameter_groups(self.model, self.weight_decay)
-        fused = self.device.type == "cuda"
+        # fused AdamW unscales gradients itself, which Lightning's AMP plugin refuses to combine with clipping
+        fused = self.device.type == "cuda" and not self.trainer.gradient_clip_val
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         schedule = warmup_cosine(self.warmup_steps, total, self.min_lr_ratio)
