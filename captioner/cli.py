@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from lightning.pytorch.cli import LightningCLI
 
 from captioner.data.datamodule import CaptionDataModule
+from captioner.model import TOKENIZER_FILE
 from captioner.module import CaptionerModule
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
@@ -26,6 +28,17 @@ class CaptionerCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.set_defaults({"trainer.precision": default_precision()})
+
+    def before_instantiate_classes(self) -> None:
+        """Fine-tuning (`model.init_from`) keeps the package's tokenizer: the data uses it instead of training one."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        package = config.model.get("init_from")
+        data_args = config.data.get("init_args") if hasattr(config.data, "get") else None
+        if package and data_args is not None and not data_args.get("tokenizer_path"):
+            tokenizer = Path(package) / TOKENIZER_FILE
+            if not tokenizer.is_file():
+                raise FileNotFoundError(f"model.init_from={package} is not a model package: {tokenizer} is missing")
+            data_args["tokenizer_path"] = str(tokenizer)
 
 
 def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI:
@@ -57,6 +70,8 @@ Using a trained model package:
   evaluate    caption a shapes split and score it: captioner evaluate MODEL_DIR --split test
   demo        train on shapes, evaluate on 500 test scenes (what `make demo` runs)
   shapes      write shapes scenes to disk as an imagefolder
+  shards      write webdataset shards from an imagefolder, table, COCO or Karpathy data
+  prepare-coco  check a COCO captions folder and print the config that reads it
   bench       benchmarks that print numbers: captioner bench decode
 
 Run `captioner COMMAND --help` for the options of a command.
@@ -80,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo": commands.demo,
         "shapes": commands.shapes,
         "bench": commands.bench,
+        "shards": commands.shards,
+        "prepare-coco": commands.prepare_coco,
     }
     if command not in handlers:
         print(f"captioner: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -203,3 +203,81 @@ def generation_config(args: argparse.Namespace):  # noqa: ANN201
     )
     cfg.validate()
     return cfg
+
+
+def shards(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="captioner shards",
+        description="Write webdataset tar shards (KEY.jpg|png|webp + KEY.txt + KEY.json) from any readable format.",
+    )
+    parser.add_argument("pattern", help="output shard pattern with a %%d field, e.g. shards/%%05d.tar")
+    parser.add_argument("--format", default="imagefolder", choices=["imagefolder", "table", "coco", "karpathy"])
+    parser.add_argument("--input", required=True, help="folder, table, COCO annotations or Karpathy file")
+    parser.add_argument("--root", help="image folder (table/coco/karpathy)")
+    parser.add_argument("--split", default="train", help="Karpathy split(s), comma-separated")
+    parser.add_argument("--image-column", default="file_name")
+    parser.add_argument("--caption-column", default="text")
+    parser.add_argument("--max-count", type=int, default=10_000, help="samples per shard")
+    parser.add_argument("--drop-missing", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    from captioner.data import pairs as P
+    from captioner.data.pairs_module import coco_image_dir
+    from captioner.data.shards import write_shards
+
+    try:
+        if args.format == "imagefolder":
+            items = P.read_imagefolder(args.input, args.caption_column)
+        elif args.format == "table":
+            items = P.read_table(args.input, args.root, args.image_column, args.caption_column)
+        elif args.format == "coco":
+            items = P.read_coco(args.input, args.root or coco_image_dir(args.input))
+        else:
+            items = P.read_karpathy(args.input, args.root or str(Path(args.input).parent), args.split.split(","))
+        items = P.clean(items, args.input, args.drop_missing)
+        written = write_shards(items, args.pattern, args.max_count, args.overwrite)
+    except (P.DataError, FileExistsError) as err:
+        return _fail(str(err))
+    print(f"wrote {len(items)} samples in {len(written)} shard(s): {written[0]} .. {written[-1]}")
+    return 0
+
+
+def prepare_coco(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="captioner prepare-coco",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Check a COCO captions folder and print the config lines that read it.
+
+Expected layout (download from cocodataset.org; Karpathy splits from the `dataset_coco.json` of
+Karpathy's neuraltalk2 release):
+  ROOT/annotations/captions_train2017.json   ROOT/train2017/*.jpg
+  ROOT/annotations/captions_val2017.json     ROOT/val2017/*.jpg
+  ROOT/dataset_coco.json (optional)          ROOT/train2014/, ROOT/val2014/ (for the Karpathy split)
+For example:
+  wget http://images.cocodataset.org/zips/train2017.zip http://images.cocodataset.org/zips/val2017.zip
+  wget http://images.cocodataset.org/annotations/annotations_trainval2017.zip
+  unzip -q '*.zip' -d ROOT""",
+    )
+    parser.add_argument("root")
+    args = parser.parse_args(argv)
+    from captioner.data import pairs as P
+
+    root, problems = Path(args.root), []
+    for split in ("train", "val"):
+        ann = root / "annotations" / f"captions_{split}2017.json"
+        if not ann.is_file():
+            problems.append(f"missing {ann}")
+            continue
+        items = P.read_coco(ann, root / f"{split}2017")
+        missing = [p.image for p in items if not Path(p.image).is_file()]
+        captions = sum(len(p.captions) for p in items)
+        print(f"{split}2017: {len(items):,} images, {captions:,} captions, {len(missing):,} image files missing")
+        if missing:
+            problems.append(f"{len(missing)} {split}2017 images missing, e.g. {missing[:3]}")
+    if problems:
+        return _fail("; ".join(problems))
+    print(
+        "\nuse in a config:\n  data:\n    class_path: captioner.data.PairsDataModule\n    init_args:\n"
+        f"      format: coco\n      train: {root / 'annotations/captions_train2017.json'}"
+    )
+    return 0

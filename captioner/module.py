@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -29,6 +29,10 @@ class CaptionerModule(L.LightningModule):
             -1 captions every batch.
         num_samples: sample captions shown and logged each validation.
         generation: decoding options for validation/test/predict captions (default greedy).
+        init_from: a model package to fine-tune; its config, weights and tokenizer are used (`config` is ignored).
+        finetune: which parameters train: `full`; `freeze_encoder` (the timm backbone is frozen, its projection
+            trains); `cross_attention` (only the cross-attention layers and every LayerNorm train).
+        encoder_lr_mult: the timm backbone's learning rate is `lr * encoder_lr_mult`.
     """
 
     def __init__(
@@ -43,14 +47,29 @@ class CaptionerModule(L.LightningModule):
         generate_batches: int = 2,
         num_samples: int = 4,
         generation: GenerationConfig | None = None,
+        init_from: str | None = None,
+        finetune: Literal["full", "freeze_encoder", "cross_attention"] = "full",
+        encoder_lr_mult: float = 1.0,
     ) -> None:
         super().__init__()
-        config = config or CaptionerConfig.from_name("shapes")
-        if vocab_size is not None:
-            config.vocab_size = vocab_size
         self.save_hyperparameters()
+        if init_from:  # fine-tuning: architecture, weights (and, via the CLI, tokenizer) from a model package
+            self.model, _ = Captioner.from_pretrained(init_from)
+            self.model.train()
+            config = self.model.config
+            if vocab_size is not None and vocab_size != config.vocab_size:
+                raise ValueError(
+                    f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with "
+                    f"{config.vocab_size}; fine-tuning keeps the package's tokenizer (leave data.tokenizer_path unset)"
+                )
+        else:
+            config = config or CaptionerConfig.from_name("shapes")
+            if vocab_size is not None:
+                config.vocab_size = vocab_size
+            self.model = Captioner(config)
         self.config = config
-        self.model = Captioner(config)
+        self.finetune, self.encoder_lr_mult = finetune, encoder_lr_mult
+        apply_finetune_policy(self.model, finetune)
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.generate_batches, self.num_samples = generate_batches, num_samples
@@ -73,18 +92,22 @@ class CaptionerModule(L.LightningModule):
             self._outputs.extend(self._caption_batch(batch))
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch failed to decode (counted by the collator)
+            return None
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         return self._shared_step(batch, "train", batch_idx)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "val", batch_idx)
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._shared_step(batch, "val", batch_idx)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test", batch_idx)
+    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._shared_step(batch, "test", batch_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        return self._caption_batch(batch)
+    def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> list[dict[str, Any]]:
+        return [] if batch is None else self._caption_batch(batch)
 
     def _caption_batch(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         tok = self.tokenizer
@@ -129,7 +152,7 @@ class CaptionerModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = parameter_groups(self.model, self.weight_decay)
+        groups = parameter_groups(self.model, self.weight_decay, self.lr, self.encoder_lr_mult)
         # fused AdamW unscales gradients itself, which Lightning's AMP plugin refuses to combine with clipping
         fused = self.device.type == "cuda" and not self.trainer.gradient_clip_val
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
@@ -139,18 +162,44 @@ class CaptionerModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices of Linear layers only; none on norms, biases, embeddings and position tokens."""
-    decay, no_decay = [], []
+def parameter_groups(
+    model: Captioner, weight_decay: float, lr: float, encoder_lr_mult: float = 1.0
+) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices of Linear/Conv layers only (none on norms, biases, embeddings and
+    position tokens); the timm backbone at `lr * encoder_lr_mult`. Frozen parameters are left out."""
     matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    backbone = {id(p) for p in model.encoder.backbone.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     seen: set[int] = set()
     for p in model.parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        (decay if id(p) in matrices and id(p) not in embeddings else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = id(p) in matrices and id(p) not in embeddings
+        groups.setdefault((decay, id(p) in backbone), []).append(p)
+    return [
+        {"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (encoder_lr_mult if enc else 1.0)}
+        for (decay, enc), ps in groups.items()
+    ]
+
+
+def apply_finetune_policy(model: Captioner, policy: str) -> None:
+    """Set `requires_grad` for a fine-tuning policy (see `CaptionerModule`)."""
+    if policy not in ("full", "freeze_encoder", "cross_attention"):
+        raise ValueError(f"unknown finetune policy {policy!r}; choose full, freeze_encoder or cross_attention")
+    for name, p in model.named_parameters():
+        if policy == "full":
+            p.requires_grad_(True)
+        elif policy == "freeze_encoder":
+            p.requires_grad_(not name.startswith("encoder.backbone."))
+        else:
+            p.requires_grad_(".cross." in name or _is_norm(model, name))
+
+
+def _is_norm(model: nn.Module, param_name: str) -> bool:
+    module = model.get_submodule(param_name.rsplit(".", 1)[0])
+    return isinstance(module, nn.LayerNorm)
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201

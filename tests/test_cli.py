@@ -4,25 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from captioner.cli import main, trainer_cli
 from captioner.data.shapes import write_imagefolder
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--model.config.encoder_img_size=32",
-    "--model.config.encoder_kwargs={embed_dim: 32, depth: 1, num_heads: 2}",
-    "--model.config.n_layer=1",
-    "--model.config.n_embd=32",
-    "--model.config.n_head=2",
-    "--data.init_args.train_size=64",
-    "--data.init_args.val_size=16",
-    "--data.init_args.batch_size=8",
-    "--data.init_args.num_workers=0",
-    "--data.init_args.tokenizer_scenes=200",
-    "--trainer.max_steps=4",
-    "--trainer.val_check_interval=4",
-]
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -31,18 +16,6 @@ def test_every_config_parses(config, capsys):
         trainer_cli(["fit", "--config", str(config), "--print_config"])
     assert exit_.value.code in (0, None)
     assert "model:" in capsys.readouterr().out
-
-
-@pytest.fixture(scope="module")
-def trained_package(tmp_path_factory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
-    code = main(
-        ["fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY, f"--trainer.logger.init_args.save_dir={runs}"]
-    )
-    assert code == 0
-    packages = list(runs.glob("shapes/version_*/model"))
-    assert len(packages) == 1
-    return packages[0]
 
 
 def test_fit_exports_a_package_with_checkpoints_and_logs(trained_package: Path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captioner.data.shapes import make_scene
 from captioner.data.transforms import Transform, eval_transform
@@ -17,13 +18,48 @@ from captioner.model import IGNORE_INDEX
 from captioner.tokenizer import CaptionTokenizer
 
 
+class DecodeFailures:
+    """Counts examples whose image failed to decode; warns naming each, stops when too many fail.
+
+    Each DataLoader worker holds its own copy, so the rate is checked per worker (each sees a random share).
+    """
+
+    def __init__(self, max_rate: float = 0.02, min_seen: int = 100) -> None:
+        self.max_rate, self.min_seen = max_rate, min_seen
+        self.seen, self.failed = 0, 0
+        self.examples: list[str] = []
+
+    def update(self, total: int, failures: list[dict[str, Any]]) -> None:
+        self.seen += total
+        self.failed += len(failures)
+        for f in failures:
+            warnings.warn(f"skipped an image that failed to decode: {f['error']}", stacklevel=2)
+            if len(self.examples) < 5:
+                self.examples.append(f["error"])
+        if self.seen >= self.min_seen and self.failed > self.max_rate * self.seen:
+            raise RuntimeError(
+                f"{self.failed} of {self.seen} images failed to decode ({self.failed / self.seen:.1%} > "
+                f"max_failure_rate {self.max_rate:.1%}), e.g. {self.examples}. Fix or remove these files, or raise "
+                "data.init_args.max_failure_rate."
+            )
+
+
 class CaptionCollator:
-    """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references, objects}."""
+    """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references, objects}.
 
-    def __init__(self, tokenizer: CaptionTokenizer, max_length: int) -> None:
+    Examples whose image failed to decode (`{"error": ...}`) are left out and counted in `failures`.
+    """
+
+    def __init__(self, tokenizer: CaptionTokenizer, max_length: int, failures: DecodeFailures | None = None) -> None:
         self.tokenizer, self.max_length = tokenizer, max_length
+        self.failures = failures or DecodeFailures()
 
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        bad = [e for e in examples if "error" in e]
+        self.failures.update(len(examples), bad)
+        examples = [e for e in examples if "error" not in e]
+        if not examples:
+            return None  # the whole batch failed: the module skips it
         ids = [self.tokenizer.encode(e["caption"], self.max_length) for e in examples]
         T = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), T), self.tokenizer.pad_id, dtype=torch.long)
@@ -56,13 +92,16 @@ class CaptionDataModule(L.LightningDataModule):
         vocab_size: int = 512,
         tokenizer_path: str | None = None,
         crop_pct: float | None = None,
+        max_failure_rate: float = 0.02,
     ) -> None:
         super().__init__()
         self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
+        self.max_failure_rate = max_failure_rate
         self.crop_pct = crop_pct
         self._vocab_target, self._tokenizer_path = vocab_size, tokenizer_path
         self._tokenizer: CaptionTokenizer | None = None
         self.transform: Transform | None = None
+        self.train_transform: Transform | None = None
         self.datasets: dict[str, Dataset] = {}
 
     # ---- tokenizer -----------------------------------------------------------------------------------------------
@@ -92,6 +131,11 @@ class CaptionDataModule(L.LightningDataModule):
 
     def set_transform_from(self, data_config: dict[str, Any]) -> None:
         self.transform = eval_transform(data_config, crop_pct=self.crop_pct)
+        self.train_transform = self.make_train_transform(data_config)
+
+    def make_train_transform(self, data_config: dict[str, Any]) -> Transform:
+        """The training transform; the evaluation one unless a subclass augments."""
+        return self.transform
 
     def setup(self, stage: str) -> None:
         if self.transform is None:
@@ -101,17 +145,21 @@ class CaptionDataModule(L.LightningDataModule):
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
         for split in splits:
             if split not in self.datasets:
-                self.datasets[split] = self.make_dataset(split, self.transform, train=split == "train")
+                train = split == "train"
+                transform = self.train_transform if train else self.transform
+                self.datasets[split] = self.make_dataset(split, transform, train)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        iterable = isinstance(dataset, IterableDataset)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and not iterable,
             num_workers=self.num_workers,
-            collate_fn=CaptionCollator(self.tokenizer, self.max_length),
+            collate_fn=CaptionCollator(self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate)),
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle,
+            drop_last=shuffle and not iterable,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,60 @@
+"""One image pipeline for every source: Pillow decode, EXIF orientation, any mode to RGB, a decompression-bomb limit."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; larger files are refused as possible decompression bombs
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be used: unreadable, truncated, not an image, or too large."""
+
+
+def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file (or its bytes) to an RGB image with its EXIF orientation applied.
+
+    Handles every Pillow mode: CMYK, palette (with transparency), alpha (composited on white), 16/32-bit
+    integer and float grayscale (rescaled to 8 bits), 1-bit. Raises `ImageDecodeError` naming the reason.
+    """
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageDecodeError(f"{name}: {img.width}x{img.height} exceeds the {max_pixels:,}-pixel limit")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({err})") from err
+    except FileNotFoundError as err:
+        raise ImageDecodeError(f"{name}: file not found") from err
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from err
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # high bit depth grayscale: rescale to 0..255
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, P, L, 1
