@@ -148,8 +148,15 @@ def print_table(rows: list[tuple[str, float, float]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
+    if argv[:1] == ["data"]:
+        from captioner.bench_data import main as data_main
+
+        return data_main(argv[1:])
     parser = argparse.ArgumentParser(prog="captioner bench", description=__doc__)
-    parser.add_argument("what", choices=["decode"], help="decode: training step, greedy and beam vs Hugging Face")
+    parser.add_argument(
+        "what", choices=["decode", "data"], help="decode: training step, greedy and beam vs Hugging Face; data: loaders"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--enc-width", type=int, default=192)

@@ -1,0 +1,91 @@
+"""`captioner bench data`: images/s of the data pipeline alone, against the training step at the shapes config."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from captioner.config import CaptionerConfig
+from captioner.data.datamodule import ShapesDataModule
+from captioner.data.pairs import read_imagefolder
+from captioner.data.pairs_module import PairsDataModule
+from captioner.data.shapes import make_scene, write_imagefolder
+from captioner.model import Captioner
+
+
+def loader_rate(loader, batches: int) -> float:  # noqa: ANN001
+    """Images per second over `batches` batches, after one warm-up batch."""
+    it = iter(loader)
+    next(it)
+    n, start = 0, time.perf_counter()
+    for _ in range(batches):
+        n += next(it)["images"].size(0)
+    return n / (time.perf_counter() - start)
+
+
+def train_rate(cfg: CaptionerConfig, batch: dict, steps: int) -> float:
+    model = Captioner(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = model.loss(batch["images"], batch["input_ids"], batch["labels"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch["images"].size(0) / (time.perf_counter() - start)
+
+
+def shapes_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
+    cfg = CaptionerConfig.from_name("shapes")
+    dm = ShapesDataModule(batch_size=64, num_workers=args.workers)
+    dm.set_transform_from(Captioner(cfg).encoder.data_config())
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    cfg.vocab_size = dm.vocab_size
+    return [
+        (f"shapes: render + timm transform, {args.workers} workers", loader_rate(loader, args.batches)),
+        ("shapes: training step (fwd + bwd + AdamW), batch 64", train_rate(cfg, next(iter(loader)), 10)),
+    ]
+
+
+def jpeg_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_imagefolder(Path(tmp) / "src", "train", args.jpegs)
+        for pair in read_imagefolder(folder):  # 640x480 JPEGs, like photos
+            path = Path(pair.image)
+            make_scene("train", 0).image.resize((640, 480), Image.BICUBIC).save(path.with_suffix(".jpg"), quality=90)
+        meta = (folder / "metadata.jsonl").read_text().replace(".png", ".jpg")
+        (folder / "metadata.jsonl").write_text(meta)
+        dm = PairsDataModule(train=str(folder), batch_size=32, num_workers=args.workers, val_fraction=0.01)
+        dm.set_transform_from(Captioner(CaptionerConfig(encoder_name="vit_tiny_patch16_224")).encoder.data_config())
+        dm.setup("fit")
+        batches = max(1, min(args.batches, len(dm.datasets["train"]) // 32 - 1))
+        return [
+            (
+                f"640x480 JPEG -> 224 px (decode + timm transform), {args.workers} workers",
+                loader_rate(dm.train_dataloader(), batches),
+            )
+        ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="captioner bench data", description=__doc__)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--jpegs", type=int, default=512, help="JPEG files to write for the 224 px row")
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"| {'row':<62} | images/s |\n|{'-' * 64}|---------:|")
+    for name, rate in [*shapes_rows(args), *jpeg_rows(args)]:
+        print(f"| {name:<62} | {rate:8.0f} |")
+    return 0
