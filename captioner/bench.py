@@ -153,9 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         from captioner.bench_data import main as data_main
 
         return data_main(argv[1:])
+    if argv[:1] == ["train"]:
+        from captioner.bench_train import main as train_main
+
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="captioner bench", description=__doc__)
     parser.add_argument(
-        "what", choices=["decode", "data"], help="decode: training step, greedy and beam vs Hugging Face; data: loaders"
+        "what",
+        choices=["decode", "data", "train"],
+        help="decode: training step, greedy and beam vs Hugging Face; data: loaders; train: MFU on this device",
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)

@@ -41,10 +41,12 @@ class ExportModelPackage(L.Callback):
         dm = trainer.datamodule
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
         pl_module.model.save_pretrained(target, dm.tokenizer, overwrite=self.overwrite, note=note)
-        describe = getattr(dm, "describe", None)
-        if describe is not None:
-            info = {"steps": trainer.global_step, "data": describe()}
-            (target / TRAINING_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        info: dict = {"steps": trainer.global_step}
+        if hasattr(dm, "describe"):
+            info["data"] = dm.describe()
+        if hasattr(dm, "used_token_ids"):
+            info["used_token_ids"] = dm.used_token_ids()
+        (target / TRAINING_FILE).write_text(json.dumps(info) + "\n", encoding="utf-8")
         self.exported = target
         rank_zero_info(f"model package written to {target}")
 

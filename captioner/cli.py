@@ -30,10 +30,15 @@ class CaptionerCLI(LightningCLI):
         parser.set_defaults({"trainer.precision": default_precision()})
 
     def before_instantiate_classes(self) -> None:
-        """Fine-tuning (`model.init_from`) keeps the package's tokenizer: the data uses it instead of training one."""
+        """The data uses the model's tokenizer instead of training one: the package's when fine-tuning
+        (`model.init_from`), GPT-2's when the decoder starts from GPT-2 (`model.config.decoder_init_from`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         package = config.model.get("init_from")
         data_args = config.data.get("init_args") if hasattr(config.data, "get") else None
+        model_config = config.model.get("config")
+        gpt2 = model_config.get("decoder_init_from") if model_config is not None else None
+        if gpt2 and not package and data_args is not None and not data_args.get("tokenizer_path"):
+            data_args["hf_tokenizer"] = data_args.get("hf_tokenizer") or gpt2
         if package and data_args is not None and not data_args.get("tokenizer_path"):
             tokenizer = Path(package) / TOKENIZER_FILE
             if not tokenizer.is_file():

@@ -21,6 +21,7 @@ class CaptionerConfig:
     encoder_img_size: int | None = None  # None: the timm model's own size
     encoder_patch_size: int | None = None  # None: the timm model's own patch size
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim/depth/num_heads for ViTs
+    encoder_checkpoint: str | None = None  # a local weights file for the timm model (instead of the hub)
     # text decoder (GPT)
     vocab_size: int = 512
     block_size: int = 40  # longest caption in tokens, BOS and EOS included
@@ -29,6 +30,9 @@ class CaptionerConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    gelu_approximate: str = "none"  # "tanh" for GPT-2 weights (its gelu_new)
+    cross_gate: bool = False  # tanh gate on each cross-attention, starting at zero (Flamingo)
+    decoder_init_from: str | None = None  # gpt2 | distilgpt2 | a local folder: GPT-2 weights and tokenizer
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> CaptionerConfig:

@@ -17,7 +17,7 @@ class MLP(nn.Module):
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -36,10 +36,13 @@ class Block(nn.Module):
         self.cross = CrossAttention(config)
         self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
+        # tanh(0) = 0: a gated block starts as a plain GPT block (the pretrained LM's output is unchanged)
+        self.cross_gate = nn.Parameter(torch.zeros(1)) if config.cross_gate else None
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), start)
-        x = x + self.cross(self.ln_2(x), kv)
+        cross = self.cross(self.ln_2(x), kv)
+        x = x + (cross if self.cross_gate is None else torch.tanh(self.cross_gate) * cross)
         return x + self.mlp(self.ln_3(x))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -21,15 +23,36 @@ def timm_kwargs(config: CaptionerConfig) -> dict[str, Any]:
     return kwargs
 
 
+def create_backbone(config: CaptionerConfig, pretrained: bool) -> nn.Module:
+    """`timm.create_model(name, num_classes=0)`: hub weights when `pretrained`, a local file when
+    `config.encoder_checkpoint` is set (through timm's own loader), else random weights."""
+    kwargs = timm_kwargs(config)
+    if pretrained and config.encoder_checkpoint:
+        path = Path(config.encoder_checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"encoder_checkpoint {path} does not exist")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        return timm.create_model(config.encoder_name, pretrained=pretrained, num_classes=0, **kwargs)
+    except RuntimeError as err:
+        if "Unknown model" not in str(err):
+            raise
+        names = sorted(set(timm.list_models()) | set(timm.list_models(pretrained=True)))
+        close = difflib.get_close_matches(config.encoder_name, names, n=5, cutoff=0.6)
+        raise ValueError(
+            f"unknown timm model {config.encoder_name!r}; closest names: {close or 'none'} "
+            "(timm.list_models('*vit*') lists them all)"
+        ) from err
+
+
 class ImageEncoder(nn.Module):
     """timm backbone -> patch tokens (B, N, De) -> LayerNorm + Linear -> image memory (B, N, D)."""
 
     def __init__(self, config: CaptionerConfig, pretrained: bool | None = None) -> None:
         super().__init__()
-        pretrained = config.encoder_pretrained if pretrained is None else pretrained
-        self.backbone = timm.create_model(
-            config.encoder_name, pretrained=pretrained, num_classes=0, **timm_kwargs(config)
-        )
+        if pretrained is None:
+            pretrained = config.encoder_pretrained or config.encoder_checkpoint is not None
+        self.backbone = create_backbone(config, pretrained)
         self.img_size = config.encoder_img_size
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features

@@ -1,5 +1,8 @@
 """Fine-tuning experiment: from a shapes model package, learn captions with words and phrasing shapes never had.
 
+The new data: shapes scenes of one or two objects captioned "tiny crimson disc then big navy block" or
+"solo: big lime wedge" (every word of size, colour and shape replaced, new templates).
+
 Two runs with the same step budget, the same tokenizer (the package's) and the same architecture: one starts
 from the package's weights (`configs/finetune.yaml`), one from random weights (`configs/pairs.yaml`). Prints
 their validation losses and exact match (captions mapped back to the shapes words).
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,15 +29,16 @@ WORDS = {
     "purple": "violet", "orange": "amber", "circle": "disc", "square": "block", "triangle": "wedge", "cross": "plus",
 }  # fmt: skip
 BACK = {v: k for k, v in WORDS.items()}
-COUNT = {1: "one object", 2: "two objects", 3: "three objects"}
+COUNT = {1: "solo", 2: "pair"}
+MAX_OBJECTS = 2  # new words cost ~5 BPE tokens each under the shapes tokenizer; 3 objects overflow block_size 40
 
 
 def new_caption(objects: list, rng: random.Random) -> str:
-    """Captions with new words and a new template, still left to right."""
+    """Captions with new words and new templates, still left to right."""
     names = [" ".join(WORDS[w] for w in (o.size, o.color, o.shape)) for o in objects]
     if rng.random() < 0.5:
-        return f"{COUNT[len(objects)]}, leftmost first: {'; '.join(names)}"
-    return "starting at the left edge we see " + " then ".join(names)
+        return f"{COUNT[len(objects)]}: {' then '.join(names)}"
+    return " | ".join(names)
 
 
 def to_shapes_words(caption: str) -> str:
@@ -44,10 +49,12 @@ def to_shapes_words(caption: str) -> str:
 def write_set(directory: Path, split: str, count: int) -> list:
     rng = random.Random(split)
     (directory / "images").mkdir(parents=True)
-    rows, scenes = [], []
-    for i in range(count):
-        scene = make_scene(split, i)
-        name = f"images/{i:05d}.png"
+    rows, scenes, index = [], [], 0
+    while len(scenes) < count:
+        scene, index = make_scene(split, index), index + 1
+        if len(scene.objects) > MAX_OBJECTS:
+            continue
+        name = f"images/{len(scenes):05d}.png"
         scene.image.save(directory / name)
         rows.append({"file_name": name, "text": [new_caption(scene.objects, rng) for _ in range(3)]})
         scenes.append(scene)
@@ -55,9 +62,25 @@ def write_set(directory: Path, split: str, count: int) -> list:
     return scenes
 
 
+def with_used_tokens(base: Path, work: Path) -> Path:
+    """A package trained before training.json listed its used tokens gets them computed the way the DataModule
+    does at export (shapes packages only), in a copy."""
+    info = json.loads((base / "training.json").read_text()) if (base / "training.json").is_file() else {}
+    if info.get("used_token_ids") or info.get("data", {}).get("source") != "shapes":
+        return base
+    from captioner.data.datamodule import ShapesDataModule
+
+    holdout = [tuple(p) for p in info["data"].get("holdout_pairs", [])]
+    dm = ShapesDataModule(holdout_pairs=holdout, tokenizer_path=str(base / "tokenizer.json"))
+    copy = work / "base_package"
+    shutil.copytree(base, copy)
+    (copy / "training.json").write_text(json.dumps({**info, "used_token_ids": dm.used_token_ids()}))
+    return copy
+
+
 def run(args: argparse.Namespace) -> dict:
-    base = Path(args.base)
     work = Path(tempfile.mkdtemp(prefix="finetune_experiment_"))
+    base = with_used_tokens(Path(args.base), work)
     write_set(work / "train", "train", args.train_images)
     val_scenes = write_set(work / "val", "val", args.val_images)
     common = [

@@ -37,11 +37,22 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class Captioner(nn.Module):
     """Image -> patch tokens -> cross-attending GPT decoder -> caption logits."""
 
-    def __init__(self, config: CaptionerConfig, pretrained_encoder: bool | None = None) -> None:
+    def __init__(
+        self, config: CaptionerConfig, pretrained_encoder: bool | None = None, pretrained_decoder: bool = True
+    ) -> None:
+        """Args:
+        pretrained_encoder: load the encoder's weights (hub or `encoder_checkpoint`); None follows the config.
+        pretrained_decoder: load GPT-2 weights when `config.decoder_init_from` is set (see `captioner.gpt2`;
+            the config's decoder fields must match it: `gpt2_config` fills them in).
+        """
         super().__init__()
         self.config = config
         self.encoder = ImageEncoder(config, pretrained=pretrained_encoder)
         self.decoder = TextDecoder(config)
+        if config.decoder_init_from and pretrained_decoder:
+            from captioner.gpt2 import load_gpt2_into
+
+            load_gpt2_into(self.decoder, config.decoder_init_from)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, D) image memory."""
@@ -96,7 +107,7 @@ class Captioner(nn.Module):
                     f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
                 )
         config = CaptionerConfig.load(directory / CONFIG_FILE)
-        model = cls(config, pretrained_encoder=False)  # weights come from the package, not the hub
+        model = cls(config, pretrained_encoder=False, pretrained_decoder=False)  # weights come from the package
         load_weights(model, directory / WEIGHTS_FILE)
         return model.to(map_location).eval(), CaptionTokenizer.load(directory / TOKENIZER_FILE)
 

@@ -33,6 +33,13 @@ class CaptionerModule(L.LightningModule):
         finetune: which parameters train: `full`; `freeze_encoder` (the timm backbone is frozen, its projection
             trains); `cross_attention` (only the cross-attention layers and every LayerNorm train).
         encoder_lr_mult: the timm backbone's learning rate is `lr * encoder_lr_mult`.
+        encoder_layer_decay: layer-wise learning-rate decay in the backbone (timm's `param_groups_layer_decay`):
+            block i of L learns at `decay ** (L - i)` times the backbone rate; 1.0 is off.
+        encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
+        reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
+            training captions never used (listed in its training.json). Those rows hold no learned meaning: with
+            tied embeddings, Adam moves every unused row along the same direction at every step, so they end up
+            collapsed onto one large vector that new words would first have to climb out of.
     """
 
     def __init__(
@@ -50,6 +57,9 @@ class CaptionerModule(L.LightningModule):
         init_from: str | None = None,
         finetune: Literal["full", "freeze_encoder", "cross_attention"] = "full",
         encoder_lr_mult: float = 1.0,
+        encoder_layer_decay: float = 1.0,
+        encoder_frozen_epochs: int = 0,
+        reinit_unused_tokens: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -57,6 +67,8 @@ class CaptionerModule(L.LightningModule):
             self.model, _ = Captioner.from_pretrained(init_from)
             self.model.train()
             config = self.model.config
+            if reinit_unused_tokens:
+                reinit_unused_embeddings(self.model, init_from)
             if vocab_size is not None and vocab_size != config.vocab_size:
                 raise ValueError(
                     f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with "
@@ -64,11 +76,18 @@ class CaptionerModule(L.LightningModule):
                 )
         else:
             config = config or CaptionerConfig.from_name("shapes")
-            if vocab_size is not None:
+            if config.decoder_init_from:
+                from captioner.gpt2 import gpt2_config
+
+                config = gpt2_config(config)
+                if vocab_size is not None and vocab_size != config.vocab_size:
+                    raise ValueError(f"the data's tokenizer has {vocab_size} tokens, GPT-2 {config.vocab_size}")
+            elif vocab_size is not None:
                 config.vocab_size = vocab_size
             self.model = Captioner(config)
         self.config = config
         self.finetune, self.encoder_lr_mult = finetune, encoder_lr_mult
+        self.encoder_layer_decay, self.encoder_frozen_epochs = encoder_layer_decay, encoder_frozen_epochs
         apply_finetune_policy(self.model, finetune)
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -91,6 +110,12 @@ class CaptionerModule(L.LightningModule):
         if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
             self._outputs.extend(self._caption_batch(batch))
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        if self.encoder_frozen_epochs > 0 and self.finetune == "full":
+            frozen = self.current_epoch < self.encoder_frozen_epochs
+            for p in self.model.encoder.backbone.parameters():
+                p.requires_grad_(not frozen)  # frozen parameters get no gradient, so AdamW leaves them as they are
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch failed to decode (counted by the collator)
@@ -152,7 +177,10 @@ class CaptionerModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        groups = parameter_groups(self.model, self.weight_decay, self.lr, self.encoder_lr_mult)
+        groups = parameter_groups(
+            self.model, self.weight_decay, self.lr, self.encoder_lr_mult, self.encoder_layer_decay,
+            include_frozen_backbone=self.encoder_frozen_epochs > 0,
+        )  # fmt: skip
         # fused AdamW unscales gradients itself, which Lightning's AMP plugin refuses to combine with clipping
         fused = self.device.type == "cuda" and not self.trainer.gradient_clip_val
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
@@ -163,25 +191,43 @@ class CaptionerModule(L.LightningModule):
 
 
 def parameter_groups(
-    model: Captioner, weight_decay: float, lr: float, encoder_lr_mult: float = 1.0
+    model: Captioner,
+    weight_decay: float,
+    lr: float,
+    encoder_lr_mult: float = 1.0,
+    encoder_layer_decay: float = 1.0,
+    include_frozen_backbone: bool = False,
 ) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on matrices of Linear/Conv layers only (none on norms, biases, embeddings and
-    position tokens); the timm backbone at `lr * encoder_lr_mult`. Frozen parameters are left out."""
-    matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    backbone = {id(p) for p in model.encoder.backbone.parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    seen: set[int] = set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        decay = id(p) in matrices and id(p) not in embeddings
-        groups.setdefault((decay, id(p) in backbone), []).append(p)
-    return [
-        {"params": ps, "weight_decay": weight_decay if decay else 0.0, "lr": lr * (encoder_lr_mult if enc else 1.0)}
-        for (decay, enc), ps in groups.items()
-    ]
+    position tokens); the timm backbone at `lr * encoder_lr_mult`, scaled per layer when `encoder_layer_decay`
+    is below 1. Frozen parameters are left out, except the backbone's when it is frozen only for a while."""
+    backbone = model.encoder.backbone
+    in_backbone = {id(p) for p in backbone.parameters()}
+
+    def wanted(p: nn.Parameter) -> bool:
+        return p.requires_grad or (include_frozen_backbone and id(p) in in_backbone)
+
+    groups = _decay_groups(model, weight_decay, lr, lambda p: wanted(p) and id(p) not in in_backbone)
+    if encoder_layer_decay == 1.0:
+        return groups + _decay_groups(backbone, weight_decay, lr * encoder_lr_mult, wanted)
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    for g in param_groups_layer_decay(backbone, weight_decay, layer_decay=encoder_layer_decay):
+        params = [p for p in g["params"] if wanted(p)]
+        if params:
+            scale = lr * encoder_lr_mult * g["lr_scale"]
+            groups.append({"params": params, "weight_decay": g["weight_decay"], "lr": scale})
+    return groups
+
+
+def _decay_groups(module: nn.Module, weight_decay: float, lr: float, keep) -> list[dict[str, Any]]:  # noqa: ANN001
+    matrices = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
+    embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for p in module.parameters():  # parameters() yields tied weights once
+        if keep(p):
+            (decay if id(p) in matrices and id(p) not in embeddings else no_decay).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr": lr} for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
 
 
 def apply_finetune_policy(model: Captioner, policy: str) -> None:
@@ -212,3 +258,21 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return fn
+
+
+def reinit_unused_embeddings(model: Captioner, package: str) -> int:
+    """Re-initialise (normal, std 0.02, as `TextDecoder` does) token embeddings the package never trained."""
+    import json
+
+    info_file = Path(package) / "training.json"
+    if not info_file.is_file():
+        return 0
+    used = json.loads(info_file.read_text(encoding="utf-8")).get("used_token_ids")
+    if not used:
+        return 0
+    weight = model.decoder.wte.weight  # tied with lm_head
+    unused = torch.ones(weight.size(0), dtype=torch.bool, device=weight.device)
+    unused[torch.tensor(used, dtype=torch.long)] = False
+    with torch.no_grad():
+        weight[unused] = torch.randn(int(unused.sum()), weight.size(1), dtype=weight.dtype, device=weight.device) * 0.02
+    return int(unused.sum())

@@ -18,12 +18,27 @@ class CaptionTokenizer:
     """Wraps a `tokenizers.Tokenizer`; adds BOS/EOS, truncation and padding for captions."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
+        """Special tokens: ours (<pad>, <bos>, <eos>) when present; else a tokenizer with exactly one special token
+        (GPT-2's <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
         self.tokenizer = tokenizer
         ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
-        missing = [tok for tok, i in ids.items() if i is None]
-        if missing:
-            raise ValueError(f"tokenizer lacks the special token(s) {missing}; train it with `CaptionTokenizer.train`")
-        self.pad_id, self.bos_id, self.eos_id = ids[PAD], ids[BOS], ids[EOS]
+        if all(i is not None for i in ids.values()):
+            self.pad_id, self.bos_id, self.eos_id = ids[PAD], ids[BOS], ids[EOS]
+            return
+        specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+        if len(specials) != 1:
+            raise ValueError(
+                f"tokenizer has special tokens {specials}; expected <pad>, <bos>, <eos> (train one with "
+                "`CaptionTokenizer.train`) or a single end-of-text token (GPT-2)"
+            )
+        self.pad_id = self.bos_id = self.eos_id = tokenizer.token_to_id(specials[0])
+
+    @classmethod
+    def from_hf(cls, name_or_path: str) -> CaptionTokenizer:
+        """A Hugging Face fast tokenizer (`AutoTokenizer`, hub name or local folder), e.g. GPT-2's."""
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(name_or_path).backend_tokenizer)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 512, min_frequency: int = 2) -> CaptionTokenizer:
@@ -65,6 +80,9 @@ class CaptionTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids -> text; special tokens dropped, stops at the first EOS."""
+        ids = list(ids)
+        if ids and ids[0] == self.bos_id:  # BOS may equal EOS (GPT-2)
+            ids = ids[1:]
         out: list[int] = []
         for i in ids:
             if i == self.eos_id:

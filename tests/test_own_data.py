@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT, TINY_MODEL
 from safetensors.torch import load_file
 
@@ -138,3 +139,39 @@ def test_finetune_needs_a_package(tmp_path, shapes_folder):
                 f"--data.init_args.train={shapes_folder}",
             ]
         )
+
+
+def test_parameter_groups_encoder_lr_and_no_decay(tiny_model):
+    from captioner.module import apply_finetune_policy, parameter_groups
+
+    groups = parameter_groups(tiny_model, weight_decay=0.1, lr=1e-3, encoder_lr_mult=0.1)
+    backbone = {id(p) for p in tiny_model.encoder.backbone.parameters()}
+    for g in groups:
+        in_backbone = {id(p) in backbone for p in g["params"]}
+        assert len(in_backbone) == 1  # a group is all backbone or all not
+        assert g["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
+        if g["weight_decay"] > 0:
+            assert all(p.ndim == 2 for p in g["params"])
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(tiny_model.decoder.wte.weight) in no_decay and id(tiny_model.decoder.ln_f.weight) in no_decay
+    assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))
+    apply_finetune_policy(tiny_model, "freeze_encoder")
+    trainable = sum(len(g["params"]) for g in parameter_groups(tiny_model, 0.1, 1e-3))
+    n_trainable = len([p for p in tiny_model.parameters() if p.requires_grad])
+    assert trainable == n_trainable < len(list(tiny_model.parameters()))
+
+
+def test_finetuning_reinitialises_never_trained_token_embeddings(trained_package):
+    from captioner.model import Captioner
+    from captioner.module import CaptionerModule
+
+    used = json.loads((trained_package / "training.json").read_text())["used_token_ids"]
+    base, _ = Captioner.from_pretrained(trained_package)
+    module = CaptionerModule(init_from=str(trained_package))
+    before, after = base.decoder.wte.weight, module.model.decoder.wte.weight
+    unused = [i for i in range(before.size(0)) if i not in set(used)]
+    assert used and unused
+    assert torch.equal(before[used], after[used])
+    assert not torch.equal(before[unused], after[unused]) and after[unused].std() == pytest.approx(0.02, rel=0.2)
+    kept = CaptionerModule(init_from=str(trained_package), reinit_unused_tokens=False)
+    assert torch.equal(kept.model.decoder.wte.weight, before)

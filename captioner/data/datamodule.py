@@ -93,8 +93,10 @@ class CaptionDataModule(L.LightningDataModule):
         tokenizer_path: str | None = None,
         crop_pct: float | None = None,
         max_failure_rate: float = 0.02,
+        hf_tokenizer: str | None = None,
     ) -> None:
         super().__init__()
+        self.hf_tokenizer = hf_tokenizer
         self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
         self.max_failure_rate = max_failure_rate
         self.crop_pct = crop_pct
@@ -113,9 +115,21 @@ class CaptionDataModule(L.LightningDataModule):
         if self._tokenizer is None:
             if self._tokenizer_path:
                 self._tokenizer = CaptionTokenizer.load(Path(self._tokenizer_path))
+            elif self.hf_tokenizer:
+                self._tokenizer = CaptionTokenizer.from_hf(self.hf_tokenizer)
             else:
                 self._tokenizer = CaptionTokenizer.train(self.training_texts(), vocab_size=self._vocab_target)
         return self._tokenizer
+
+    def used_token_ids(self, limit: int = 50_000) -> list[int]:
+        """Token ids that occur in (the first `limit`) training captions; stored in the exported package so that
+        fine-tuning can tell learned embeddings from never-trained ones."""
+        used: set[int] = set()
+        for n, text in enumerate(self.training_texts()):
+            used.update(self.tokenizer.encode(text))
+            if n + 1 >= limit:
+                break
+        return sorted(used)
 
     @property
     def vocab_size(self) -> int:

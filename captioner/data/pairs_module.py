@@ -49,6 +49,9 @@ class PairsDataModule(CaptionDataModule):
             off by default because crops can cut away what a caption names.
         hflip: probability of a horizontal flip, with "left"/"right" swapped in the captions.
         epoch_samples: webdataset: samples per epoch per rank and worker.
+        tokenizer_path: a tokenizer.json to use instead of training a BPE (fine-tuning sets it from the package).
+        hf_tokenizer: a Hugging Face tokenizer (hub name or folder) to use instead of training a BPE (set from
+            `model.config.decoder_init_from` when a GPT-2 decoder is used).
     """
 
     def __init__(
@@ -73,9 +76,12 @@ class PairsDataModule(CaptionDataModule):
         max_length: int = 40,
         vocab_size: int = 4096,
         tokenizer_path: str | None = None,
+        hf_tokenizer: str | None = None,
         tokenizer_captions: int = 100_000,
     ) -> None:
-        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, None, max_failure_rate)
+        super().__init__(
+            batch_size, num_workers, max_length, vocab_size, tokenizer_path, None, max_failure_rate, hf_tokenizer
+        )
         if not train:
             raise DataError("data.init_args.train is required: the training data path (folder, file or shard pattern)")
         if format == "webdataset" and not val:
