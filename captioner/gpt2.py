@@ -68,7 +68,7 @@ def load_gpt2_into(decoder: TextDecoder, name_or_path: str) -> None:
             raise ValueError(
                 f"GPT-2 tensor {key!r} has shape {tuple(value.shape)}, the decoder expects {tuple(own[key].shape)}"
             )
-    new = (".cross.", "cross_gate", "lm_head.weight")  # ours alone, or tied to wte
+    new = (".cross.", "cross_gate", ".ln_2.", "lm_head.weight")  # cross-attention and its norm; tied head
     missing = [k for k in own if k not in state and not any(n in k for n in new)]
     if missing:
         raise ValueError(f"GPT-2 checkpoint {name_or_path} lacks {missing[:5]}")

@@ -34,7 +34,7 @@ class CaptionerModule(L.LightningModule):
             trains); `cross_attention` (only the cross-attention layers and every LayerNorm train).
         encoder_lr_mult: the timm backbone's learning rate is `lr * encoder_lr_mult`.
         encoder_layer_decay: layer-wise learning-rate decay in the backbone (timm's `param_groups_layer_decay`):
-            block i of L learns at `decay ** (L - i)` times the backbone rate; 1.0 is off.
+            the top block learns at the backbone rate, each block below at `decay` times the one above; 1.0 is off.
         encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
         reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
             training captions never used (listed in its training.json). Those rows hold no learned meaning: with
@@ -67,7 +67,7 @@ class CaptionerModule(L.LightningModule):
             self.model, _ = Captioner.from_pretrained(init_from)
             self.model.train()
             config = self.model.config
-            if reinit_unused_tokens:
+            if reinit_unused_tokens and finetune != "cross_attention":  # only where the embeddings then train
                 reinit_unused_embeddings(self.model, init_from)
             if vocab_size is not None and vocab_size != config.vocab_size:
                 raise ValueError(
@@ -110,6 +110,15 @@ class CaptionerModule(L.LightningModule):
         if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
             self._outputs.extend(self._caption_batch(batch))
         return loss
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        max_length = getattr(dm, "max_length", None)
+        if max_length is not None and max_length > self.config.block_size:
+            raise ValueError(
+                f"data max_length={max_length} is longer than the model's block_size={self.config.block_size}; "
+                "lower data.init_args.max_length or raise model.config.block_size"
+            )
 
     def on_train_epoch_start(self) -> None:
         if self.encoder_frozen_epochs > 0 and self.finetune == "full":
@@ -261,18 +270,22 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201
 
 
 def reinit_unused_embeddings(model: Captioner, package: str) -> int:
-    """Re-initialise (normal, std 0.02, as `TextDecoder` does) token embeddings the package never trained."""
+    """Re-initialise the token embeddings the package never trained, drawn like the trained ones (per-dimension
+    mean and standard deviation of the used rows, as transformers' mean-resizing does for new tokens), so that new
+    words start on the scale of the known ones rather than far off or collapsed."""
     import json
 
     info_file = Path(package) / "training.json"
     if not info_file.is_file():
         return 0
     used = json.loads(info_file.read_text(encoding="utf-8")).get("used_token_ids")
-    if not used:
+    if not used or len(used) < 2:
         return 0
     weight = model.decoder.wte.weight  # tied with lm_head
     unused = torch.ones(weight.size(0), dtype=torch.bool, device=weight.device)
-    unused[torch.tensor(used, dtype=torch.long)] = False
+    unused[torch.tensor(used, dtype=torch.long, device=weight.device)] = False
     with torch.no_grad():
-        weight[unused] = torch.randn(int(unused.sum()), weight.size(1), dtype=weight.dtype, device=weight.device) * 0.02
+        known = weight[~unused]  # (U, C)
+        noise = torch.randn(int(unused.sum()), weight.size(1), dtype=weight.dtype, device=weight.device)
+        weight[unused] = known.mean(0) + noise * known.std(0)
     return int(unused.sum())

@@ -20,7 +20,7 @@ SECTIONS=${*:-tests demo decode train}
 } 2>&1 | tee "$OUT/gpu.txt"
 for s in $SECTIONS; do
   case $s in
-    tests) timeout 180 $PY -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -4 | tee "$OUT/pytest.txt" ;;
+    tests) timeout 180 $PY -m pytest -q -x -p no:cacheprovider ${TESTS:-tests} 2>&1 | tail -4 | tee "$OUT/pytest.txt" ;;
     demo) timeout 240 $PY -m captioner demo --trainer.logger.init_args.save_dir /tmp/gpu_runs \
             --data.init_args.num_workers 6 2>&1 | grep -v "it/s\|Warn" | tail -9 | tee "$OUT/demo.txt" ;;
     decode) timeout 150 $PY -m captioner bench decode --device cuda 2>&1 | grep -v Warn | tail -12 \

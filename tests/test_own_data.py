@@ -151,7 +151,7 @@ def test_parameter_groups_encoder_lr_and_no_decay(tiny_model):
         assert len(in_backbone) == 1  # a group is all backbone or all not
         assert g["lr"] == pytest.approx(1e-4 if in_backbone.pop() else 1e-3)
         if g["weight_decay"] > 0:
-            assert all(p.ndim == 2 for p in g["params"])
+            assert all(p.ndim >= 2 for p in g["params"])
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(tiny_model.decoder.wte.weight) in no_decay and id(tiny_model.decoder.ln_f.weight) in no_decay
     assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))
@@ -172,6 +172,8 @@ def test_finetuning_reinitialises_never_trained_token_embeddings(trained_package
     unused = [i for i in range(before.size(0)) if i not in set(used)]
     assert used and unused
     assert torch.equal(before[used], after[used])
-    assert not torch.equal(before[unused], after[unused]) and after[unused].std() == pytest.approx(0.02, rel=0.2)
+    assert not torch.equal(before[unused], after[unused])
+    known = before[used]
+    assert (after[unused].std(0) - known.std(0)).abs().mean() < 0.5 * known.std(0).mean()  # on the known rows' scale
     kept = CaptionerModule(init_from=str(trained_package), reinit_unused_tokens=False)
     assert torch.equal(kept.model.decoder.wte.weight, before)

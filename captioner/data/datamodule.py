@@ -231,8 +231,11 @@ class ShapesDataModule(CaptionDataModule):
         vocab_size: int = 384,
         tokenizer_path: str | None = None,
         tokenizer_scenes: int = 2000,
+        hf_tokenizer: str | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, crop_pct=1.0)
+        super().__init__(
+            batch_size, num_workers, max_length, vocab_size, tokenizer_path, crop_pct=1.0, hf_tokenizer=hf_tokenizer
+        )
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
         self.holdout = [tuple(p) for p in holdout_pairs or []]
         self.tokenizer_scenes = tokenizer_scenes
