@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
 
 def _fail(message: str) -> int:
     print(f"captioner: error: {message}", file=sys.stderr)
@@ -32,70 +30,86 @@ def _holdout(model_dir: str, given: str | None) -> list[tuple[str, str]]:
     return []
 
 
-def _expand(inputs: list[str]) -> list[Path]:
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            paths.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            paths.append(p)
-    return paths
-
-
 def caption(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="captioner caption", description="Caption images with a model package.")
+    parser = argparse.ArgumentParser(
+        prog="captioner caption",
+        description="Caption images with a model package: files, folders (recursive), globs or a list file. "
+        "Exit code 0 when every file was captioned, 1 when any failed (they get a row with an `error`).",
+    )
     parser.add_argument("model_dir", help="model package folder (config.json, model.safetensors, tokenizer.json)")
-    parser.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
-    parser.add_argument("--output", "-o", help="write JSON lines {path, caption} here instead of printing")
+    parser.add_argument("inputs", nargs="*", help="image files, folders (every file, recursively) or globs")
+    parser.add_argument("--list", dest="list_file", help="a text file with one image path per line")
+    parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=64_000_000, help="refuse larger images (decompression bombs)"
+    )
     add_generation_args(parser)
     args = parser.parse_args(argv)
-    from captioner.evaluation import write_jsonl
-    from captioner.inference import caption_images
+    from captioner.captioning import caption_files, expand_inputs
 
     try:
         gen = generation_config(args)
     except ValueError as err:
         return _fail(str(err))
-    paths = _expand(args.images)
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        return _fail(f"{len(missing)} input(s) not found: {', '.join(missing[:5])}")
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        return _fail(f"{args.output} exists; pass --overwrite to replace it")
+    if not args.inputs and not args.list_file:
+        return _fail("no inputs: give image files, folders, globs or --list FILE")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in (".jsonl", ".csv"):
+        return _fail(f"--output {output}: use a .jsonl or .csv file name")
+    if output is not None and output.exists() and not (args.overwrite or args.resume):
+        return _fail(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
+    paths = expand_inputs(args.inputs, args.list_file)
+    if not paths:
+        return _fail(f"no files found in {args.inputs}")
     model, tok = _load(args.model_dir, args.device)
-    results = caption_images(model, tok, paths, args.batch_size, gen)
-    records = []
-    for p, hyps in zip(paths, results, strict=True):
-        record = {"path": str(p), "caption": hyps[0][0], "score": round(hyps[0][1], 4)}
-        if len(hyps) > 1:
-            record["n_best"] = [{"caption": c, "score": round(s, 4)} for c, s in hyps]
-        records.append(record)
-    if args.output:
-        write_jsonl(args.output, records, overwrite=args.overwrite)
-        print(f"wrote {len(records)} captions to {args.output}")
-    else:
-        for r in records:
-            print(f"{r['path']}\t{r['caption']}\t{r['score']}")
-    return 0
+    try:
+        run = caption_files(
+            model, tok, paths, output, gen, args.batch_size, args.workers, args.precision, args.resume,
+            Path(args.attention_maps) if args.attention_maps else None, max_pixels=args.max_image_pixels,
+        )  # fmt: skip
+    except ValueError as err:
+        return _fail(str(err))
+    where = f" to {output}" if output else ""
+    print(
+        f"captioned {run.captioned}, failed {run.failed}, skipped {run.skipped} (already done){where}", file=sys.stderr
+    )
+    return 1 if run.failed else 0
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="captioner evaluate", description="Caption a split of the built-in shapes data and score it."
+        prog="captioner evaluate",
+        description="Caption a data set split and score it: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (pycocoevalcap; "
+        "without Java a pure-Python tokenizer is used and METEOR skipped), plus exact match and attribute "
+        "accuracy on the built-in shapes data.",
     )
     parser.add_argument("model_dir", help="model package folder")
-    parser.add_argument("--split", default="test", choices=["val", "test", "novel"])
-    parser.add_argument("--count", type=int, default=500, help="number of scenes (default 500)")
     parser.add_argument(
-        "--holdout", help="held-out pairs as colour:shape,...; default: from the package's training.json"
+        "--data-format", default="shapes", choices=["shapes", "imagefolder", "table", "coco", "karpathy"]
     )
-    parser.add_argument("--blind", action="store_true", help="image-blind control: swap each image's tokens")
-    parser.add_argument("--output", "-o", help="predictions JSONL (id, caption, references, objects)")
+    parser.add_argument("--data", help="folder / table / annotation or Karpathy file (not for shapes)")
+    parser.add_argument("--root", help="image folder (table, coco, karpathy)")
+    parser.add_argument("--image-column", default="file_name")
+    parser.add_argument("--caption-column", default="text")
+    parser.add_argument("--split", default="test", help="shapes: val, test or novel; karpathy: val or test")
+    parser.add_argument("--count", type=int, default=500, help="shapes: number of scenes (default 500)")
+    parser.add_argument("--holdout", help="shapes: held-out pairs colour:shape,...; default from training.json")
+    parser.add_argument("--blind", action="store_true", help="shapes: image-blind control (swap image tokens)")
+    parser.add_argument(
+        "--attention", action="store_true", help="shapes: share of each shape word's cross-attention in its box"
+    )
+    parser.add_argument("--output", "-o", help="per-image predictions, JSON lines")
+    parser.add_argument("--report", help="JSON report: metrics, model, data, decoding settings")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     add_generation_args(parser)
     return parser
@@ -103,21 +117,60 @@ def _evaluate_parser() -> argparse.ArgumentParser:
 
 def evaluate(argv: list[str]) -> int:
     args = _evaluate_parser().parse_args(argv)
-    from captioner.evaluation import evaluate_shapes, write_jsonl
+    from dataclasses import asdict
 
-    if args.output and Path(args.output).exists() and not args.overwrite:
-        return _fail(f"{args.output} exists; pass --overwrite to replace it")
+    from captioner.evaluation import evaluate_pairs, evaluate_shapes, write_jsonl
+
+    for out in (args.output, args.report):
+        if out and Path(out).exists() and not args.overwrite:
+            return _fail(f"{out} exists; pass --overwrite to replace it")
+    gen = generation_config(args)
     model, tok = _load(args.model_dir, args.device)
-    holdout = _holdout(args.model_dir, args.holdout)
-    if args.split == "novel" and not holdout:
-        return _fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
-    metrics, records = evaluate_shapes(
-        model, tok, args.split, args.count, holdout, blind=args.blind, generation=generation_config(args)
-    )
+    if args.data_format == "shapes":
+        holdout = _holdout(args.model_dir, args.holdout)
+        if args.split == "novel" and not holdout:
+            return _fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
+        metrics, records = evaluate_shapes(
+            model, tok, args.split, args.count, holdout, blind=args.blind, generation=gen, with_caption_metrics=True
+        )
+        data = {"format": "shapes", "split": args.split, "count": args.count, "blind": args.blind}
+        if args.attention:
+            from captioner.evaluation import attention_in_boxes
+
+            for layer, name in ((-1, "last_layer"), (None, "mean_of_layers")):
+                found = attention_in_boxes(model, tok, args.split, args.count, holdout, layer)
+                metrics.update({f"attention_{name}_{k}": v for k, v in found.items()})
+    else:
+        if not args.data:
+            return _fail(f"--data-format {args.data_format} needs --data PATH")
+        try:
+            pairs = _read_pairs(args)
+        except ValueError as err:
+            return _fail(str(err))
+        metrics, records = evaluate_pairs(model, tok, pairs, gen, args.batch_size, args.workers)
+        data = {"format": args.data_format, "path": args.data, "split": args.split, "count": len(pairs)}
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)
+    report = {"metrics": metrics, "model": str(args.model_dir), "data": data, "decoding": asdict(gen)}
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({"split": args.split, "blind": args.blind, **metrics}))
     return 0
+
+
+def _read_pairs(args: argparse.Namespace) -> list:
+    from captioner.data import pairs as P
+    from captioner.data.pairs_module import coco_image_dir
+
+    if args.data_format == "imagefolder":
+        items = P.read_imagefolder(args.data, args.caption_column)
+    elif args.data_format == "table":
+        items = P.read_table(args.data, args.root, args.image_column, args.caption_column)
+    elif args.data_format == "coco":
+        items = P.read_coco(args.data, args.root or coco_image_dir(args.data))
+    else:
+        items = P.read_karpathy(args.data, args.root or str(Path(args.data).parent), [args.split])
+    return P.clean(items, args.data)
 
 
 def demo(argv: list[str]) -> int:

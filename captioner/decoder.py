@@ -39,9 +39,19 @@ class Block(nn.Module):
         # tanh(0) = 0: a gated block starts as a plain GPT block (the pretrained LM's output is unchanged)
         self.cross_gate = nn.Parameter(torch.zeros(1)) if config.cross_gate else None
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], start: int | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        start: int | None = None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`attention`, when given, receives this block's cross-attention weights (B, nh, T, N)."""
         x = x + self.attn(self.ln_1(x), start)
-        cross = self.cross(self.ln_2(x), kv)
+        h = self.ln_2(x)
+        if attention is not None:
+            attention.append(self.cross.attention_weights(h, kv))
+        cross = self.cross(h, kv)
         x = x + (cross if self.cross_gate is None else torch.tanh(self.cross_gate) * cross)
         return x + self.mlp(self.ln_3(x))
 
@@ -77,13 +87,20 @@ class TextDecoder(nn.Module):
         """Keys/values of every cross-attention layer for image memory (B, N, C)."""
         return [block.cross.image_kv(memory) for block in self.h]
 
-    def hidden(self, input_ids: torch.Tensor, kv: ImageKV, start: int | None = None) -> torch.Tensor:
+    def hidden(
+        self,
+        input_ids: torch.Tensor,
+        kv: ImageKV,
+        start: int | None = None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """(B, T) token ids -> (B, T, C) final hidden states (after ln_f).
 
         Args:
             kv: per-layer image keys/values (B_img, nh, N, hs); B may be B_img * G (G beams/samples per image).
             start: with a KV cache set, `input_ids` are positions [start, start + T) and earlier ones come
                 from the cache; None runs the whole sequence without the cache (training).
+            attention: when given, receives each layer's cross-attention weights (B, nh, T, N).
         """
         B, T = input_ids.shape
         offset = 0 if start is None else start
@@ -92,7 +109,7 @@ class TextDecoder(nn.Module):
         pos = torch.arange(offset, offset + T, device=input_ids.device)  # (T,)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
         for block, layer_kv in zip(self.h, kv, strict=True):
-            x = block(x, layer_kv, start)
+            x = block(x, layer_kv, start, attention)
         return self.ln_f(x)
 
     def forward(self, input_ids: torch.Tensor, kv: ImageKV) -> torch.Tensor:

@@ -28,8 +28,9 @@ def evaluate_shapes(
     blind: bool = False,
     progress: bool = True,
     generation: GenerationConfig | None = None,
+    with_caption_metrics: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Caption `count` scenes of `split` and score them.
+    """Caption `count` scenes of `split` and score them (and with BLEU/METEOR/ROUGE-L/CIDEr-D if asked).
 
     Args:
         blind: the image-blind control: each image's memory is replaced by the next image's in the batch
@@ -49,7 +50,12 @@ def evaluate_shapes(
             memory = memory.roll(1, dims=0)
         hyps = generate(model, None, tokenizer, generation, memory=memory)
         captions.extend(tokenizer.decode(h[0].tokens) for h in hyps)
-    metrics = score(captions, [s.objects for s in scenes])
+    metrics: dict[str, Any] = score(captions, [s.objects for s in scenes])
+    if with_caption_metrics:
+        from captioner.metrics import caption_metrics
+
+        keys = [f"{s.split}/{s.index}" for s in scenes]
+        metrics.update(caption_metrics(dict(zip(keys, captions)), {k: s.captions for k, s in zip(keys, scenes)}))
     records = [
         {
             "id": f"{s.split}/{s.index}",
@@ -72,3 +78,96 @@ def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]], overwrite: 
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+@torch.inference_mode()
+def attention_in_boxes(
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    split: str = "test",
+    count: int = 200,
+    holdout: Sequence[tuple[str, str]] = (),
+    layer: int | None = -1,
+) -> dict[str, float]:
+    """How much of the cross-attention (mean over heads; last layer by default) of each generated shape word
+    falls inside that object's box, over the scenes captioned exactly right (the k-th shape word is the k-th
+    object from the left). Patches count by the fraction of their area inside the box."""
+    from captioner.data.shapes import IMAGE_SIZE, SHAPES, parse_caption
+    from captioner.viz import cross_attention_maps, words
+
+    transform = model_transform(model)
+    device = next(model.parameters()).device
+    scenes = [make_scene(split, i, holdout) for i in range(count)]
+    masses: list[float] = []
+    for start in range(0, count, 100):
+        chunk = scenes[start : start + 100]
+        images = torch.stack([transform(s.image) for s in chunk]).to(device)
+        tokens = [h[0].tokens for h in generate(model, images, tokenizer)]
+        maps = cross_attention_maps(model, images, [t or [tokenizer.eos_id] for t in tokens], tokenizer.bos_id, layer)
+        for scene, toks, m in zip(chunk, tokens, maps, strict=True):
+            if parse_caption(tokenizer.decode(toks)) != [(o.size, o.color, o.shape) for o in scene.objects]:
+                continue
+            shape_words = [ps for w, ps in words(tokenizer, toks) if w in SHAPES]
+            for obj, positions in zip(scene.objects, shape_words, strict=False):
+                word_map = m[positions].mean(0)  # (h, w)
+                masses.append(float((word_map * _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)).sum()))
+    arr = torch.tensor(masses) if masses else torch.zeros(0)
+    return {
+        "mean_mass_in_box": float(arr.mean()) if masses else float("nan"),
+        "share_of_words_with_majority_in_box": float((arr > 0.5).float().mean()) if masses else float("nan"),
+        "shape_words": len(masses),
+    }
+
+
+def _box_coverage(box: tuple[int, int, int, int], grid: tuple[int, int], image_size: int) -> torch.Tensor:
+    """(h, w) fraction of each patch's area inside the box (pixel box, inclusive)."""
+    h, w = grid
+    ph, pw = image_size / h, image_size / w
+    x0, y0, x1, y1 = box[0], box[1], box[2] + 1, box[3] + 1
+    ys = torch.arange(h, dtype=torch.float32) * ph
+    xs = torch.arange(w, dtype=torch.float32) * pw
+    oy = ((ys + ph).clamp(max=y1) - ys.clamp(min=y0)).clamp(min=0) / ph  # (h,)
+    ox = ((xs + pw).clamp(max=x1) - xs.clamp(min=x0)).clamp(min=0) / pw  # (w,)
+    return oy[:, None] * ox[None, :]
+
+
+@torch.inference_mode()
+def evaluate_pairs(
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    pairs: Sequence,
+    generation: GenerationConfig | None = None,
+    batch_size: int = 32,
+    workers: int = 2,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Caption image-caption `Pair`s and score the captions against their references (BLEU, METEOR, ROUGE-L,
+    CIDEr-D). Images that fail to decode are reported and left out of the scores."""
+    from torch.utils.data import DataLoader
+
+    from captioner.captioning import ImageFiles
+    from captioner.metrics import caption_metrics
+
+    by_path = {p.image: p for p in pairs}
+    loader = DataLoader(
+        ImageFiles(list(by_path), model_transform(model)), batch_size=batch_size, num_workers=workers,
+        collate_fn=lambda items: items,
+    )  # fmt: skip
+    device = next(model.parameters()).device
+    records: list[dict[str, Any]] = []
+    for items in tqdm(loader, desc="captioning", disable=not progress, unit="batch"):
+        good = [it for it in items if "image" in it]
+        records.extend(
+            {"id": by_path[it["path"]].key, "path": it["path"], "error": it["error"]} for it in items if "error" in it
+        )
+        if good:
+            hyps = generate(model, torch.stack([it["image"] for it in good]).to(device), tokenizer, generation)
+            for it, h in zip(good, hyps, strict=True):
+                pair = by_path[it["path"]]
+                records.append({"id": pair.key, "path": it["path"], "caption": tokenizer.decode(h[0].tokens),
+                                "references": pair.captions})  # fmt: skip
+    scored = [r for r in records if "caption" in r]
+    if not scored:
+        raise ValueError("no image could be captioned")
+    metrics = caption_metrics({r["id"]: r["caption"] for r in scored}, {r["id"]: r["references"] for r in scored})
+    return {**metrics, "count": len(scored), "failed": len(records) - len(scored)}, records

@@ -36,6 +36,9 @@ class CaptionerModule(L.LightningModule):
         encoder_layer_decay: layer-wise learning-rate decay in the backbone (timm's `param_groups_layer_decay`):
             the top block learns at the backbone rate, each block below at `decay` times the one above; 1.0 is off.
         encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
+        caption_metrics_every_n_epochs: every N epochs, validation scores the captions of its `generate_batches`
+            subset with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap), logged as `val/CIDEr-D` etc., so
+            that `ModelCheckpoint(monitor="val/CIDEr-D", mode="max")` keeps the best model; 0 is off.
         reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
             training captions never used (listed in its training.json). Those rows hold no learned meaning: with
             tied embeddings, Adam moves every unused row along the same direction at every step, so they end up
@@ -60,6 +63,7 @@ class CaptionerModule(L.LightningModule):
         encoder_layer_decay: float = 1.0,
         encoder_frozen_epochs: int = 0,
         reinit_unused_tokens: bool = True,
+        caption_metrics_every_n_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +92,7 @@ class CaptionerModule(L.LightningModule):
         self.config = config
         self.finetune, self.encoder_lr_mult = finetune, encoder_lr_mult
         self.encoder_layer_decay, self.encoder_frozen_epochs = encoder_layer_decay, encoder_frozen_epochs
+        self.caption_metrics_every_n_epochs = caption_metrics_every_n_epochs
         apply_finetune_policy(self.model, finetune)
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -166,6 +171,16 @@ class CaptionerModule(L.LightningModule):
             metrics = score([o["caption"] for o in outputs], scenes)
             self.log(f"{stage}/exact_match", metrics["exact_match"], prog_bar=True)
             self.log(f"{stage}/attribute_accuracy", metrics["attribute_accuracy"])
+        every = self.caption_metrics_every_n_epochs
+        if every > 0 and (stage != "val" or self.current_epoch % every == 0):
+            from captioner.metrics import caption_metrics
+
+            scores = caption_metrics(
+                {str(n): o["caption"] for n, o in enumerate(outputs)},
+                {str(n): o["references"] for n, o in enumerate(outputs)},
+            )
+            for name, value in scores.items():
+                self.log(f"{stage}/{name}", value, prog_bar=name == "CIDEr-D")
         if stage == "val" and not self.trainer.sanity_checking:
             self._log_samples(outputs[: self.num_samples])
 

@@ -30,10 +30,10 @@ def test_fit_exports_a_package_with_checkpoints_and_logs(trained_package: Path):
 def test_caption_loads_the_package(trained_package, tmp_path, capsys):
     write_imagefolder(tmp_path / "imgs", "test", 3)
     out = tmp_path / "captions.jsonl"
-    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--output", str(out)]) == 0
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and all(isinstance(r["caption"], str) for r in rows)
-    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--output", str(out)]) == 2
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--output", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
 
 
@@ -41,7 +41,7 @@ def test_caption_beam_n_best(trained_package, tmp_path):
     write_imagefolder(tmp_path / "imgs", "test", 2)
     out = tmp_path / "nbest.jsonl"
     args = ["--num-beams", "3", "--num-return-sequences", "2", "--output", str(out)]
-    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), *args]) == 0
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), *args]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(len(r["n_best"]) == 2 and r["n_best"][0]["score"] >= r["n_best"][1]["score"] for r in rows)
     assert all(r["caption"] == r["n_best"][0]["caption"] for r in rows)
@@ -49,13 +49,15 @@ def test_caption_beam_n_best(trained_package, tmp_path):
 
 def test_caption_refuses_bad_decoding_options(trained_package, tmp_path, capsys):
     write_imagefolder(tmp_path / "imgs", "test", 1)
-    assert main(["caption", str(trained_package), str(tmp_path / "imgs"), "--num-return-sequences", "2"]) == 2
+    assert (
+        main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--num-return-sequences", "2"]) == 2
+    )
     assert "num_return_sequences" in capsys.readouterr().err
 
 
-def test_caption_names_missing_inputs(trained_package, capsys):
-    assert main(["caption", str(trained_package), "does/not/exist.png"]) == 2
-    assert "does/not/exist.png" in capsys.readouterr().err
+def test_caption_missing_input_gets_an_error_row(trained_package, capsys):
+    assert main(["caption", str(trained_package), "does/not/exist.png", "--workers", "0"]) == 1
+    assert "does/not/exist.png: file not found" in capsys.readouterr().out
 
 
 def test_evaluate_writes_predictions(trained_package, tmp_path, capsys):

@@ -1,0 +1,90 @@
+"""Caption metrics as papers report them: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D through pycocoevalcap.
+
+The PTB tokenizer and METEOR run on Java. Without Java the metrics are still computed: a documented pure-Python
+tokenizer (`simple_tokenize`) replaces the PTB one and METEOR is skipped, with one warning.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+
+# what pycocoevalcap's PTBTokenizer drops after tokenizing
+PUNCTUATIONS = {
+    "''",
+    "'",
+    "``",
+    "`",
+    "-LRB-",
+    "-RRB-",
+    "-LCB-",
+    "-RCB-",
+    ".",
+    "?",
+    "!",
+    ",",
+    ":",
+    "-",
+    "--",
+    "...",
+    ";",
+}
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|\.\.\.|--|[^\sa-z0-9]")
+_warned = False
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def simple_tokenize(text: str) -> str:
+    """Lower-case, split words from punctuation, drop the punctuation PTB evaluation drops (no Java needed).
+
+    Agrees with the PTB tokenizer on plain English captions; it differs on rare cases (contractions such as
+    "don't" stay one token, PTB splits "do n't")."""
+    return " ".join(t for t in _TOKEN.findall(text.lower().replace("\n", " ")) if t not in PUNCTUATIONS)
+
+
+def caption_metrics(
+    predictions: Mapping[str, str], references: Mapping[str, Sequence[str]], use_java: bool | None = None
+) -> dict[str, float]:
+    """Corpus-level BLEU-1..4, METEOR, ROUGE-L, CIDEr-D of one prediction per key against its references."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(predictions) != set(references):
+        raise ValueError("predictions and references must have the same keys")
+    java = java_available() if use_java is None else use_java
+    gts, res = tokenize(references, predictions, java)
+    scores: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
+    if java:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scores["METEOR"] = float(Meteor().compute_score(gts, res)[0])
+    scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
+    return scores
+
+
+def tokenize(
+    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str], java: bool
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """pycocoevalcap's input: {key: [tokenized caption, ...]} for references and predictions."""
+    global _warned
+    if java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tok = PTBTokenizer()
+        gts = tok.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
+        res = tok.tokenize({k: [{"caption": predictions[k]}] for k in references})
+        return gts, res
+    if not _warned:
+        warnings.warn("Java not found: using a pure-Python tokenizer and skipping METEOR", stacklevel=3)
+        _warned = True
+    gts = {k: [simple_tokenize(c) for c in refs] for k, refs in references.items()}
+    return gts, {k: [simple_tokenize(predictions[k])] for k in references}
