@@ -160,16 +160,8 @@ def evaluate(argv: list[str]) -> int:
 
 def _read_pairs(args: argparse.Namespace) -> list:
     from captioner.data import pairs as P
-    from captioner.data.pairs_module import coco_image_dir
 
-    if args.data_format == "imagefolder":
-        items = P.read_imagefolder(args.data, args.caption_column)
-    elif args.data_format == "table":
-        items = P.read_table(args.data, args.root, args.image_column, args.caption_column)
-    elif args.data_format == "coco":
-        items = P.read_coco(args.data, args.root or coco_image_dir(args.data))
-    else:
-        items = P.read_karpathy(args.data, args.root or str(Path(args.data).parent), [args.split])
+    items = P.read_pairs(args.data_format, args.data, args.root, args.image_column, args.caption_column, [args.split])
     return P.clean(items, args.data)
 
 
@@ -275,18 +267,11 @@ def shards(argv: list[str]) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     from captioner.data import pairs as P
-    from captioner.data.pairs_module import coco_image_dir
     from captioner.data.shards import write_shards
 
     try:
-        if args.format == "imagefolder":
-            items = P.read_imagefolder(args.input, args.caption_column)
-        elif args.format == "table":
-            items = P.read_table(args.input, args.root, args.image_column, args.caption_column)
-        elif args.format == "coco":
-            items = P.read_coco(args.input, args.root or coco_image_dir(args.input))
-        else:
-            items = P.read_karpathy(args.input, args.root or str(Path(args.input).parent), args.split.split(","))
+        splits = args.split.split(",")
+        items = P.read_pairs(args.format, args.input, args.root, args.image_column, args.caption_column, splits)
         items = P.clean(items, args.input, args.drop_missing)
         written = write_shards(items, args.pattern, args.max_count, args.overwrite)
     except (P.DataError, FileExistsError) as err:

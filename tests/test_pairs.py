@@ -7,9 +7,17 @@ import pytest
 import torch
 
 from captioner.data.datamodule import CaptionCollator, DecodeFailures
-from captioner.data.pairs import DataError, clean, read_coco, read_imagefolder, read_karpathy, read_table
+from captioner.data.pairs import (
+    DataError,
+    clean,
+    coco_image_dir,
+    read_coco,
+    read_imagefolder,
+    read_karpathy,
+    read_table,
+)
 from captioner.data.pairs_dataset import PairsDataset
-from captioner.data.pairs_module import PairsDataModule, coco_image_dir
+from captioner.data.pairs_module import PairsDataModule
 
 
 def test_imagefolder_jsonl_with_caption_lists(shapes_folder):

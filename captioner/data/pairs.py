@@ -135,6 +135,32 @@ def read_karpathy(split_file: str | Path, image_dir: str | Path, splits: Iterabl
     return out
 
 
+def coco_image_dir(annotations: str | Path) -> str:
+    """COCO layout: `<coco>/annotations/captions_train2017.json` -> `<coco>/train2017`."""
+    path = Path(annotations)
+    return str(path.parent.parent / path.stem.split("_")[-1])
+
+
+def read_pairs(
+    fmt: str,
+    path: str | Path,
+    root: str | Path | None = None,
+    image_column: str = "file_name",
+    caption_column: str = "text",
+    splits: Iterable[str] = ("test",),
+) -> list[Pair]:
+    """Any file format by name: imagefolder, table, coco or karpathy (`splits` for Karpathy files)."""
+    if fmt == "imagefolder":
+        return read_imagefolder(path, caption_column)
+    if fmt == "table":
+        return read_table(path, root, image_column, caption_column)
+    if fmt == "coco":
+        return read_coco(path, root or coco_image_dir(path))
+    if fmt == "karpathy":
+        return read_karpathy(path, root or Path(path).parent, splits)
+    raise DataError(f"unknown data format {fmt!r}; choose imagefolder, table, coco or karpathy")
+
+
 def _load_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

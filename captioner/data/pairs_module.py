@@ -16,10 +16,10 @@ from captioner.data.pairs import (
     DataError,
     Pair,
     clean,
+    coco_image_dir,
     read_coco,
-    read_imagefolder,
     read_karpathy,
-    read_table,
+    read_pairs,
 )
 from captioner.data.pairs_dataset import PairsDataset
 from captioner.data.shards import iter_shard_captions, shard_dataset
@@ -122,13 +122,7 @@ class PairsDataModule(CaptionDataModule):
         return split_off(clean(train, f"{self.format} data", self.drop_missing), self.val_fraction)
 
     def _read_one(self, path: str) -> list[Pair]:
-        if self.format == "imagefolder":
-            return read_imagefolder(path, self.caption_column)
-        if self.format == "table":
-            return read_table(path, self.root, self.image_column, self.caption_column)
-        if self.format == "coco":
-            return read_coco(path, self.root or coco_image_dir(path))
-        raise DataError(f"unknown data format {self.format!r}")
+        return read_pairs(self.format, path, self.root, self.image_column, self.caption_column)
 
     def training_texts(self) -> Iterator[str]:
         if self.format == "webdataset":
@@ -176,13 +170,6 @@ class PairsDataModule(CaptionDataModule):
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.format, "train": self.train_path, "val": self.val_path}
-
-
-def coco_image_dir(annotations: str | Path) -> str:
-    """COCO layout: `<coco>/annotations/captions_train2017.json` -> `<coco>/train2017`."""
-    path = Path(annotations)
-    split = path.stem.split("_")[-1]
-    return str(path.parent.parent / split)
 
 
 def split_off(pairs: list[Pair], fraction: float) -> dict[str, list[Pair]]:
