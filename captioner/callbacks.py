@@ -40,13 +40,13 @@ class ExportModelPackage(L.Callback):
         target = self.target(trainer)
         dm = trainer.datamodule
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
-        pl_module.model.save_pretrained(target, dm.tokenizer, overwrite=self.overwrite, note=note)
         info: dict = {"steps": trainer.global_step}
         if hasattr(dm, "describe"):
             info["data"] = dm.describe()
         if hasattr(dm, "used_token_ids"):
             info["used_token_ids"] = dm.used_token_ids()
-        (target / TRAINING_FILE).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        extra = {TRAINING_FILE: json.dumps(info) + "\n"}
+        pl_module.model.save_pretrained(target, dm.tokenizer, overwrite=self.overwrite, note=note, extra_files=extra)
         self.exported = target
         rank_zero_info(f"model package written to {target}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -90,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in TRAINER_COMMANDS:
-        trainer_cli([command, *rest])
+        try:
+            trainer_cli([command, *rest])
+        except pickle.UnpicklingError as err:
+            print(
+                "captioner: error: the checkpoint needs arbitrary unpickling (it could run code) and was refused. "
+                "If you trust the file, pass --weights_only false.\n" + str(err).splitlines()[0],
+                file=sys.stderr,
+            )
+            return 2
         return 0
     from captioner import commands
 

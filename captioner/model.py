@@ -75,9 +75,16 @@ class Captioner(nn.Module):
     # ---- the model package: config.json + model.safetensors + tokenizer.json --------------------------------
 
     def save_pretrained(
-        self, directory: str | Path, tokenizer: CaptionTokenizer, overwrite: bool = False, note: str = ""
+        self,
+        directory: str | Path,
+        tokenizer: CaptionTokenizer,
+        overwrite: bool = False,
+        note: str = "",
+        extra_files: dict[str, str] | None = None,
     ) -> Path:
-        """Write the model package atomically: a temporary folder beside `directory`, then a rename."""
+        """Write the model package atomically: a temporary folder beside `directory`, then a rename.
+
+        `extra_files` (name -> text) are written into the package too, e.g. training.json."""
         directory = Path(directory)
         if directory.exists() and not overwrite:
             raise FileExistsError(f"{directory} exists; choose another folder or pass overwrite=True")
@@ -88,6 +95,8 @@ class Captioner(nn.Module):
             save_model(self, str(tmp / WEIGHTS_FILE))  # handles the tied lm_head / wte weights
             tokenizer.save(tmp / TOKENIZER_FILE)
             (tmp / "README.md").write_text(_package_readme(self, note), encoding="utf-8")
+            for name, text in (extra_files or {}).items():
+                (tmp / name).write_text(text, encoding="utf-8")
             _replace_dir(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,10 @@ from captioner.generate import GenerationConfig, generate
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
 
+# our checkpoints' hyperparameters hold these dataclasses: allow them under torch.load(weights_only=True), so that
+# resuming never needs arbitrary unpickling
+torch.serialization.add_safe_globals([CaptionerConfig, GenerationConfig])
+
 
 class CaptionerModule(L.LightningModule):
     """Trains a Captioner with AdamW, warmup + cosine schedule; validation reports loss and caption quality.
@@ -39,6 +43,8 @@ class CaptionerModule(L.LightningModule):
         caption_metrics_every_n_epochs: every N epochs, validation scores the captions of its `generate_batches`
             subset with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap), logged as `val/CIDEr-D` etc., so
             that `ModelCheckpoint(monitor="val/CIDEr-D", mode="max")` keeps the best model; 0 is off.
+        max_nonfinite_steps: a step whose loss is NaN or infinite is skipped (no update) and counted
+            (`train/skipped_nonfinite`); this many in a row stop the run with a message.
         reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
             training captions never used (listed in its training.json). Those rows hold no learned meaning: with
             tied embeddings, Adam moves every unused row along the same direction at every step, so they end up
@@ -64,6 +70,7 @@ class CaptionerModule(L.LightningModule):
         encoder_frozen_epochs: int = 0,
         reinit_unused_tokens: bool = True,
         caption_metrics_every_n_epochs: int = 0,
+        max_nonfinite_steps: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -93,6 +100,8 @@ class CaptionerModule(L.LightningModule):
         self.finetune, self.encoder_lr_mult = finetune, encoder_lr_mult
         self.encoder_layer_decay, self.encoder_frozen_epochs = encoder_layer_decay, encoder_frozen_epochs
         self.caption_metrics_every_n_epochs = caption_metrics_every_n_epochs
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.skipped_nonfinite, self._nonfinite_in_a_row = 0, 0
         apply_finetune_policy(self.model, finetune)
         self.lr, self.weight_decay, self.betas = lr, weight_decay, betas
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
@@ -134,8 +143,23 @@ class CaptionerModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
         if batch is None:  # every image of the batch failed to decode (counted by the collator)
             return None
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
-        return self._shared_step(batch, "train", batch_idx)
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("lr", lr, prog_bar=False)
+        loss = self._shared_step(batch, "train", batch_idx)
+        if torch.isfinite(loss):
+            self._nonfinite_in_a_row = 0
+            return loss
+        self.skipped_nonfinite += 1
+        self._nonfinite_in_a_row += 1
+        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
+        if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"the loss was not finite for {self._nonfinite_in_a_row} steps in a row (last: step "
+                f"{self.global_step}, learning rate {lr:.3g}). Try a lower model.lr or more warmup_steps, "
+                "gradient clipping (trainer.gradient_clip_val), precision 32 or bf16-mixed instead of 16-mixed, "
+                "and check the data for empty or broken examples."
+            )
+        return None  # Lightning skips backward and the optimizer step
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is not None:
