@@ -69,3 +69,19 @@ class CaptionWriter(BasePredictionWriter):
         rows = [{k: r[k] for k in ("index", "caption", "references")} for batch in predictions for r in batch]
         write_jsonl(path, rows)
         rank_zero_info(f"wrote {len(rows)} captions to {path}")
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM (a preempted cloud VM, SLURM before the time limit) Lightning stops at the next batch boundary;
+    this saves `last.ckpt` in the checkpoint folder first, so that `captioner fit ... --ckpt_path last` resumes.
+    On SLURM, Lightning's own auto-requeue (SIGUSR1 with `#SBATCH --signal=SIGUSR1@90`) also saves and requeues."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException):
+            return
+        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.log_dir)
+        path = folder / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")

@@ -34,6 +34,8 @@ class CaptionerCLI(LightningCLI):
         """The data uses the model's tokenizer instead of training one: the package's when fine-tuning
         (`model.init_from`), GPT-2's when the decoder starts from GPT-2 (`model.config.decoder_init_from`)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            resolve_last_checkpoint(config)
         package = config.model.get("init_from")
         data_args = config.data.get("init_args") if hasattr(config.data, "get") else None
         model_config = config.model.get("config")
@@ -47,6 +49,27 @@ class CaptionerCLI(LightningCLI):
             data_args["tokenizer_path"] = str(tokenizer)
 
 
+def resolve_last_checkpoint(config) -> None:  # noqa: ANN001
+    """`--ckpt_path last`: the newest last.ckpt of this config's runs; the resumed run logs into the same folder
+    (the metrics logged before the resume are kept as metrics.partN.csv)."""
+    logger = config.trainer.get("logger")
+    args = logger.get("init_args") if hasattr(logger, "get") else None
+    if args is None or not args.get("save_dir"):
+        return  # no logger folder to search: Lightning's own "last" lookup applies
+    runs = Path(args["save_dir"]) / (args.get("name") or "lightning_logs")
+    found = sorted(runs.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {runs}/version_*/checkpoints")
+    config.ckpt_path = str(found[-1])
+    run_dir = found[-1].parent.parent
+    version = run_dir.name.removeprefix("version_")
+    args["version"] = int(version) if version.isdigit() else version
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():  # Lightning's CSV logger would delete it: keep it as a numbered part
+        parts = len(list(run_dir.glob("metrics.part*.csv")))
+        metrics.rename(run_dir / f"metrics.part{parts}.csv")
+
+
 def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI:
     """Build (and by default run) the LightningCLI; `args` replaces the command line."""
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both args and sys.argv are given
@@ -58,6 +81,7 @@ def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI
             args=args,
             run=run,
             auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},  # a resumed run rewrites its own config.yaml
         )
     finally:
         sys.argv = argv

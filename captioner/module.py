@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +134,22 @@ class CaptionerModule(L.LightningModule):
                 f"data max_length={max_length} is longer than the model's block_size={self.config.block_size}; "
                 "lower data.init_args.max_length or raise model.config.block_size"
             )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """RNG states travel with the checkpoint (dropout and anything else random resume where they were)."""
+        checkpoint["captioner_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("captioner_rng")
+        if state:
+            torch.set_rng_state(state["torch"])
+            if state["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
+            random.setstate(state["python"])
 
     def on_train_epoch_start(self) -> None:
         if self.encoder_frozen_epochs > 0 and self.finetune == "full":

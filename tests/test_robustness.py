@@ -115,3 +115,15 @@ def test_crash_between_temp_write_and_rename_keeps_the_previous_checkpoint(tmp_p
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["global_step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    from captioner.cli import main
+    from conftest import ROOT
+
+    (tmp_path / "bad.yaml").write_text("model:\n  lrr: 0.1\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(ROOT / "configs/shapes.yaml"), "--config", str(tmp_path / "bad.yaml")])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err
+    assert "lrr" in err

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -12,6 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from captioner.data.resumable import ResumableDataLoader, example_index, example_rng
 from captioner.data.shapes import make_scene
 from captioner.data.transforms import Transform, eval_transform
 from captioner.model import IGNORE_INDEX
@@ -165,16 +166,16 @@ class CaptionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        iterable = isinstance(dataset, IterableDataset)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle and not iterable,
-            num_workers=self.num_workers,
-            collate_fn=CaptionCollator(self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate)),
-            persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and not iterable,
-        )
+        kwargs = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": CaptionCollator(self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate)),
+            "persistent_workers": self.num_workers > 0,
+        }
+        if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
+            return DataLoader(dataset, **kwargs)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        return ResumableDataLoader(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -199,9 +200,10 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i = example_index(key)
         scene = make_scene(self.split, i, self.holdout)
-        caption = random.choice(scene.captions) if self.train else scene.captions[0]
+        caption = example_rng(key).choice(scene.captions) if self.train else scene.captions[0]
         return {
             "image": self.transform(scene.image),
             "caption": caption,

@@ -1,0 +1,74 @@
+"""A DataLoader that Lightning can resume mid-epoch exactly (it implements `state_dict` / `load_state_dict`).
+
+The order of an epoch is a permutation drawn from (seed, epoch) alone, and the sampler hands the dataset
+`(epoch, index)` so that per-example randomness (which reference caption, a flip) is a function of those two as
+well. The loader counts the batches it has handed out; Lightning stores that count in every checkpoint, and a
+restored loader skips that many batches of the same permutation, at the sampler (no image is decoded for them).
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+def example_rng(key: Any) -> random.Random:
+    """Per-example randomness from the sampler's (epoch, index), or from the index alone."""
+    epoch, index = key if isinstance(key, tuple) else (0, key)
+    return random.Random(zlib.crc32(f"{epoch}/{index}".encode()))
+
+
+def example_index(key: Any) -> int:
+    return key[1] if isinstance(key, tuple) else key
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index): shuffled by a generator seeded with (seed, epoch), or in order."""
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start, resumed ones included
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        start, self.skip = self.skip, 0
+        for i in order[start:].tolist():
+            yield (self.epoch, i)
+
+
+class ResumableDataLoader(DataLoader):
+    """DataLoader over an `EpochSampler` whose position within the epoch survives a checkpoint."""
+
+    def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:  # noqa: ANN001
+        super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle, seed), **kwargs)
+        self._handed_out, self._resume_at = 0, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume_at = self._resume_at, 0
+        if resume >= len(self):  # the checkpoint was taken at the very end of an epoch
+            resume = 0
+        self.sampler.skip = resume * self.batch_size
+        self._handed_out = resume
+        for batch in super().__iter__():
+            self._handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self._handed_out, "epoch": self.sampler.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = int(state["batches"])
