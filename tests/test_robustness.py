@@ -118,8 +118,9 @@ def test_crash_between_temp_write_and_rename_keeps_the_previous_checkpoint(tmp_p
 
 
 def test_unknown_config_key_is_named(tmp_path, capsys):
-    from captioner.cli import main
     from conftest import ROOT
+
+    from captioner.cli import main
 
     (tmp_path / "bad.yaml").write_text("model:\n  lrr: 0.1\n")
     with pytest.raises(SystemExit) as exit_:
