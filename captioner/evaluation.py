@@ -88,6 +88,7 @@ def attention_in_boxes(
     count: int = 200,
     holdout: Sequence[tuple[str, str]] = (),
     layer: int | None = -1,
+    max_objects: int = 3,
 ) -> dict[str, float]:
     """How much of the cross-attention (mean over heads; last layer by default) of each generated shape word
     falls inside that object's box, over the scenes captioned exactly right (the k-th shape word is the k-th
@@ -97,7 +98,7 @@ def attention_in_boxes(
 
     transform = model_transform(model)
     device = next(model.parameters()).device
-    scenes = [make_scene(split, i, holdout) for i in range(count)]
+    scenes = [make_scene(split, i, holdout, max_objects) for i in range(count)]
     masses: list[float] = []
     for start in range(0, count, 100):
         chunk = scenes[start : start + 100]

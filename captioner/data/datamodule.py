@@ -174,6 +174,8 @@ class CaptionDataModule(L.LightningDataModule):
         }
         if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
             return DataLoader(dataset, **kwargs)
+        if self.trainer is not None and self.trainer.world_size > 1:  # Lightning shards with DistributedSampler;
+            return DataLoader(dataset, shuffle=shuffle, drop_last=shuffle, **kwargs)  # resume restarts the epoch
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
         return ResumableDataLoader(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle, **kwargs)
 
@@ -193,16 +195,18 @@ class CaptionDataModule(L.LightningDataModule):
 class ShapesDataset(Dataset):
     """Shapes scenes rendered on the fly; training examples draw one of the reference wordings at random."""
 
-    def __init__(self, split: str, size: int, transform: Transform, train: bool, holdout: Sequence = ()) -> None:
+    def __init__(
+        self, split: str, size: int, transform: Transform, train: bool, holdout: Sequence = (), max_objects: int = 3
+    ) -> None:
         self.split, self.size, self.transform, self.train = split, size, transform, train
-        self.holdout = [tuple(p) for p in holdout]
+        self.holdout, self.max_objects = [tuple(p) for p in holdout], max_objects
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i = example_index(key)
-        scene = make_scene(self.split, i, self.holdout)
+        scene = make_scene(self.split, i, self.holdout, self.max_objects)
         caption = example_rng(key).choice(scene.captions) if self.train else scene.captions[0]
         return {
             "image": self.transform(scene.image),
@@ -234,6 +238,7 @@ class ShapesDataModule(CaptionDataModule):
         tokenizer_path: str | None = None,
         tokenizer_scenes: int = 2000,
         hf_tokenizer: str | None = None,
+        max_objects: int = 3,
     ) -> None:
         super().__init__(
             batch_size, num_workers, max_length, vocab_size, tokenizer_path, crop_pct=1.0, hf_tokenizer=hf_tokenizer
@@ -241,16 +246,22 @@ class ShapesDataModule(CaptionDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
         self.holdout = [tuple(p) for p in holdout_pairs or []]
         self.tokenizer_scenes = tokenizer_scenes
+        self.max_objects = max_objects
 
     def training_texts(self) -> Iterator[str]:
         from captioner.data.shapes import captions, scene_objects
 
         for i in range(min(self.tokenizer_scenes, self.sizes["train"])):
-            yield from captions(scene_objects("train", i, self.holdout))
+            yield from captions(scene_objects("train", i, self.holdout, self.max_objects))
 
     def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
-        return ShapesDataset(split, self.sizes[split], transform, train, self.holdout)
+        return ShapesDataset(split, self.sizes[split], transform, train, self.holdout, self.max_objects)
 
     def describe(self) -> dict[str, Any]:
         """What the model was trained on (stored in the model package's training.json)."""
-        return {"source": "shapes", "holdout_pairs": [list(p) for p in self.holdout], "train_size": self.sizes["train"]}
+        return {
+            "source": "shapes",
+            "holdout_pairs": [list(p) for p in self.holdout],
+            "train_size": self.sizes["train"],
+            "max_objects": self.max_objects,
+        }

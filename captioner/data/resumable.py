@@ -18,9 +18,11 @@ from torch.utils.data import DataLoader, Sampler
 
 
 def example_rng(key: Any) -> random.Random:
-    """Per-example randomness from the sampler's (epoch, index), or from the index alone."""
-    epoch, index = key if isinstance(key, tuple) else (0, key)
-    return random.Random(zlib.crc32(f"{epoch}/{index}".encode()))
+    """Per-example randomness from the sampler's (epoch, index); a plain index (another sampler, e.g. DDP's
+    DistributedSampler) draws from the global generator."""
+    if not isinstance(key, tuple):
+        return random._inst  # type: ignore[attr-defined]  # the module-level generator
+    return random.Random(zlib.crc32(f"{key[0]}/{key[1]}".encode()))
 
 
 def example_index(key: Any) -> int:

@@ -58,7 +58,7 @@ class ShapeObject:
 Pair = tuple[str, str]  # (colour, shape)
 
 
-def scene_objects(split: str, index: int, holdout: Sequence[Pair] = ()) -> list[ShapeObject]:
+def scene_objects(split: str, index: int, holdout: Sequence[Pair] = (), max_objects: int = 3) -> list[ShapeObject]:
     """The objects of scene `index` of `split`, sorted left to right. Deterministic.
 
     With `holdout` (colour, shape) pairs, train/val/test scenes never contain them and every "novel" scene
@@ -71,7 +71,7 @@ def scene_objects(split: str, index: int, holdout: Sequence[Pair] = ()) -> list[
     rng = random.Random(zlib.crc32(f"{split}/{index}".encode()))
     held = {tuple(p) for p in holdout}
     while True:
-        objs = _place(rng, rng.randint(1, 3))
+        objs = _place(rng, rng.randint(1, max_objects))
         pairs = {(o.color, o.shape) for o in objs}
         if split == "novel" and pairs & held or split != "novel" and not pairs & held:
             return sorted(objs, key=lambda o: o.x)
@@ -145,8 +145,8 @@ class ShapesScene:
     captions: list[str]
 
 
-def make_scene(split: str, index: int, holdout: Sequence[Pair] = ()) -> ShapesScene:
-    objs = scene_objects(split, index, holdout)
+def make_scene(split: str, index: int, holdout: Sequence[Pair] = (), max_objects: int = 3) -> ShapesScene:
+    objs = scene_objects(split, index, holdout, max_objects)
     seed = zlib.crc32(f"noise/{split}/{index}".encode())
     return ShapesScene(index, split, render(objs, seed), objs, captions(objs))
 
