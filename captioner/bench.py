@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 
 from captioner.config import CaptionerConfig
-from captioner.generate import GenerationConfig, _Ids, generate
+from captioner.generate import GenerationConfig, TokenIds, generate
 from captioner.model import Captioner
 
-IDS = _Ids(bos_id=1, eos_id=2, pad_id=0)
+IDS = TokenIds(bos_id=1, eos_id=2, pad_id=0)
 
 
 def _sync() -> None:
@@ -80,7 +80,7 @@ def hugging_face(args: argparse.Namespace):  # noqa: ANN201
     return VisionEncoderDecoderModel(config=cfg)
 
 
-def _train_step(model: torch.nn.Module, step: Callable[[], torch.Tensor]) -> Callable[[], None]:
+def train_step_fn(model: torch.nn.Module, step: Callable[[], torch.Tensor]) -> Callable[[], None]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def run() -> None:
@@ -105,8 +105,8 @@ def decode_rows(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     hf_kw = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
     rows = []
     mine.train(), hf.train()
-    train_ours = _train_step(mine, lambda: mine.loss(x, ids, ids))
-    train_hf = _train_step(hf, lambda: hf(pixel_values=x, labels=ids).loss)
+    train_ours = train_step_fn(mine, lambda: mine.loss(x, ids, ids))
+    train_hf = train_step_fn(hf, lambda: hf(pixel_values=x, labels=ids).loss)
     rows.append(("training step (fwd + bwd + AdamW)", *timed_pair(train_ours, train_hf, args.repeats)))
     mine.eval(), hf.eval()
     with torch.inference_mode():

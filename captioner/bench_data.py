@@ -29,15 +29,10 @@ def loader_rate(loader, batches: int) -> float:  # noqa: ANN001
 
 
 def train_rate(cfg: CaptionerConfig, batch: dict, steps: int) -> float:
+    from captioner.bench import train_step_fn
+
     model = Captioner(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        loss = model.loss(batch["images"], batch["input_ids"], batch["labels"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
+    step = train_step_fn(model, lambda: model.loss(batch["images"], batch["input_ids"], batch["labels"]))
     step()
     start = time.perf_counter()
     for _ in range(steps):

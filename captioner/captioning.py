@@ -196,7 +196,8 @@ def _caption_batch(model, tokenizer, items, generation, device, attention_dir, r
             run.failed += 1
     if good:
         images = torch.stack([it["image"] for it in good]).to(device)
-        hyps = generate(model, images, tokenizer, generation)
+        memory = model.encode(images)  # once, for the captions and the attention maps
+        hyps = generate(model, None, tokenizer, generation, memory=memory)
         for it, h in zip(good, hyps, strict=True):
             row: dict[str, Any] = {
                 "path": it["path"],
@@ -210,6 +211,6 @@ def _caption_batch(model, tokenizer, items, generation, device, attention_dir, r
         if attention_dir is not None:
             from captioner.viz import save_attention_figures
 
-            save_attention_figures(model, tokenizer, images, [it["path"] for it in good], [h[0].tokens for h in hyps],
-                                   attention_dir)  # fmt: skip
+            paths, tokens = [it["path"] for it in good], [h[0].tokens for h in hyps]
+            save_attention_figures(model, tokenizer, images, paths, tokens, attention_dir, memory=memory)
     return [rows[it["path"]] for it in items]

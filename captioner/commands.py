@@ -229,23 +229,12 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
 
 
 def generation_config(args: argparse.Namespace):  # noqa: ANN201
+    """The decoding flags (`add_generation_args`, named like the fields) as a validated GenerationConfig."""
+    from dataclasses import fields
+
     from captioner.generate import GenerationConfig
 
-    cfg = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        min_new_tokens=args.min_new_tokens,
-        num_beams=args.num_beams,
-        do_sample=args.do_sample,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        length_penalty=args.length_penalty,
-        early_stopping=args.early_stopping,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        repetition_penalty=args.repetition_penalty,
-        num_return_sequences=args.num_return_sequences,
-        seed=args.seed,
-    )
+    cfg = GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)})
     cfg.validate()
     return cfg
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,17 @@ from captioner.generate import GenerationConfig, generate
 from captioner.inference import model_transform
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
+
+
+def _scene_batches(
+    model: Captioner, scenes: Sequence, batch_size: int, progress: bool = False, desc: str = ""
+) -> Iterator[tuple[Sequence, torch.Tensor]]:
+    """(scenes, image memory (B, N, D)) batch by batch, images through the model's timm transform."""
+    transform = model_transform(model)
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(scenes), batch_size), desc=desc, disable=not progress, unit="batch"):
+        chunk = scenes[start : start + batch_size]
+        yield chunk, model.encode(torch.stack([transform(s.image) for s in chunk]).to(device))
 
 
 @torch.inference_mode()
@@ -38,14 +49,9 @@ def evaluate_shapes(
     Returns:
         metrics and one prediction record per scene (id, caption, references, objects left to right).
     """
-    transform = model_transform(model)
-    device = next(model.parameters()).device
     scenes = [make_scene(split, i, holdout) for i in range(count)]
     captions: list[str] = []
-    for start in tqdm(range(0, count, batch_size), desc=f"captioning {split}", disable=not progress, unit="batch"):
-        chunk = scenes[start : start + batch_size]
-        images = torch.stack([transform(s.image) for s in chunk]).to(device)
-        memory = model.encode(images)  # (B, N, D)
+    for _, memory in _scene_batches(model, scenes, batch_size, progress, f"captioning {split}"):
         if blind:
             memory = memory.roll(1, dims=0)
         hyps = generate(model, None, tokenizer, generation, memory=memory)
@@ -96,15 +102,12 @@ def attention_in_boxes(
     from captioner.data.shapes import IMAGE_SIZE, SHAPES, parse_caption
     from captioner.viz import cross_attention_maps, words
 
-    transform = model_transform(model)
-    device = next(model.parameters()).device
     scenes = [make_scene(split, i, holdout, max_objects) for i in range(count)]
     masses: list[float] = []
-    for start in range(0, count, 100):
-        chunk = scenes[start : start + 100]
-        images = torch.stack([transform(s.image) for s in chunk]).to(device)
-        tokens = [h[0].tokens for h in generate(model, images, tokenizer)]
-        maps = cross_attention_maps(model, images, [t or [tokenizer.eos_id] for t in tokens], tokenizer.bos_id, layer)
+    for chunk, memory in _scene_batches(model, scenes, 100):
+        tokens = [h[0].tokens for h in generate(model, None, tokenizer, memory=memory)]
+        eos = [t or [tokenizer.eos_id] for t in tokens]
+        maps = cross_attention_maps(model, None, eos, tokenizer.bos_id, layer, memory=memory)
         for scene, toks, m in zip(chunk, tokens, maps, strict=True):
             if parse_caption(tokenizer.decode(toks)) != [(o.size, o.color, o.shape) for o in scene.objects]:
                 continue

@@ -100,13 +100,15 @@ def greedy(
     memory: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Greedy token ids per image (without BOS/EOS); a shortcut for `generate`."""
-    special = _Ids(bos_id, eos_id, pad_id)
+    special = TokenIds(bos_id, eos_id, pad_id)
     cfg = GenerationConfig(max_new_tokens=max_new_tokens or model.config.block_size)
     return [hyps[0].tokens for hyps in generate(model, images, special, cfg, memory)]
 
 
 @dataclass
-class _Ids:
+class TokenIds:
+    """Special token ids without a tokenizer (tests, benchmarks); a `CaptionTokenizer` serves as well."""
+
     bos_id: int
     eos_id: int
     pad_id: int

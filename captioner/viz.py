@@ -15,12 +15,17 @@ from captioner.tokenizer import CaptionTokenizer
 
 @torch.inference_mode()
 def cross_attention_maps(
-    model: Captioner, images: torch.Tensor, tokens: list[list[int]], bos_id: int, layer: int | None = -1
+    model: Captioner,
+    images: torch.Tensor | None,
+    tokens: list[list[int]],
+    bos_id: int,
+    layer: int | None = -1,
+    memory: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Per image, (T, h, w) maps for its T generated tokens: the weights (mean over heads) with which the
     position that produced each token attended to the image patches; `layer` picks a decoder layer (default
-    the last), None averages the layers. Rows sum to 1."""
-    memory = model.encode(images)  # (B, N, D)
+    the last), None averages the layers. Rows sum to 1. Pass `memory` (B, N, D) from `model.encode` to reuse it."""
+    memory = model.encode(images) if memory is None else memory  # (B, N, D)
     kv = model.image_kv(memory)
     T = max(len(t) for t in tokens)
     ids = torch.full((len(tokens), T + 1), bos_id, dtype=torch.long, device=memory.device)
@@ -94,12 +99,15 @@ def save_attention_figures(
     tokens: list[list[int]],
     directory: Path,
     layer: int | None = -1,
+    memory: torch.Tensor | None = None,
 ) -> list[Path]:
     """One PNG per image in `directory`, named after the image file."""
     from captioner.data.images import load_rgb
 
     directory.mkdir(parents=True, exist_ok=True)
-    maps = cross_attention_maps(model, images, [t or [tokenizer.eos_id] for t in tokens], tokenizer.bos_id, layer)
+    maps = cross_attention_maps(
+        model, images, [t or [tokenizer.eos_id] for t in tokens], tokenizer.bos_id, layer, memory
+    )
     written = []
     for path, toks, m in zip(paths, tokens, maps, strict=True):
         out = directory / f"{Path(path).stem}.attention.png"

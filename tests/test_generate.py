@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from captioner.config import CaptionerConfig
-from captioner.generate import GenerationConfig, _Ids, generate, greedy
+from captioner.generate import GenerationConfig, TokenIds, generate, greedy
 from captioner.model import Captioner
 
-IDS = _Ids(bos_id=1, eos_id=2, pad_id=0)
+IDS = TokenIds(bos_id=1, eos_id=2, pad_id=0)
 
 
 def make_model(seed: int, vocab: int = 40, eos_bias: float = 0.0) -> Captioner:
