@@ -157,11 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         from captioner.bench_train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["epoch"]:
+        from captioner.bench_epoch import main as epoch_main
+
+        return epoch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="captioner bench", description=__doc__)
     parser.add_argument(
         "what",
-        choices=["decode", "data", "train"],
-        help="decode: training step, greedy and beam vs Hugging Face; data: loaders; train: MFU on this device",
+        choices=["decode", "data", "train", "epoch"],
+        help="decode: training step, greedy and beam vs Hugging Face; data: loaders; train: MFU on this device; "
+        "epoch: frozen-encoder epochs online vs from the feature cache",
     )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)

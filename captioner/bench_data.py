@@ -53,14 +53,22 @@ def shapes_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
     ]
 
 
+def write_jpeg_folder(folder: Path, count: int) -> Path:
+    """An imagefolder of `count` shapes scenes saved as 640x480 JPEGs (quality 90), like photos."""
+    folder = write_imagefolder(folder, "train", count)
+    for pair in read_imagefolder(folder):
+        path = Path(pair.image)
+        scene = make_scene("train", int(path.stem.rsplit("_", 1)[1]))  # names are images/train_000012.png
+        scene.image.resize((640, 480), Image.BICUBIC).save(path.with_suffix(".jpg"), quality=90)
+        path.unlink()
+    meta = (folder / "metadata.jsonl").read_text().replace(".png", ".jpg")
+    (folder / "metadata.jsonl").write_text(meta)
+    return folder
+
+
 def jpeg_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_imagefolder(Path(tmp) / "src", "train", args.jpegs)
-        for pair in read_imagefolder(folder):  # 640x480 JPEGs, like photos
-            path = Path(pair.image)
-            make_scene("train", 0).image.resize((640, 480), Image.BICUBIC).save(path.with_suffix(".jpg"), quality=90)
-        meta = (folder / "metadata.jsonl").read_text().replace(".png", ".jpg")
-        (folder / "metadata.jsonl").write_text(meta)
+        folder = write_jpeg_folder(Path(tmp) / "src", args.jpegs)
         dm = PairsDataModule(train=str(folder), batch_size=32, num_workers=args.workers, val_fraction=0.01)
         dm.set_transform_from(Captioner(CaptionerConfig(encoder_name="vit_tiny_patch16_224")).encoder.data_config())
         dm.setup("fit")

@@ -14,12 +14,13 @@ import torch
 
 from captioner.config import CaptionerConfig
 from captioner.flops import step_flops
-from captioner.model import Captioner, caption_loss
+from captioner.model import Captioner
 
 
 def build(args: argparse.Namespace) -> Captioner:
     cfg = CaptionerConfig(
-        encoder_name=args.encoder, vocab_size=args.vocab, block_size=max(64, args.tokens), n_layer=args.layers,
+        encoder_name=args.encoder, encoder_img_size=args.image_size, vocab_size=args.vocab,
+        block_size=max(64, args.tokens), n_layer=args.layers,
         n_head=args.width // 64, n_embd=args.width,
     )  # fmt: skip
     return Captioner(cfg)
@@ -31,29 +32,22 @@ def run_mode(args: argparse.Namespace, mode: str, compiled: bool) -> dict:
     model = build(args).to(device)
     frozen = mode in ("frozen", "cached")
     model.encoder.backbone.requires_grad_(not frozen)
-    features, decoder = model.encoder.backbone.forward_features, model.decoder
-    if compiled:  # fixed shapes (captions padded to --tokens): no recompiles
-        features, decoder = torch.compile(features), torch.compile(decoder)
-    prefix = model.encoder.num_prefix_tokens
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
     ids = torch.randint(3, args.vocab, (args.batch, args.tokens), device=device)
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-        cached = model.encoder.patch_tokens(x).detach()  # what a feature cache would hand back
+        cached = model.encoder.patch_tokens(x).detach().to(torch.bfloat16)  # what the feature cache hands back
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
-
-    def loss_fn() -> torch.Tensor:
-        if mode == "cached":
-            tokens = cached
-        else:
-            with torch.set_grad_enabled(not frozen):
-                tokens = features(x)[:, prefix:]  # (B, N, De)
-        memory = model.encoder.proj(model.encoder.ln(tokens))  # (B, N, D)
-        return caption_loss(decoder(ids, model.image_kv(memory)), ids)
+    # the training loss as CaptionerModule computes it (compiled whole with `model.compile: true`); captions are
+    # padded to a fixed --tokens, so shapes never change
+    loss_fn = torch.compile(model.loss, dynamic=False) if compiled else model.loss
 
     def step() -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=args.bf16):
-            loss = loss_fn()
+            if mode == "cached":
+                loss = loss_fn(None, ids, ids, cached)
+            else:
+                loss = loss_fn(x, ids, ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -117,8 +111,8 @@ def main(argv: list[str]) -> int:
           f"batch {args.batch}, {args.tokens} tokens, bf16 {args.bf16}")  # fmt: skip
     print("| mode | step (ms) | images/s | tokens/s | peak GiB | TFLOP/s | MFU | warm-up (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for mode in args.modes.split(","):
-        for compiled in (False, True) if args.compile else (False,):
+    for compiled in (False, True) if args.compile else (False,):  # eager rows first: compiling takes minutes
+        for mode in args.modes.split(","):
             r = run_mode(args, mode, compiled)
             print(f"| {r['mode']} | {r['step_ms']:.1f} | {r['images_s']:.0f} | {r['tokens_s']:.0f} | "
                   f"{r['peak_gib']:.1f} | {r['tflops']:.0f} | {r['mfu']:.1%} | {r['warmup_s']:.0f} |")  # fmt: skip

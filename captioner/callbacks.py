@@ -35,9 +35,9 @@ class ExportModelPackage(L.Callback):
             raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = self.target(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
         if not trainer.is_global_zero:
             return
-        target = self.target(trainer)
         dm = trainer.datamodule
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
         info: dict = {"steps": trainer.global_step}
@@ -66,6 +66,8 @@ class CaptionWriter(BasePredictionWriter):
         from captioner.evaluation import write_jsonl
 
         path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"
+        if trainer.world_size > 1:  # each rank captions its share of the data: one file per rank
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         rows = [{k: r[k] for k in ("index", "caption", "references")} for batch in predictions for r in batch]
         write_jsonl(path, rows)
         rank_zero_info(f"wrote {len(rows)} captions to {path}")

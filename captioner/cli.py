@@ -65,20 +65,26 @@ def resolve_last_checkpoint(config) -> None:  # noqa: ANN001
     version = run_dir.name.removeprefix("version_")
     args["version"] = int(version) if version.isdigit() else version
     metrics = run_dir / "metrics.csv"
-    if metrics.is_file():  # Lightning's CSV logger would delete it: keep it as a numbered part
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # rank from the launcher's environment
+
+    if metrics.is_file() and rank_zero_only.rank == 0:  # Lightning's CSV logger would delete it: keep it as a part
         parts = len(list(run_dir.glob("metrics.part*.csv")))
         metrics.rename(run_dir / f"metrics.part{parts}.csv")
 
 
 def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI:
     """Build (and by default run) the LightningCLI; `args` replaces the command line."""
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when both args and sys.argv are given
+    # The command goes through sys.argv, not `args=`: Lightning's DDP launcher starts the other ranks by running
+    # sys.argv again, so it must hold the whole command (and LightningCLI warns when both are given).
+    argv = sys.argv
+    if args is not None:
+        sys.argv = [argv[0], *args]
     try:
         return CaptionerCLI(
             CaptionerModule,
             CaptionDataModule,
             subclass_mode_data=True,
-            args=args,
+            args=None,
             run=run,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},  # a resumed run rewrites its own config.yaml

@@ -76,5 +76,9 @@ class ImageEncoder(nn.Module):
             return feats.flatten(2).transpose(1, 2)
         return feats[:, self.num_prefix_tokens :]
 
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, De) patch tokens (from the backbone or the feature cache, any float dtype) -> (B, N, D)."""
+        return self.proj(self.ln(tokens.to(self.ln.weight.dtype)))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.ln(self.patch_tokens(images)))  # (B, N, D)
+        return self.project(self.patch_tokens(images))  # (B, N, D)

@@ -98,12 +98,18 @@ def attention_in_boxes(
 ) -> dict[str, float]:
     """How much of the cross-attention (mean over heads; last layer by default) of each generated shape word
     falls inside that object's box, over the scenes captioned exactly right (the k-th shape word is the k-th
-    object from the left). Patches count by the fraction of their area inside the box."""
+    object from the left).
+
+    Attention is given per patch, so the box is taken at the patch grid's resolution: `mean_mass_in_box` sums
+    the weights of the patches the box overlaps. `mean_mass_in_box_pixels` spreads each patch's weight over its
+    pixels and counts only the pixels inside the box; it understates a perfect map (all weight on the object's
+    patches) by the share of those patches lying outside the box (a 10 px object on four 8 px patches: at most
+    39 %). `pointing_accuracy`: the share of words whose highest-weight patch overlaps the box (pointing game)."""
     from captioner.data.shapes import IMAGE_SIZE, SHAPES, parse_caption
     from captioner.viz import cross_attention_maps, words
 
     scenes = [make_scene(split, i, holdout, max_objects) for i in range(count)]
-    masses: list[float] = []
+    pixel, patch, pointing = [], [], []
     for chunk, memory in _scene_batches(model, scenes, 100):
         tokens = [h[0].tokens for h in generate(model, None, tokenizer, memory=memory)]
         eos = [t or [tokenizer.eos_id] for t in tokens]
@@ -113,13 +119,20 @@ def attention_in_boxes(
                 continue
             shape_words = [ps for w, ps in words(tokenizer, toks) if w in SHAPES]
             for obj, positions in zip(scene.objects, shape_words, strict=False):
-                word_map = m[positions].mean(0)  # (h, w)
-                masses.append(float((word_map * _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)).sum()))
-    arr = torch.tensor(masses) if masses else torch.zeros(0)
+                word_map = m[positions].mean(0)  # (h, w), sums to 1
+                coverage = _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)  # (h, w) in [0, 1]
+                pixel.append(float((word_map * coverage).sum()))
+                patch.append(float(word_map[coverage > 0].sum()))
+                pointing.append(float(coverage.flatten()[word_map.argmax()] > 0))
+    if not pixel:
+        return {"mean_mass_in_box": float("nan"), "shape_words": 0}
+    on_patches = torch.tensor(patch)
     return {
-        "mean_mass_in_box": float(arr.mean()) if masses else float("nan"),
-        "share_of_words_with_majority_in_box": float((arr > 0.5).float().mean()) if masses else float("nan"),
-        "shape_words": len(masses),
+        "mean_mass_in_box": float(on_patches.mean()),
+        "share_of_words_with_majority_in_box": float((on_patches > 0.5).float().mean()),
+        "pointing_accuracy": sum(pointing) / len(pointing),
+        "mean_mass_in_box_pixels": sum(pixel) / len(pixel),
+        "shape_words": len(patch),
     }
 
 

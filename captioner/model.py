@@ -62,12 +62,22 @@ class Captioner(nn.Module):
         """Cross-attention keys/values of every decoder layer, computed once per image."""
         return self.decoder.image_kv(memory)
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W), (B, T) -> (B, T, V) logits."""
-        return self.decoder(input_ids, self.image_kv(self.encode(images)))
+    def forward(
+        self, images: torch.Tensor | None, input_ids: torch.Tensor, patch_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 3, H, W), (B, T) -> (B, T, V) logits. With `patch_tokens` (B, N, De), the backbone's output from
+        the feature cache, `images` is None and the backbone does not run."""
+        memory = self.encode(images) if patch_tokens is None else self.encoder.project(patch_tokens)  # (B, N, D)
+        return self.decoder(input_ids, self.image_kv(memory))
 
-    def loss(self, images: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return caption_loss(self(images, input_ids), labels)
+    def loss(
+        self,
+        images: torch.Tensor | None,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        patch_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return caption_loss(self(images, input_ids, patch_tokens), labels)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

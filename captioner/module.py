@@ -72,6 +72,11 @@ class CaptionerModule(L.LightningModule):
         reinit_unused_tokens: bool = True,
         caption_metrics_every_n_epochs: int = 0,
         max_nonfinite_steps: int = 10,
+        feature_cache: str | None = None,
+        feature_cache_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16",
+        compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
+        tf32: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +113,9 @@ class CaptionerModule(L.LightningModule):
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.generate_batches, self.num_samples = generate_batches, num_samples
         self.generation = generation or GenerationConfig()
+        self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
+        self.compile, self.compile_options, self.tf32 = compile, compile_options or {}, tf32
+        self._compiled_loss = None  # torch.compile(model.loss), made in setup when `compile`
         self._outputs: list[dict[str, Any]] = []
 
     @property
@@ -119,7 +127,11 @@ class CaptionerModule(L.LightningModule):
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:
-        loss = self.model.loss(batch["images"], batch["input_ids"], batch["labels"])
+        loss_fn = self._compiled_loss or self.model.loss
+        if "features" in batch:  # cached patch tokens (B, N, De): the backbone does not run
+            loss = loss_fn(None, batch["input_ids"], batch["labels"], batch["features"])
+        else:
+            loss = loss_fn(batch["images"], batch["input_ids"], batch["labels"])
         B = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=stage != "train")
         if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
@@ -134,6 +146,18 @@ class CaptionerModule(L.LightningModule):
                 f"data max_length={max_length} is longer than the model's block_size={self.config.block_size}; "
                 "lower data.init_args.max_length or raise model.config.block_size"
             )
+        if self.tf32 and self.trainer.strategy.root_device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        if self.compile and stage == "fit":
+            if dm is not None and hasattr(dm, "pad_to_max_length"):
+                dm.pad_to_max_length = True  # fixed caption length: one graph, no recompiles
+            self._compiled_loss = torch.compile(self.model.loss, **{"dynamic": False, **self.compile_options})
+
+    def on_fit_start(self) -> None:
+        if self.feature_cache:
+            from captioner.caching import prepare
+
+            prepare(self, self.feature_cache, self.feature_cache_dtype)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """RNG states travel with the checkpoint (dropout and anything else random resume where they were)."""
@@ -223,9 +247,10 @@ class CaptionerModule(L.LightningModule):
             for name, value in scores.items():
                 self.log(f"{stage}/{name}", value, prog_bar=name == "CIDEr-D")
         if stage == "val" and not self.trainer.sanity_checking:
-            self._log_samples(outputs[: self.num_samples])
+            self._log_samples(outputs[: self.num_samples])  # every rank with outputs: it holds a collective
 
     def _log_samples(self, samples: list[dict[str, Any]]) -> None:
+        log_dir = self.trainer.log_dir  # on every rank: a collective (a broadcast) under DDP
         if not self.trainer.is_global_zero:
             return
         lines = [f"  [{s['index']}] {s['caption']!r}  (reference: {s['references'][0]!r})" for s in samples]
@@ -233,8 +258,8 @@ class CaptionerModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_text"):  # TensorBoard
             experiment.add_text("val/samples", "\n\n".join(lines), self.global_step)
-        if self.trainer.log_dir:
-            path = Path(self.trainer.log_dir) / "samples.jsonl"
+        if log_dir:
+            path = Path(log_dir) / "samples.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as f:
                 for s in samples:
@@ -246,13 +271,43 @@ class CaptionerModule(L.LightningModule):
             self.model, self.weight_decay, self.lr, self.encoder_lr_mult, self.encoder_layer_decay,
             include_frozen_backbone=self.encoder_frozen_epochs > 0,
         )  # fmt: skip
-        # fused AdamW unscales gradients itself, which Lightning's AMP plugin refuses to combine with clipping
-        fused = self.device.type == "cuda" and not self.trainer.gradient_clip_val
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=self._use_fused())
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         schedule = warmup_cosine(self.warmup_steps, total, self.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _use_fused(self) -> bool:
+        """Fused AdamW on CUDA, except where it cannot be combined with gradient clipping: with a loss scaler
+        (16-mixed: the fused step unscales inside) and under FSDP (sharded gradients need FSDP's own clipping)."""
+        if self.device.type != "cuda" or not self.trainer.gradient_clip_val:
+            return self.device.type == "cuda"
+        return (
+            getattr(self.trainer.precision_plugin, "scaler", None) is None
+            and "fsdp" not in type(self.trainer.strategy).__name__.lower()
+        )
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        """Lightning refuses to clip for a fused optimizer because it might unscale inside; without a loss scaler
+        (bf16-mixed, 32) the gradients are the true ones, so they are clipped here, as the unfused path would.
+        Under FSDP the norm is taken by FSDP over the sharded gradients."""
+        fsdp = self._trainer is not None and "fsdp" in type(self._trainer.strategy).__name__.lower()
+        if gradient_clip_val and fsdp and gradient_clip_algorithm != "value":
+            # Lightning clips FSDP gradients only by value (Lightning-AI/pytorch-lightning#19235); the norm of
+            # sharded gradients needs the FSDP module's own clip_grad_norm_ (trainer.model is the wrapped module)
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        if gradient_clip_val and getattr(optimizer, "defaults", {}).get("fused"):
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
 
 def parameter_groups(

@@ -3,15 +3,20 @@
 #   tests   the test suite (CUDA cases included)
 #   demo    the shapes demo in bf16-mixed on the GPU
 #   decode  the decode benchmark vs Hugging Face on CUDA
-#   train   training throughput and MFU: ViT-B/16 + 12x768 decoder at 224 px, bf16 (full, frozen, cached;
-#           full also with torch.compile)
-# Usage: bash scripts/gpu_check.sh [tests] [demo] [decode] [train]; results go to $OUT (default ./gpu_out).
+#   train   training throughput and MFU: ViT-B/16 + 12x768 decoder at 224 px, bf16, batch 128: full, frozen,
+#           cached features, each with and without torch.compile
+#   epoch   frozen-encoder epochs over 4096 640x480 JPEGs through Lightning, compiled: online vs feature cache
+#   compile the shapes config for 200 steps with model.compile (inductor), fused AdamW and clipping
+#   fsdp    the shapes config for 50 steps under Lightning's FSDP strategy (one GPU: a smoke test)
+# Usage: bash scripts/gpu_check.sh [tests] [demo] [decode] [train] [epoch] [compile] [fsdp];
+# results go to $OUT (default ./gpu_out).
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$(pwd)"
 PY=${PY:-python3}
-SECTIONS=${*:-tests demo decode train}
+SECTIONS=${*:-tests demo decode train epoch compile fsdp}
+SHORT="--trainer.logger.init_args.save_dir /tmp/gpu_runs --data.init_args.num_workers 6 --trainer.val_check_interval"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import torch, timm, transformers, lightning; print('torch', torch.__version__, 'timm', timm.__version__,
@@ -25,8 +30,12 @@ for s in $SECTIONS; do
             --data.init_args.num_workers 6 2>&1 | grep -v "it/s\|Warn" | tail -9 | tee "$OUT/demo.txt" ;;
     decode) timeout 150 $PY -m captioner bench decode --device cuda 2>&1 | grep -v Warn | tail -12 \
             | tee "$OUT/bench_decode.txt" ;;
-    train) timeout 120 $PY -m captioner bench train 2>&1 | grep -v Warn | tail -6 | tee "$OUT/bench_train.txt"
-           timeout 240 $PY -m captioner bench train --modes full --compile 2>&1 | grep -v Warn | tail -3 \
-            | tee "$OUT/bench_train_compile.txt" ;;
+    train) timeout 290 $PY -m captioner bench train --compile 2>&1 | grep -v Warn | tee "$OUT/bench_train.txt" ;;
+    epoch) timeout 170 $PY -m captioner bench epoch --workers 12 --epochs 3 --compile 2>&1 | grep -v "it/s\|Warn" \
+            | tee "$OUT/bench_epoch.txt" | grep "^|\|^device\|faster\|wrote\|Error" ;;
+    compile) timeout 100 $PY -m captioner fit --config configs/shapes.yaml --model.compile true --trainer.max_steps 200 \
+            $SHORT 200 2>&1 | grep -v "it/s\|Warn" | tee "$OUT/compile_fit.txt" | tail -8 ;;
+    fsdp) timeout 60 $PY -m captioner fit --config configs/shapes.yaml --trainer.strategy fsdp --trainer.max_steps 50 \
+            $SHORT 50 2>&1 | grep -v "it/s\|Warn" | tee "$OUT/fsdp_fit.txt" | tail -8 ;;
   esac
 done

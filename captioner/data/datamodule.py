@@ -10,11 +10,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captioner.data.resumable import ResumableDataLoader, example_index, example_rng
-from captioner.data.shapes import make_scene
+from captioner.data.shapes import IMAGE_SIZE, make_scene
 from captioner.data.transforms import Transform, eval_transform
+from captioner.feature_cache import FeatureCache
 from captioner.model import IGNORE_INDEX
 from captioner.tokenizer import CaptionTokenizer
 
@@ -48,11 +50,19 @@ class DecodeFailures:
 class CaptionCollator:
     """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references, objects}.
 
-    Examples whose image failed to decode (`{"error": ...}`) are left out and counted in `failures`.
+    Examples from the feature cache carry `features` (B, N, C) instead of `images`. Examples whose image failed
+    to decode (`{"error": ...}`) are left out and counted in `failures`. Captions are padded to the longest in
+    the batch, or to `max_length` when `pad_to_max_length` (fixed shapes, so torch.compile does not recompile).
     """
 
-    def __init__(self, tokenizer: CaptionTokenizer, max_length: int, failures: DecodeFailures | None = None) -> None:
-        self.tokenizer, self.max_length = tokenizer, max_length
+    def __init__(
+        self,
+        tokenizer: CaptionTokenizer,
+        max_length: int,
+        failures: DecodeFailures | None = None,
+        pad_to_max_length: bool = False,
+    ) -> None:
+        self.tokenizer, self.max_length, self.pad_to_max_length = tokenizer, max_length, pad_to_max_length
         self.failures = failures or DecodeFailures()
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -62,14 +72,15 @@ class CaptionCollator:
         if not examples:
             return None  # the whole batch failed: the module skips it
         ids = [self.tokenizer.encode(e["caption"], self.max_length) for e in examples]
-        T = max(len(x) for x in ids)
+        T = self.max_length if self.pad_to_max_length else max(len(x) for x in ids)
         input_ids = torch.full((len(ids), T), self.tokenizer.pad_id, dtype=torch.long)
         labels = torch.full((len(ids), T), IGNORE_INDEX, dtype=torch.long)
         for row, x in enumerate(ids):
             input_ids[row, : len(x)] = torch.tensor(x)
             labels[row, : len(x)] = torch.tensor(x)  # aligned with input_ids; the shift happens in caption_loss
+        key = "features" if "features" in examples[0] else "image"
         return {
-            "images": torch.stack([e["image"] for e in examples]),
+            "features" if key == "features" else "images": torch.stack([e[key] for e in examples]),  # (B,3,H,W)|(B,N,C)
             "input_ids": input_ids,
             "labels": labels,
             "index": [e["index"] for e in examples],
@@ -106,6 +117,7 @@ class CaptionDataModule(L.LightningDataModule):
         self.transform: Transform | None = None
         self.train_transform: Transform | None = None
         self.datasets: dict[str, Dataset] = {}
+        self.pad_to_max_length = False  # set by the module when it compiles (fixed caption shapes)
 
     # ---- tokenizer -----------------------------------------------------------------------------------------------
     def training_texts(self) -> Iterator[str]:
@@ -169,13 +181,16 @@ class CaptionDataModule(L.LightningDataModule):
         kwargs = {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "collate_fn": CaptionCollator(self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate)),
+            "collate_fn": CaptionCollator(
+                self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate), self.pad_to_max_length
+            ),
             "persistent_workers": self.num_workers > 0,
         }
         if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
             return DataLoader(dataset, **kwargs)
-        if self.trainer is not None and self.trainer.world_size > 1:  # Lightning shards with DistributedSampler;
-            return DataLoader(dataset, shuffle=shuffle, drop_last=shuffle, **kwargs)  # resume restarts the epoch
+        if self.trainer is not None and isinstance(self.trainer.strategy, ParallelStrategy):  # DDP, FSDP (any
+            # number of devices): Lightning shards with its DistributedSampler; resuming restarts the epoch
+            return DataLoader(dataset, shuffle=shuffle, drop_last=shuffle, **kwargs)
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
         return ResumableDataLoader(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle, **kwargs)
 
@@ -200,16 +215,28 @@ class ShapesDataset(Dataset):
     ) -> None:
         self.split, self.size, self.transform, self.train = split, size, transform, train
         self.holdout, self.max_objects = [tuple(p) for p in holdout], max_objects
+        self.features: FeatureCache | None = None  # set by the feature cache: rows instead of images
 
     def __len__(self) -> int:
         return self.size
 
+    def load_image(self, i: int) -> dict[str, Any]:
+        return {"image": self.transform(make_scene(self.split, i, self.holdout, self.max_objects).image)}
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        return {"source": "shapes", "split": self.split, "size": self.size, "holdout": self.holdout,
+                "max_objects": self.max_objects, "image_size": IMAGE_SIZE}  # fmt: skip
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i = example_index(key)
-        scene = make_scene(self.split, i, self.holdout, self.max_objects)
+        scene = make_scene(self.split, i, self.holdout, self.max_objects)  # captions and objects (cheap)
         caption = example_rng(key).choice(scene.captions) if self.train else scene.captions[0]
+        if self.features is None:
+            pixels = {"image": self.transform(scene.image)}
+        else:
+            pixels = {"features": self.features.read(i)}  # (N, C) from the cache, no image is drawn
         return {
-            "image": self.transform(scene.image),
+            **pixels,
             "caption": caption,
             "index": i,
             "references": scene.captions,

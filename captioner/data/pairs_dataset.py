@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
 from typing import Any
 
@@ -12,6 +14,7 @@ from captioner.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
 from captioner.data.pairs import Pair
 from captioner.data.resumable import example_index, example_rng
 from captioner.data.transforms import Transform
+from captioner.feature_cache import FeatureCache
 
 
 def make_example(
@@ -52,13 +55,39 @@ class PairsDataset(Dataset):
     ) -> None:
         self.pairs, self.transform, self.train = pairs, transform, train
         self.hflip_prob, self.max_pixels = hflip_prob, max_pixels
+        self.features: FeatureCache | None = None  # set by the feature cache: rows instead of images
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def load_image(self, i: int) -> dict[str, Any]:
+        try:
+            return {"image": self.transform(load_rgb(self.pairs[i].image, self.max_pixels))}
+        except ImageDecodeError as err:
+            return {"error": str(err)}
+
+    def cache_fingerprint(self) -> str:
+        """sha256 of every image's path, size and modification time, in order: replacing, editing, adding or
+        reordering images changes it."""
+        h = hashlib.sha256()
+        for p in self.pairs:
+            try:
+                st = os.stat(p.image)
+                h.update(f"{p.image}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{p.image}\0missing\n".encode())
+        return h.hexdigest()
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        p = self.pairs[example_index(key)]
+        i = example_index(key)
+        p = self.pairs[i]
         rng = example_rng(key)
+        if self.features is not None:  # cached patch tokens instead of the image (no augmentation by construction)
+            feats = self.features.read(i)
+            if feats is None:
+                return {"error": f"{p.image} failed to decode when the feature cache was filled", "path": p.key}
+            caption = rng.choice(p.captions) if self.train else p.captions[0]
+            return {"features": feats, "caption": caption, "index": p.key, "references": p.captions, "objects": None}
         return make_example(
             p.image, p.captions, p.key, self.transform, self.train, self.hflip_prob, self.max_pixels, rng
         )
