@@ -79,8 +79,8 @@ PRESETS: dict[str, CaptionerConfig] = {
         encoder_kwargs={"embed_dim": 128, "depth": 3, "num_heads": 4},
         vocab_size=384,
         block_size=40,
-        n_layer=2,
-        n_head=4,
+        n_layer=1,  # one layer, one head: see configs/shapes.yaml
+        n_head=1,
         n_embd=128,
     ),
     # ViT-B/16 at 224 px + a GPT-2-small-sized decoder

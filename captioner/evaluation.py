@@ -105,8 +105,8 @@ def attention_in_boxes(
     pixels and counts only the pixels inside the box; it understates a perfect map (all weight on the object's
     patches) by the share of those patches lying outside the box (a 10 px object on four 8 px patches: at most
     39 %). `pointing_accuracy`: the share of words whose highest-weight patch overlaps the box (pointing game)."""
-    from captioner.data.shapes import IMAGE_SIZE, SHAPES, parse_caption
-    from captioner.viz import cross_attention_maps, words
+    from captioner.data.shapes import IMAGE_SIZE, parse_caption
+    from captioner.viz import cross_attention_maps
 
     scenes = [make_scene(split, i, holdout, max_objects) for i in range(count)]
     pixel, patch, pointing = [], [], []
@@ -117,7 +117,7 @@ def attention_in_boxes(
         for scene, toks, m in zip(chunk, tokens, maps, strict=True):
             if parse_caption(tokenizer.decode(toks)) != [(o.size, o.color, o.shape) for o in scene.objects]:
                 continue
-            shape_words = [ps for w, ps in words(tokenizer, toks) if w in SHAPES]
+            shape_words = shape_word_positions(tokenizer, toks)
             for obj, positions in zip(scene.objects, shape_words, strict=False):
                 word_map = m[positions].mean(0)  # (h, w), sums to 1
                 coverage = _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)  # (h, w) in [0, 1]
@@ -134,6 +134,23 @@ def attention_in_boxes(
         "mean_mass_in_box_pixels": sum(pixel) / len(pixel),
         "shape_words": len(patch),
     }
+
+
+PUNCTUATION = ",.;:!?"
+
+
+def shape_word_positions(tokenizer: CaptionTokenizer, tokens: list[int]) -> list[list[int]]:
+    """Token positions of each shape word of a caption, left to right. A word keeps only its own tokens: in
+    "a small red square, a large ..." the word is "square" and the comma's token is left out."""
+    from captioner.data.shapes import SHAPES
+    from captioner.viz import words
+
+    found = []
+    for word, positions in words(tokenizer, tokens):
+        if word.strip(PUNCTUATION) in SHAPES:
+            own = [p for p in positions if tokenizer.decode([tokens[p]]).strip().strip(PUNCTUATION)]
+            found.append(own or positions)
+    return found
 
 
 def _box_coverage(box: tuple[int, int, int, int], grid: tuple[int, int], image_size: int) -> torch.Tensor:
