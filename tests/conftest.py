@@ -54,12 +54,19 @@ TINY_MODEL = [
 ]
 
 
-@pytest.fixture(scope="session")
-def trained_package(tmp_path_factory) -> Path:
-    """`captioner fit --config configs/shapes.yaml` with a tiny model for 4 steps; the exported package."""
+def fit_shapes_package(runs: Path, overrides: list[str]) -> Path:
+    """`captioner fit --config configs/shapes.yaml` with overrides, logging under `runs`; the exported package."""
     from captioner.cli import main
 
-    runs = tmp_path_factory.mktemp("runs")
+    config = str(ROOT / "configs/shapes.yaml")
+    assert main(["fit", "--config", config, *overrides, f"--trainer.logger.init_args.save_dir={runs}"]) == 0
+    (package,) = runs.glob("shapes/version_*/model")
+    return package
+
+
+@pytest.fixture(scope="session")
+def trained_package(tmp_path_factory) -> Path:
+    """configs/shapes.yaml with a tiny model for 4 steps; the exported package."""
     tiny_data = [
         "--data.init_args.train_size=64",
         "--data.init_args.val_size=16",
@@ -68,9 +75,5 @@ def trained_package(tmp_path_factory) -> Path:
         "--data.init_args.tokenizer_scenes=200",
         "--trainer.max_steps=4",
         "--trainer.val_check_interval=4",
-        f"--trainer.logger.init_args.save_dir={runs}",
     ]
-    assert main(["fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY_MODEL, *tiny_data]) == 0
-    packages = list(runs.glob("shapes/version_*/model"))
-    assert len(packages) == 1
-    return packages[0]
+    return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *tiny_data])

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import fit_shapes_package
 
 from captioner.data.shapes import SHAPES, make_scene
 from captioner.evaluation import attention_in_boxes, shape_word_positions
@@ -26,13 +26,7 @@ ATTENTION_MODEL = [
 
 @pytest.fixture(scope="module")
 def attention_package(tmp_path_factory) -> Path:
-    from captioner.cli import main
-
-    runs = tmp_path_factory.mktemp("attention_runs")
-    config = str(ROOT / "configs/shapes.yaml")
-    assert main(["fit", "--config", config, *ATTENTION_MODEL, f"--trainer.logger.init_args.save_dir={runs}"]) == 0
-    (package,) = runs.glob("shapes/version_*/model")
-    return package
+    return fit_shapes_package(tmp_path_factory.mktemp("attention_runs"), ATTENTION_MODEL)
 
 
 def test_shape_word_positions_skip_punctuation(tokenizer):
