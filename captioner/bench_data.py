@@ -8,13 +8,11 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from captioner.config import CaptionerConfig
 from captioner.data.datamodule import ShapesDataModule
-from captioner.data.pairs import read_imagefolder
 from captioner.data.pairs_module import PairsDataModule
-from captioner.data.shapes import make_scene, write_imagefolder
+from captioner.data.shapes import write_imagefolder
 from captioner.model import Captioner
 
 
@@ -55,15 +53,7 @@ def shapes_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
 
 def write_jpeg_folder(folder: Path, count: int) -> Path:
     """An imagefolder of `count` shapes scenes saved as 640x480 JPEGs (quality 90), like photos."""
-    folder = write_imagefolder(folder, "train", count)
-    for pair in read_imagefolder(folder):
-        path = Path(pair.image)
-        scene = make_scene("train", int(path.stem.rsplit("_", 1)[1]))  # names are images/train_000012.png
-        scene.image.resize((640, 480), Image.BICUBIC).save(path.with_suffix(".jpg"), quality=90)
-        path.unlink()
-    meta = (folder / "metadata.jsonl").read_text().replace(".png", ".jpg")
-    (folder / "metadata.jsonl").write_text(meta)
-    return folder
+    return write_imagefolder(folder, "train", count, size=(640, 480), suffix="jpg")
 
 
 def jpeg_rows(args: argparse.Namespace) -> list[tuple[str, float]]:

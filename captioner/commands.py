@@ -135,11 +135,11 @@ def evaluate(argv: list[str]) -> int:
         )
         data = {"format": "shapes", "split": args.split, "count": args.count, "blind": args.blind}
         if args.attention:
-            from captioner.evaluation import attention_in_boxes
+            from captioner.evaluation import attention_in_boxes_by_layer
 
-            for layer, name in ((-1, "last_layer"), (None, "mean_of_layers")):
-                found = attention_in_boxes(model, tok, args.split, args.count, holdout, layer)
-                metrics.update({f"attention_{name}_{k}": v for k, v in found.items()})
+            layers = {"last_layer": -1, "mean_of_layers": None}
+            found = attention_in_boxes_by_layer(model, tok, args.split, args.count, holdout, layers)
+            metrics.update({f"attention_{name}_{k}": v for name, res in found.items() for k, v in res.items()})
     else:
         if not args.data:
             return _fail(f"--data-format {args.data_format} needs --data PATH")

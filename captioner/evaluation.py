@@ -86,7 +86,6 @@ def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]], overwrite: 
     return path
 
 
-@torch.inference_mode()
 def attention_in_boxes(
     model: Captioner,
     tokenizer: CaptionTokenizer,
@@ -105,26 +104,50 @@ def attention_in_boxes(
     pixels and counts only the pixels inside the box; it understates a perfect map (all weight on the object's
     patches) by the share of those patches lying outside the box (a 10 px object on four 8 px patches: at most
     39 %). `pointing_accuracy`: the share of words whose highest-weight patch overlaps the box (pointing game)."""
+    return attention_in_boxes_by_layer(model, tokenizer, split, count, holdout, {"": layer}, max_objects)[""]
+
+
+@torch.inference_mode()
+def attention_in_boxes_by_layer(
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    split: str,
+    count: int,
+    holdout: Sequence[tuple[str, str]],
+    layers: dict[str, int | None],
+    max_objects: int = 3,
+) -> dict[str, dict[str, float]]:
+    """`attention_in_boxes` for several layer choices (name -> layer index, None: mean of layers) from one
+    pass: scenes drawn, encoded and captioned once."""
     from captioner.data.shapes import IMAGE_SIZE, parse_caption
     from captioner.viz import cross_attention_maps
 
     scenes = [make_scene(split, i, holdout, max_objects) for i in range(count)]
-    pixel, patch, pointing = [], [], []
+    pixel: dict[str, list[float]] = {name: [] for name in layers}
+    patch: dict[str, list[float]] = {name: [] for name in layers}
+    pointing: dict[str, list[float]] = {name: [] for name in layers}
     for chunk, memory in _scene_batches(model, scenes, 100):
         tokens = [h[0].tokens for h in generate(model, None, tokenizer, memory=memory)]
         eos = [t or [tokenizer.eos_id] for t in tokens]
-        maps = cross_attention_maps(model, None, eos, tokenizer.bos_id, layer, memory=memory)
-        for scene, toks, m in zip(chunk, tokens, maps, strict=True):
-            if parse_caption(tokenizer.decode(toks)) != [(o.size, o.color, o.shape) for o in scene.objects]:
-                continue
-            shape_words = shape_word_positions(tokenizer, toks)
-            for obj, positions in zip(scene.objects, shape_words, strict=False):
-                word_map = m[positions].mean(0)  # (h, w), sums to 1
-                coverage = _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)  # (h, w) in [0, 1]
-                pixel.append(float((word_map * coverage).sum()))
-                patch.append(float(word_map[coverage > 0].sum()))
-                pointing.append(float(coverage.flatten()[word_map.argmax()] > 0))
-    if not pixel:
+        right = [
+            (i, shape_word_positions(tokenizer, toks))
+            for i, (scene, toks) in enumerate(zip(chunk, tokens, strict=True))
+            if parse_caption(tokenizer.decode(toks)) == [(o.size, o.color, o.shape) for o in scene.objects]
+        ]
+        for name, layer in layers.items():
+            maps = cross_attention_maps(model, None, eos, tokenizer.bos_id, layer, memory=memory)
+            for i, shape_words in right:
+                for obj, positions in zip(chunk[i].objects, shape_words, strict=False):
+                    word_map = maps[i][positions].mean(0)  # (h, w), sums to 1
+                    coverage = _box_coverage(obj.box, word_map.shape, IMAGE_SIZE)  # (h, w) in [0, 1]
+                    pixel[name].append(float((word_map * coverage).sum()))
+                    patch[name].append(float(word_map[coverage > 0].sum()))
+                    pointing[name].append(float(coverage.flatten()[word_map.argmax()] > 0))
+    return {name: _box_summary(patch[name], pixel[name], pointing[name]) for name in layers}
+
+
+def _box_summary(patch: list[float], pixel: list[float], pointing: list[float]) -> dict[str, float]:
+    if not patch:
         return {"mean_mass_in_box": float("nan"), "shape_words": 0}
     on_patches = torch.tensor(patch)
     return {

@@ -129,9 +129,8 @@ class FeatureCache:
         if tuple(data.shape[1:]) != self.shape[1:]:
             raise ValueError(f"feature rows of shape {tuple(data.shape[1:])}, the cache holds {self.shape[1:]}")
         array = data.view(torch.int16).numpy().view(np.uint16) if self.torch_dtype == torch.bfloat16 else data.numpy()
-        order = np.argsort(np.asarray(rows))
-        idx = np.asarray(rows)[order]
-        feats[idx] = array[order]
+        idx = np.asarray(rows, dtype=np.int64)
+        feats[idx] = array
         feats.flush()
         status[idx] = STORED
         status.flush()

@@ -48,3 +48,13 @@ def test_shape_words_attend_inside_their_object(attention_package, capsys):
     assert found["mean_mass_in_box"] > 0.5, found  # most of the mass, on average
     assert found["share_of_words_with_majority_in_box"] > 0.5, found  # and for most words
     assert found["pointing_accuracy"] > 0.9, found  # the peak lies on the object
+
+
+def test_evaluate_reports_attention_for_both_layer_choices(trained_package, tmp_path):
+    from captioner.cli import main
+
+    report = tmp_path / "report.json"
+    assert main(["evaluate", str(trained_package), "--count", "8", "--attention", "--report", str(report)]) == 0
+    metrics = json.loads(report.read_text())["metrics"]
+    for name in ("last_layer", "mean_of_layers"):
+        assert f"attention_{name}_shape_words" in metrics

@@ -14,7 +14,7 @@ from lightning.pytorch.strategies import ParallelStrategy
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captioner.data.resumable import ResumableDataLoader, example_index, example_rng
-from captioner.data.shapes import IMAGE_SIZE, make_scene
+from captioner.data.shapes import IMAGE_SIZE, captions, make_scene, scene_objects
 from captioner.data.transforms import Transform, eval_transform
 from captioner.feature_cache import FeatureCache
 from captioner.model import IGNORE_INDEX
@@ -229,18 +229,18 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i = example_index(key)
-        scene = make_scene(self.split, i, self.holdout, self.max_objects)  # captions and objects (cheap)
-        caption = example_rng(key).choice(scene.captions) if self.train else scene.captions[0]
         if self.features is None:
-            pixels = {"image": self.transform(scene.image)}
-        else:
-            pixels = {"features": self.features.read(i)}  # (N, C) from the cache, no image is drawn
+            scene = make_scene(self.split, i, self.holdout, self.max_objects)
+            objects, references, pixels = scene.objects, scene.captions, {"image": self.transform(scene.image)}
+        else:  # cached patch tokens (N, C): the scene's objects and captions only, no image is drawn
+            objects = scene_objects(self.split, i, self.holdout, self.max_objects)
+            references, pixels = captions(objects), {"features": self.features.read(i)}
         return {
             **pixels,
-            "caption": caption,
+            "caption": example_rng(key).choice(references) if self.train else references[0],
             "index": i,
-            "references": scene.captions,
-            "objects": [o.to_dict() for o in scene.objects],
+            "references": references,
+            "objects": [o.to_dict() for o in objects],
         }
 
 
@@ -276,7 +276,6 @@ class ShapesDataModule(CaptionDataModule):
         self.max_objects = max_objects
 
     def training_texts(self) -> Iterator[str]:
-        from captioner.data.shapes import captions, scene_objects
 
         for i in range(min(self.tokenizer_scenes, self.sizes["train"])):
             yield from captions(scene_objects("train", i, self.holdout, self.max_objects))

@@ -183,9 +183,16 @@ def score(predictions: Sequence[str], objects: Sequence[Sequence[ShapeObject]]) 
 
 
 def write_imagefolder(
-    directory: str | Path, split: str, count: int, holdout: Sequence[Pair] = (), overwrite: bool = False
+    directory: str | Path,
+    split: str,
+    count: int,
+    holdout: Sequence[Pair] = (),
+    overwrite: bool = False,
+    size: tuple[int, int] | None = None,
+    suffix: str = "png",
 ) -> Path:
-    """Write scenes as a Hugging Face style imagefolder: PNGs + `metadata.jsonl` (file_name, text=[captions])."""
+    """Write scenes as a Hugging Face style imagefolder: images + `metadata.jsonl` (file_name, text=[captions]).
+    `size` resizes the images (bicubic), e.g. (640, 480) with suffix "jpg" for photo-like files."""
     directory = Path(directory)
     meta = directory / "metadata.jsonl"
     if meta.exists() and not overwrite:
@@ -194,8 +201,9 @@ def write_imagefolder(
     rows = []
     for i in range(count):
         scene = make_scene(split, i, holdout)
-        name = f"images/{split}_{i:06d}.png"
-        scene.image.save(directory / name)
+        name = f"images/{split}_{i:06d}.{suffix}"
+        image = scene.image if size is None else scene.image.resize(size, Image.BICUBIC)
+        image.save(directory / name, **({"quality": 90} if suffix in ("jpg", "jpeg") else {}))
         rows.append({"file_name": name, "text": scene.captions, "objects": [o.to_dict() for o in scene.objects]})
     tmp = meta.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
