@@ -33,6 +33,9 @@ class CaptionerConfig:
     gelu_approximate: str = "none"  # "tanh" for GPT-2 weights (its gelu_new)
     cross_gate: bool = False  # tanh gate on each cross-attention, starting at zero (Flamingo)
     decoder_init_from: str | None = None  # gpt2 | distilgpt2 | a local folder: GPT-2 weights and tokenizer
+    # image preprocessing (captioner.preprocess.Preprocessing fields): empty = timm's data config for the encoder
+    # with the whole image kept; any field given here overrides it. A built model records the full resolved dict.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> CaptionerConfig:

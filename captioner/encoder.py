@@ -53,21 +53,10 @@ class ImageEncoder(nn.Module):
         if pretrained is None:
             pretrained = config.encoder_pretrained or config.encoder_checkpoint is not None
         self.backbone = create_backbone(config, pretrained)
-        self.img_size = config.encoder_img_size
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features
         self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)
         self.proj = nn.Linear(width, config.n_embd)
-
-    def data_config(self) -> dict[str, Any]:
-        """timm's preprocessing config (input size, interpolation, mean, std, crop) for this backbone.
-
-        timm keeps the pretrained config's input size when `img_size` is overridden, so ours replaces it.
-        """
-        cfg = timm.data.resolve_model_data_config(self.backbone)
-        if self.img_size is not None:
-            cfg["input_size"] = (cfg["input_size"][0], self.img_size, self.img_size)
-        return cfg
 
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, De) patch tokens, class/register tokens dropped."""

@@ -1,18 +1,94 @@
-"""Captioning images with a model package: load, preprocess with timm's config, batch, decode greedily."""
+"""THE captioning core: a batch of images (or their encoder memory) -> captions with scores, tokens and n-best.
+
+Everything that captions goes through `caption_batch`: `captioner caption` (`caption_files`, streaming files to
+JSONL/CSV), `captioner evaluate`, validation during training, and the Python API (`caption`). Images are
+preprocessed with the model's own recorded preprocessing (`model.preprocessing`), as in training.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
 
-from captioner.data.transforms import Transform, eval_transform
-from captioner.generate import GenerationConfig, generate
+from captioner.data.images import DEFAULT_MAX_PIXELS, ImageFiles, load_rgb, to_rgb
+from captioner.generate import GenerationConfig, Hypothesis, generate
 from captioner.model import Captioner
+from captioner.outputs import OutputWriter, done_paths
 from captioner.tokenizer import CaptionTokenizer
+
+
+@dataclass
+class Caption:
+    """One image's caption: the best hypothesis, and every returned one (best first) in `n_best`."""
+
+    text: str
+    score: float
+    tokens: list[int]  # generated token ids, without BOS and EOS
+    n_best: list[tuple[str, float]] = field(default_factory=list)
+
+
+def to_caption(tokenizer: CaptionTokenizer, hyps: list[Hypothesis]) -> Caption:
+    n_best = [(tokenizer.decode(h.tokens), h.score) for h in hyps]
+    return Caption(n_best[0][0], hyps[0].score, hyps[0].tokens, n_best)
+
+
+@torch.inference_mode()
+def caption_batch(
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    images: torch.Tensor | None = None,
+    generation: GenerationConfig | None = None,
+    memory: torch.Tensor | None = None,
+) -> list[Caption]:
+    """Captions of (B, 3, H, W) preprocessed images, or of their memory (B, N, D) from `model.encode`."""
+    return [to_caption(tokenizer, h) for h in generate(model, images, tokenizer, generation, memory)]
+
+
+def caption_row(path: str, caption: Caption) -> dict[str, Any]:
+    """The output row of `captioner caption` (and of evaluate's predictions) for one image."""
+    row: dict[str, Any] = {"path": path, "caption": caption.text, "score": round(caption.score, 4)}
+    if len(caption.n_best) > 1:
+        row["n_best"] = [{"caption": c, "score": round(s, 4)} for c, s in caption.n_best]
+    return row
+
+
+def caption_items(
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    items: list[dict[str, Any]],
+    generation: GenerationConfig | None = None,
+    attention_dir: Path | None = None,
+) -> list[dict[str, Any]]:
+    """`ImageFiles` items -> one row per item, in order: a caption row, or {"path", "error"} for a bad file."""
+    good = [it for it in items if "image" in it]
+    rows = {id(it): {"path": it["path"], "error": it["error"]} for it in items if "error" in it}
+    if good:
+        device = next(model.parameters()).device
+        images = torch.stack([it["image"] for it in good]).to(device)  # (B, 3, H, W)
+        with torch.inference_mode():
+            memory = model.encode(images)  # once, for the captions and the attention maps
+        captions = caption_batch(model, tokenizer, generation=generation, memory=memory)
+        rows.update({id(it): caption_row(it["path"], c) for it, c in zip(good, captions, strict=True)})
+        if attention_dir is not None:
+            from captioner.viz import save_attention_figures
+
+            paths, tokens = [it["path"] for it in good], [c.tokens for c in captions]
+            save_attention_figures(model, tokenizer, images, paths, tokens, attention_dir, memory=memory)
+    return [rows[id(it)] for it in items]
+
+
+def file_loader(model: Captioner, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
+    """Batches of `ImageFiles` items (lists of dicts), decoded by `workers` processes with the model's transform."""
+    dataset = ImageFiles(paths, model.preprocessing.eval_transform(), max_pixels)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -23,40 +99,89 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB with its EXIF orientation applied."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "16": torch.float16}[precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("--precision 16 needs a GPU; use --precision bf16 or 32 on the CPU")
+    return torch.autocast(device.type, dtype=dtype)
 
 
-def model_transform(model: Captioner) -> Transform:
-    return eval_transform(model.encoder.data_config(), crop_pct=1.0)
+@dataclass
+class CaptionRun:
+    captioned: int = 0
+    failed: int = 0
+    skipped: int = 0
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-@torch.inference_mode()
-def caption_images(
+def caption_files(
     model: Captioner,
     tokenizer: CaptionTokenizer,
-    images: Sequence[str | Path | Image.Image],
-    batch_size: int = 32,
+    paths: list[str],
+    output: Path | None,
     generation: GenerationConfig | None = None,
-) -> list[list[tuple[str, float]]]:
-    """Captions for image files or PIL images: per image, (caption, score) pairs, best first.
-
-    Decoding follows `generation` (greedy by default); see `captioner.generate` for what the score is.
-    """
-    transform = model_transform(model)
+    batch_size: int = 32,
+    workers: int = 2,
+    precision: str = "32",
+    resume: bool = False,
+    attention_dir: Path | None = None,
+    progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> CaptionRun:
+    """Caption `paths`, writing rows to `output` batch by batch (printing them when `output` is None)."""
+    run = CaptionRun()
+    done = done_paths(output) if (output is not None and resume) else set()
+    todo = [p for p in paths if p not in done]
+    run.skipped = len(paths) - len(todo)
     device = next(model.parameters()).device
-    out: list[list[tuple[str, float]]] = []
-    for chunk in _batches(images, batch_size):
-        pil = [im if isinstance(im, Image.Image) else load_image(im) for im in chunk]
-        batch = torch.stack([transform(im.convert("RGB")) for im in pil]).to(device)
-        for hyps in generate(model, batch, tokenizer, generation):
-            out.append([(tokenizer.decode(h.tokens), h.score) for h in hyps])
+    writer = OutputWriter(output, append=resume) if output is not None else None
+    bar = tqdm(total=len(todo), unit="img", desc="captioning", disable=not progress)
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            for items in file_loader(model, todo, batch_size, workers, max_pixels):
+                rows = caption_items(model, tokenizer, items, generation, attention_dir)
+                run.failed += sum("error" in r for r in rows)
+                run.captioned += sum("error" not in r for r in rows)
+                if writer is not None:
+                    writer.write(rows)
+                else:
+                    for r in rows:
+                        tqdm.write(f"{r['path']}\t{r.get('caption', '')}\t{r.get('score', r.get('error', ''))}")
+                bar.update(len(items))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    return run
+
+
+def caption(
+    images: Sequence[str | Path | Image.Image],
+    model: str | Path | Captioner,
+    tokenizer: CaptionTokenizer | None = None,
+    generation: GenerationConfig | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> list[Caption]:
+    """Caption image files or PIL images in one call: `captioner.caption(["a.jpg"], model="runs/.../model")`.
+
+    Args:
+        model: a model package folder, or a loaded `Captioner` (then pass its `tokenizer`).
+        generation: decoding options (greedy by default; see `GenerationConfig`).
+    Returns:
+        one `Caption` per image (`.text`, `.score`, `.n_best`), in order.
+    """
+    if not isinstance(model, Captioner):
+        model, tokenizer = Captioner.from_pretrained(model, map_location=resolve_device(device))
+    if tokenizer is None:
+        raise ValueError("caption(model=<a Captioner>) needs its tokenizer: pass tokenizer=")
+    transform = model.preprocessing.eval_transform()
+    param = next(model.parameters())
+    out: list[Caption] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        pil = [to_rgb(im) if isinstance(im, Image.Image) else load_rgb(im) for im in chunk]
+        batch = torch.stack([transform(im) for im in pil]).to(param.device)  # (B, 3, H, W)
+        out.extend(caption_batch(model, tokenizer, batch, generation))
     return out

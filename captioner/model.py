@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,11 @@ from torch import nn
 from captioner.config import CaptionerConfig
 from captioner.decoder import ImageKV, TextDecoder
 from captioner.encoder import ImageEncoder
-from captioner.tokenizer import CaptionTokenizer
+from captioner.outputs import atomic_folder
+from captioner.preprocess import LEGACY_DEFAULTS, Preprocessing
+from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
 
-IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 
 
@@ -35,20 +37,30 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class Captioner(nn.Module):
-    """Image -> patch tokens -> cross-attending GPT decoder -> caption logits."""
+    """Image -> patch tokens -> cross-attending GPT decoder -> caption logits.
+
+    Building resolves the config: with `decoder_init_from` the decoder is sized from that GPT-2 (layers, heads,
+    width, vocabulary) and its weights are loaded; the image preprocessing is resolved from timm's data config
+    for the encoder (`captioner.preprocess`). `model.config` is the resolved config, as a package records it.
+    """
 
     def __init__(
         self, config: CaptionerConfig, pretrained_encoder: bool | None = None, pretrained_decoder: bool = True
     ) -> None:
         """Args:
         pretrained_encoder: load the encoder's weights (hub or `encoder_checkpoint`); None follows the config.
-        pretrained_decoder: load GPT-2 weights when `config.decoder_init_from` is set (see `captioner.gpt2`;
-            the config's decoder fields must match it: `gpt2_config` fills them in).
+        pretrained_decoder: load GPT-2 weights (and take its sizes) when `config.decoder_init_from` is set; a
+            model package is built with False: its config is resolved already and its weights come from the file.
         """
         super().__init__()
-        self.config = config
+        if config.decoder_init_from and pretrained_decoder:
+            from captioner.gpt2 import gpt2_config
+
+            config = gpt2_config(config)
         self.encoder = ImageEncoder(config, pretrained=pretrained_encoder)
-        self.decoder = TextDecoder(config)
+        self.preprocessing = Preprocessing.resolve(self.encoder.backbone, config.encoder_img_size, config.preprocessing)
+        self.config = replace(config, preprocessing=self.preprocessing.to_dict())
+        self.decoder = TextDecoder(self.config)
         if config.decoder_init_from and pretrained_decoder:
             from captioner.gpt2 import load_gpt2_into
 
@@ -96,21 +108,13 @@ class Captioner(nn.Module):
 
         `extra_files` (name -> text) are written into the package too, e.g. training.json."""
         directory = Path(directory)
-        if directory.exists() and not overwrite:
-            raise FileExistsError(f"{directory} exists; choose another folder or pass overwrite=True")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_folder(directory, overwrite) as tmp:
             self.config.save(tmp / CONFIG_FILE)
             save_model(self, str(tmp / WEIGHTS_FILE))  # handles the tied lm_head / wte weights
             tokenizer.save(tmp / TOKENIZER_FILE)
             (tmp / "README.md").write_text(_package_readme(self, note), encoding="utf-8")
             for name, text in (extra_files or {}).items():
                 (tmp / name).write_text(text, encoding="utf-8")
-            _replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
@@ -126,6 +130,13 @@ class Captioner(nn.Module):
                     f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
                 )
         config = CaptionerConfig.load(directory / CONFIG_FILE)
+        if not json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("preprocessing"):
+            config = replace(config, preprocessing=dict(LEGACY_DEFAULTS))
+            log.warning(
+                "captioner: note: %s records no preprocessing (exported before it was recorded); using timm's data "
+                "config with crop_pct 1.0 and a centre crop, as it was captioned then",
+                directory,
+            )
         model = cls(config, pretrained_encoder=False, pretrained_decoder=False)  # weights come from the package
         load_weights(model, directory / WEIGHTS_FILE)
         return model.to(map_location).eval(), CaptionTokenizer.load(directory / TOKENIZER_FILE)
@@ -146,18 +157,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     missing, unexpected = load_model(model, str(path), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected tensors {sorted(unexpected)[:5]}")
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move `src` to `dst`; an existing `dst` is swapped out first and removed only after the move."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _package_readme(model: Captioner, note: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+IGNORE_INDEX = -100  # label of positions without a loss (padding); PyTorch's cross-entropy default
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
 

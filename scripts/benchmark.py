@@ -1,8 +1,20 @@
-"""Thin wrapper: `python scripts/benchmark.py decode` == `captioner bench decode`."""
+"""Benchmarks that print numbers: `python scripts/benchmark.py decode|data|train|epoch [options]`.
 
+decode: a training step, greedy and beam decoding against Hugging Face VisionEncoderDecoder; data: images/s of the
+data pipeline; train: images/s, tokens/s, memory and MFU of training steps; epoch: frozen-encoder epochs online
+vs from the feature cache. `python scripts/benchmark.py NAME --help` lists each one's options.
+"""
+
+import importlib
 import sys
+from pathlib import Path
 
-from captioner.bench import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks/ lives there
+
+NAMES = ("decode", "data", "train", "epoch")
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if len(sys.argv) < 2 or sys.argv[1] not in NAMES:
+        print(__doc__, file=sys.stderr)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
+    sys.exit(importlib.import_module(f"benchmarks.{sys.argv[1]}").main(sys.argv[2:]))

@@ -2,7 +2,7 @@
 
 import sys
 
-from captioner.commands import demo
+from captioner.cli.demo import demo
 
 if __name__ == "__main__":
     sys.exit(demo(sys.argv[1:]))

@@ -1,8 +1,11 @@
-"""Thin wrapper: see captioner/finetune_experiment.py."""
+"""`python scripts/finetune_experiment.py --base PACKAGE`: see experiments/finetune.py."""
 
 import sys
+from pathlib import Path
 
-from captioner.finetune_experiment import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: experiments/ lives there
+
+from experiments.finetune import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

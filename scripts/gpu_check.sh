@@ -28,10 +28,10 @@ for s in $SECTIONS; do
     tests) timeout 180 $PY -m pytest -q -x -p no:cacheprovider ${TESTS:-tests} 2>&1 | tail -4 | tee "$OUT/pytest.txt" ;;
     demo) timeout 240 $PY -m captioner demo --trainer.logger.init_args.save_dir /tmp/gpu_runs \
             --data.init_args.num_workers 6 2>&1 | grep -v "it/s\|Warn" | tail -9 | tee "$OUT/demo.txt" ;;
-    decode) timeout 150 $PY -m captioner bench decode --device cuda 2>&1 | grep -v Warn | tail -12 \
+    decode) timeout 150 $PY scripts/benchmark.py decode --device cuda 2>&1 | grep -v Warn | tail -12 \
             | tee "$OUT/bench_decode.txt" ;;
-    train) timeout 290 $PY -m captioner bench train --compile 2>&1 | grep -v Warn | tee "$OUT/bench_train.txt" ;;
-    epoch) timeout 170 $PY -m captioner bench epoch --workers 12 --epochs 3 --compile 2>&1 | grep -v "it/s\|Warn" \
+    train) timeout 290 $PY scripts/benchmark.py train --compile 2>&1 | grep -v Warn | tee "$OUT/bench_train.txt" ;;
+    epoch) timeout 170 $PY scripts/benchmark.py epoch --workers 12 --epochs 3 --compile 2>&1 | grep -v "it/s\|Warn" \
             | tee "$OUT/bench_epoch.txt" | grep "^|\|^device\|faster\|wrote\|Error" ;;
     compile) timeout 100 $PY -m captioner fit --config configs/shapes.yaml --model.compile true --trainer.max_steps 200 \
             $SHORT 200 2>&1 | grep -v "it/s\|Warn" | tee "$OUT/compile_fit.txt" | tail -8 ;;

@@ -39,7 +39,7 @@ def test_labels_are_shifted_exactly_once():
 
 
 def test_collated_labels_are_aligned_with_input_ids(tokenizer: CaptionTokenizer):
-    from captioner.data.datamodule import CaptionCollator
+    from captioner.data.collate import CaptionCollator
 
     image = torch.zeros(3, 8, 8)
     ex = [{"image": image, "caption": c, "index": i, "references": [c]} for i, c in enumerate(["a", "a small red"])]

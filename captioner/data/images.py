@@ -1,13 +1,18 @@
-"""One image pipeline for every source: Pillow decode, EXIF orientation, any mode to RGB, a decompression-bomb limit."""
+"""THE image loader for every source: Pillow decode, EXIF orientation, any mode to RGB, a decompression-bomb limit;
+and THE image-file dataset whose bad files become error rows instead of exceptions."""
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
+from torch.utils.data import Dataset
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; larger files are refused as possible decompression bombs
 
@@ -58,3 +63,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, P, L, 1
+
+
+class ImageFiles(Dataset):
+    """Image files decoded and transformed one per item (in DataLoader workers): {"index", "path", "image"}, or
+    {"index", "path", "error"} for a file that cannot be used. Serves `caption`, `evaluate` and the feature cache."""
+
+    def __init__(
+        self,
+        paths: list[str],
+        transform: Callable[[Image.Image], torch.Tensor],
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.paths, self.transform, self.max_pixels = paths, transform, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path = self.paths[i]
+        try:
+            return {"index": i, "path": path, "image": self.transform(load_rgb(path, self.max_pixels))}
+        except ImageDecodeError as err:
+            return {"index": i, "path": path, "error": str(err)}

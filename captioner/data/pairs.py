@@ -1,202 +1,167 @@
-"""Readers for image-caption pairs: imagefolder (metadata.jsonl/csv), a JSONL/CSV table, COCO captions, Karpathy splits.
-
-Every reader returns `Pair`s (an image path and its captions). Bad input gets an error naming the file, line,
-field or value, and what to do.
-"""
+"""`PairsDataModule`: your own image-caption pairs in any supported format, switched by one YAML key (`format`)."""
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-log = logging.getLogger(__name__)
+from torch.utils.data import Dataset
 
+from captioner.data.base import CaptionDataModule
+from captioner.data.examples import PairsDataset
+from captioner.data.images import DEFAULT_MAX_PIXELS
+from captioner.data.shards import iter_shard_captions, shard_dataset
+from captioner.data.sources import DataError, DataSource, Pair, clean, coco_image_dir
+from captioner.preprocess import Preprocessing, Transform
 
-class DataError(ValueError):
-    """Input data that cannot be used as it is; the message says where and what to do."""
-
-
-@dataclass
-class Pair:
-    image: str  # path of the image file
-    captions: list[str] = field(default_factory=list)  # one or more references
-    key: str = ""  # stable id (file name relative to the root, COCO image id, ...)
+Format = Literal["imagefolder", "table", "coco", "karpathy", "webdataset"]
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) from a .jsonl or .csv file; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv", ".json"):
-        raise DataError(f"{path}: unknown table format {suffix!r}; use .jsonl or .csv")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        message = f"{path}: line {line} is not valid UTF-8 (byte {err.start}); re-save the file as UTF-8"
-        raise DataError(message) from err
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        for row in reader:  # quoted commas and newlines inside fields parse as one value
-            yield reader.line_num, row
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {number} is not valid JSON ({err.msg})") from err
+class PairsDataModule(CaptionDataModule):
+    """Image-caption pairs from files.
 
-
-def _captions(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
-
-
-def read_table(
-    path: str | Path, root: str | Path | None = None, image_column: str = "file_name", caption_column: str = "text"
-) -> list[Pair]:
-    """Rows of (image path, caption or list of captions); paths relative to `root` (default: the table's folder).
-
-    Several rows naming the same image are merged: their captions are all references of that image.
+    Args:
+        format: `imagefolder` (folder with metadata.jsonl/csv), `table` (a .jsonl/.csv of image path + caption),
+            `coco` (captions_*.json), `karpathy` (dataset_coco.json / dataset_flickr8k.json / ...),
+            `webdataset` (tar shards, brace pattern).
+        train: the training data: a folder (imagefolder), a table file, a COCO annotation file, a Karpathy split
+            file, or a shard pattern.
+        val: validation data in the same format; None takes `val_fraction` of `train` (imagefolder/table),
+            `captions_val2017.json` beside a COCO train file, the `val` split of a Karpathy file. Required
+            for webdataset.
+        root: image folder. table: paths are relative to it (default: the table's folder); coco: default
+            `<annotations>/../train2017` from the file name; karpathy: the folder holding `filepath/filename`.
+        image_column, caption_column: column names (table; imagefolder uses `file_name` + caption_column).
+        drop_missing: skip images named in the metadata but missing on disk (default: one error before training).
+        max_failure_rate: images failing to decode are skipped and counted; above this rate training stops.
+        augment: timm's training transform (random resized crop at scale 0.8-1, no colour jitter, no flip);
+            off by default because crops can cut away what a caption names.
+        hflip: probability of a horizontal flip, with "left"/"right" swapped in the captions.
+        epoch_samples: webdataset: samples per epoch per rank and worker.
+        tokenizer_path: a tokenizer.json to use instead of training a BPE (fine-tuning sets it from the package).
+        hf_tokenizer: a Hugging Face tokenizer (hub name or folder) to use instead of training a BPE (set from
+            `model.config.decoder_init_from` when a GPT-2 decoder is used).
     """
-    path = Path(path)
-    root = Path(root) if root is not None else path.parent
-    by_key: dict[str, Pair] = {}
-    for number, row in read_rows(path):
-        for column in (image_column, caption_column):
-            if column not in row:
-                raise DataError(
-                    f"{path}: line {number} has no column {column!r}; columns found: {sorted(row)}. "
-                    f"Set image_column / caption_column to the right names."
-                )
-        key = str(row[image_column])
-        pair = by_key.setdefault(key, Pair(str(root / key), [], key))
-        pair.captions.extend(_captions(row[caption_column]))
-    return list(by_key.values())
 
+    def __init__(
+        self,
+        format: Format = "imagefolder",
+        train: str = "",
+        val: str | None = None,
+        root: str | None = None,
+        image_column: str = "file_name",
+        caption_column: str = "text",
+        karpathy_train_splits: list[str] | None = None,
+        val_fraction: float = 0.05,
+        drop_missing: bool = False,
+        max_failure_rate: float = 0.02,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        augment: bool = False,
+        hflip: float = 0.0,
+        epoch_samples: int | None = None,
+        shuffle_buffer: int = 1000,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        max_length: int = 40,
+        vocab_size: int = 4096,
+        tokenizer_path: str | None = None,
+        hf_tokenizer: str | None = None,
+        tokenizer_captions: int = 100_000,
+    ) -> None:
+        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, max_failure_rate, hf_tokenizer)
+        if not train:
+            raise DataError("data.init_args.train is required: the training data path (folder, file or shard pattern)")
+        if format == "webdataset" and not val:
+            raise DataError("format webdataset needs data.init_args.val: a shard pattern for validation")
+        self.format, self.train_path, self.val_path, self.root = format, train, val, root
+        self.source = DataSource(format, root, image_column, caption_column)
+        self.karpathy_train_splits = karpathy_train_splits or ["train", "restval"]
+        self.val_fraction, self.drop_missing = val_fraction, drop_missing
+        self.max_image_pixels, self.augment, self.hflip = max_image_pixels, augment, hflip
+        self.epoch_samples, self.shuffle_buffer = epoch_samples, shuffle_buffer
+        self.tokenizer_captions = tokenizer_captions
+        self._pairs: dict[str, list[Pair]] | None = None
+        if format != "webdataset":
+            self.pairs()  # read and check the metadata now: errors come before any training starts
 
-def read_imagefolder(directory: str | Path, caption_column: str = "text") -> list[Pair]:
-    """A Hugging Face `imagefolder`: images in any nesting + metadata.jsonl or metadata.csv with `file_name`."""
-    directory = Path(directory)
-    for name in ("metadata.jsonl", "metadata.csv"):
-        if (directory / name).is_file():
-            return read_table(directory / name, directory, "file_name", caption_column)
-    raise DataError(f"{directory}: no metadata.jsonl or metadata.csv (an imagefolder needs one, with file_name)")
+    # ---- reading -----------------------------------------------------------------------------------------------
+    def pairs(self) -> dict[str, list[Pair]]:
+        if self._pairs is None:
+            self._pairs = {k: clean(v, f"{self.format} {k} data", self.drop_missing) for k, v in self._read().items()}
+        return self._pairs
 
+    def _read(self) -> dict[str, list[Pair]]:
+        read = self.source.read
+        if self.format == "karpathy":
+            other = self.val_path or self.train_path
+            return {
+                "train": read(self.train_path, self.karpathy_train_splits),
+                "val": read(other, ["val"]),
+                "test": read(other, ["test"]),
+            }
+        train = read(self.train_path)
+        if self.val_path:
+            return {"train": train, "val": read(self.val_path)}
+        if self.format == "coco":
+            val_file = Path(self.train_path).with_name(Path(self.train_path).name.replace("train", "val"))
+            if val_file != Path(self.train_path) and val_file.is_file():
+                val_source = DataSource("coco", coco_image_dir(val_file))
+                return {"train": train, "val": val_source.read(str(val_file))}
+        return split_off(clean(train, f"{self.format} data", self.drop_missing), self.val_fraction)
 
-def read_coco(annotations: str | Path, image_dir: str | Path) -> list[Pair]:
-    """COCO captions (`annotations/captions_train2017.json`) with its image folder (`train2017/`)."""
-    data = _load_json(annotations)
-    for key in ("images", "annotations"):
-        if key not in data:
-            raise DataError(f"{annotations}: no {key!r} list; is this a COCO captions file? keys found: {sorted(data)}")
-    pairs = {img["id"]: Pair(str(Path(image_dir) / img["file_name"]), [], str(img["id"])) for img in data["images"]}
-    for ann in data["annotations"]:
-        if ann["image_id"] in pairs:
-            pairs[ann["image_id"]].captions.append(ann["caption"])
-    return list(pairs.values())
+    def training_texts(self) -> Iterator[str]:
+        if self.format == "webdataset":
+            yield from iter_shard_captions(self.train_path, self.tokenizer_captions)
+            return
+        n = 0
+        for pair in self.pairs()["train"]:
+            for c in pair.captions:
+                yield c
+                n += 1
+            if n >= self.tokenizer_captions:
+                return
 
+    # ---- datasets ----------------------------------------------------------------------------------------------
+    def make_train_transform(self, preprocessing: Preprocessing) -> Transform:
+        return preprocessing.train_transform(self.augment) if self.augment else self.transform
 
-KARPATHY_SPLITS = ("train", "restval", "val", "test")
-
-
-def read_karpathy(split_file: str | Path, image_dir: str | Path, splits: Iterable[str]) -> list[Pair]:
-    """Karpathy split files (`dataset_coco.json`, `dataset_flickr8k.json`, `dataset_flickr30k.json`).
-
-    Image paths: `image_dir/filepath/filename` (COCO: filepath is train2014 or val2014), else `image_dir/filename`.
-    """
-    splits = list(splits)
-    unknown = sorted(set(splits) - set(KARPATHY_SPLITS))
-    if unknown:
-        raise DataError(f"unknown Karpathy split(s) {unknown}; choose from {list(KARPATHY_SPLITS)}")
-    data = _load_json(split_file)
-    if "images" not in data:
-        raise DataError(f"{split_file}: no 'images' list; is this a Karpathy split file (dataset_coco.json)?")
-    out = []
-    for img in data["images"]:
-        if img.get("split") in splits:
-            rel = Path(img.get("filepath", "")) / img["filename"]
-            key = str(img.get("cocoid", img.get("imgid", rel)))
-            out.append(Pair(str(Path(image_dir) / rel), [s["raw"] for s in img.get("sentences", [])], key))
-    return out
-
-
-def coco_image_dir(annotations: str | Path) -> str:
-    """COCO layout: `<coco>/annotations/captions_train2017.json` -> `<coco>/train2017`."""
-    path = Path(annotations)
-    return str(path.parent.parent / path.stem.split("_")[-1])
-
-
-def read_pairs(
-    fmt: str,
-    path: str | Path,
-    root: str | Path | None = None,
-    image_column: str = "file_name",
-    caption_column: str = "text",
-    splits: Iterable[str] = ("test",),
-) -> list[Pair]:
-    """Any file format by name: imagefolder, table, coco or karpathy (`splits` for Karpathy files)."""
-    if fmt == "imagefolder":
-        return read_imagefolder(path, caption_column)
-    if fmt == "table":
-        return read_table(path, root, image_column, caption_column)
-    if fmt == "coco":
-        return read_coco(path, root or coco_image_dir(path))
-    if fmt == "karpathy":
-        return read_karpathy(path, root or Path(path).parent, splits)
-    raise DataError(f"unknown data format {fmt!r}; choose imagefolder, table, coco or karpathy")
-
-
-def _load_json(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8; re-save it as UTF-8") from err
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: line {err.lineno} is not valid JSON ({err.msg})") from err
-
-
-def clean(pairs: list[Pair], source: str, drop_missing: bool = False) -> list[Pair]:
-    """Drop empty/whitespace captions (and images left without any), check the image files exist.
-
-    Missing images are one error listing the count and the first few paths, unless `drop_missing`.
-    """
-    empty = 0
-    kept: list[Pair] = []
-    for pair in pairs:
-        good = [c.strip() for c in pair.captions if c and c.strip()]
-        empty += len(pair.captions) - len(good)
-        if good:
-            kept.append(Pair(pair.image, good, pair.key))
-    if empty:
-        log.warning("%s: dropped %d empty or whitespace-only caption(s)", source, empty)
-    missing = [p for p in kept if not Path(p.image).is_file()]
-    if missing:
-        first = ", ".join(p.image for p in missing[:5])
-        if not drop_missing:
-            raise DataError(
-                f"{source}: {len(missing)} of {len(kept)} image file(s) named in the metadata do not exist, "
-                f"e.g. {first}. Fix the paths (or root), or set drop_missing: true to skip them."
+    def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
+        flip = self.hflip if train else 0.0
+        if self.format == "webdataset":
+            urls = self.train_path if train else self.val_path
+            per_worker = None
+            if train and self.epoch_samples:
+                world = self.trainer.world_size if self.trainer is not None else 1
+                per_worker = max(1, self.epoch_samples // (world * max(1, self.num_workers)))
+            return shard_dataset(
+                urls, transform, train, per_worker, self.shuffle_buffer if train else 0, flip, self.max_image_pixels
             )
-        log.warning("%s: dropped %d missing image file(s), e.g. %s", source, len(missing), first)
-        kept = [p for p in kept if Path(p.image).is_file()]
-    if not kept:
-        raise DataError(f"{source}: no usable image-caption pairs")
-    return kept
+        pairs = self.pairs()
+        if split not in pairs:
+            raise DataError(f"the {self.format} data has no {split!r} split")
+        return PairsDataset(pairs[split], transform, train, flip, self.max_image_pixels)
+
+    def setup(self, stage: str) -> None:
+        if stage == "predict" or stage == "test":
+            stage_split = "test" if "test" in self.pairs() else "val"
+            if self.transform is None:
+                super().setup("validate")
+            self.datasets.setdefault("test", self.make_dataset(stage_split, self.transform, False))
+            return
+        super().setup(stage)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.format, "train": self.train_path, "val": self.val_path}
+
+
+def split_off(pairs: list[Pair], fraction: float) -> dict[str, list[Pair]]:
+    """Deterministic train/val split by a hash of each image's key."""
+    if len(pairs) < 2:
+        raise DataError(f"need at least 2 images to split off validation data, found {len(pairs)}; pass data.val")
+    val = [p for p in pairs if zlib.crc32(p.key.encode()) % 10_000 < fraction * 10_000]
+    if not val:
+        val = pairs[-1:]
+    keys = {p.key for p in val}
+    return {"train": [p for p in pairs if p.key not in keys], "val": val}

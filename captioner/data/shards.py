@@ -13,10 +13,10 @@ from typing import Any
 
 import webdataset as wds
 
+from captioner.data.examples import make_example
 from captioner.data.images import DEFAULT_MAX_PIXELS
-from captioner.data.pairs import DataError, Pair
-from captioner.data.pairs_dataset import make_example
-from captioner.data.transforms import Transform
+from captioner.data.sources import DataError, Pair
+from captioner.preprocess import Transform
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 

@@ -1,0 +1,4 @@
+"""Benchmarks: scripts that print numbers (never tests). They import the library; the library never imports them.
+
+Run them with `python scripts/benchmark.py NAME [options]` from the repository root: decode, data, train, epoch.
+"""

@@ -1,0 +1,80 @@
+"""`captioner caption`: caption image files with a model package, streaming rows to JSONL/CSV."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+from captioner.cli.common import add_generation_args, fail, generation_config, load_package
+
+
+def caption(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="captioner caption",
+        description="Caption images with a model package: files, folders (recursive), globs or a list file. "
+        "Exit code 0 when every file was captioned, 1 when any failed (they get a row with an `error`).",
+    )
+    parser.add_argument("model_dir", help="model package folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("inputs", nargs="*", help="image files, folders (every file, recursively) or globs")
+    parser.add_argument("--list", dest="list_file", help="a text file with one image path per line")
+    parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=64_000_000, help="refuse larger images (decompression bombs)"
+    )
+    add_generation_args(parser)
+    args = parser.parse_args(argv)
+    from captioner.inference import caption_files
+
+    try:
+        gen = generation_config(args)
+    except ValueError as err:
+        return fail(str(err))
+    if not args.inputs and not args.list_file:
+        return fail("no inputs: give image files, folders, globs or --list FILE")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in (".jsonl", ".csv"):
+        return fail(f"--output {output}: use a .jsonl or .csv file name")
+    if output is not None and output.exists() and not (args.overwrite or args.resume):
+        return fail(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
+    paths = expand_inputs(args.inputs, args.list_file)
+    if not paths:
+        return fail(f"no files found in {args.inputs}")
+    model, tok = load_package(args.model_dir, args.device)
+    try:
+        run = caption_files(
+            model, tok, paths, output, gen, args.batch_size, args.workers, args.precision, args.resume,
+            Path(args.attention_maps) if args.attention_maps else None, max_pixels=args.max_image_pixels,
+        )  # fmt: skip
+    except ValueError as err:
+        return fail(str(err))
+    where = f" to {output}" if output else ""
+    print(
+        f"captioned {run.captioned}, failed {run.failed}, skipped {run.skipped} (already done){where}", file=sys.stderr
+    )
+    return 1 if run.failed else 0
+
+
+def expand_inputs(items: list[str], list_file: str | None = None) -> list[str]:
+    """Files, folders (every non-hidden file, recursively: non-images get an error row), globs, a list file."""
+    out: list[str] = []
+    if list_file:
+        out.extend(line.strip() for line in Path(list_file).read_text(encoding="utf-8").splitlines() if line.strip())
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files = (p for p in path.rglob("*") if p.is_file())
+            out.extend(str(p) for p in sorted(files) if not any(part.startswith(".") for part in p.parts[-1:]))
+        elif any(ch in item for ch in "*?[") and not path.exists():
+            out.extend(sorted(glob.glob(item, recursive=True)))
+        else:
+            out.append(item)
+    return out

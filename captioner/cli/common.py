@@ -1,0 +1,72 @@
+"""What the subcommands share: the one-line user error, loading a package, the decoding flags, the data-source flags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the commands import torch and the model only when they run, so that --help is quick
+    from captioner.data.sources import DataSource
+    from captioner.generate import GenerationConfig
+    from captioner.model import Captioner
+    from captioner.tokenizer import CaptionTokenizer
+
+
+def fail(message: str) -> int:
+    """A mistake the user can fix: one line on stderr, exit code 2."""
+    print(f"captioner: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_package(model_dir: str, device: str) -> tuple[Captioner, CaptionTokenizer]:
+    from captioner.inference import resolve_device
+    from captioner.model import Captioner
+
+    return Captioner.from_pretrained(model_dir, map_location=resolve_device(device))
+
+
+def add_generation_args(parser: argparse.ArgumentParser) -> None:
+    """Decoding options shared by caption and evaluate (names as in Hugging Face `generate`)."""
+    g = parser.add_argument_group("decoding")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: greedy)")
+    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
+    g.add_argument("--num-return-sequences", type=int, default=1, help="n-best captions per image")
+    g.add_argument("--length-penalty", type=float, default=1.0)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--min-new-tokens", type=int, default=0)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--early-stopping", action="store_true")
+
+
+def generation_config(args: argparse.Namespace) -> GenerationConfig:
+    """The decoding flags (`add_generation_args`, named like the fields) as a validated GenerationConfig."""
+    from captioner.generate import GenerationConfig
+
+    cfg = GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)})
+    cfg.validate()
+    return cfg
+
+
+def add_source_args(parser: argparse.ArgumentParser, formats: list[str], default: str, split: str) -> None:
+    """The flags of a `DataSource` (the same for evaluate and shards as the YAML keys of PairsDataModule)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--format", "--data-format", dest="format", default=default, choices=formats)
+    g.add_argument("--data", "--input", dest="data", help="folder (imagefolder), table file, COCO annotation file, "
+                   "or Karpathy split file")  # fmt: skip
+    g.add_argument("--root", help="image folder (table: paths are relative to it; coco; karpathy)")
+    g.add_argument("--image-column", default="file_name", help="table: the image path column")
+    g.add_argument("--caption-column", default="text", help="table and imagefolder: the caption column")
+    g.add_argument("--split", default=split, help="Karpathy split(s), comma-separated (shapes: val, test or novel)")
+
+
+def data_source(args: argparse.Namespace) -> DataSource:
+    from captioner.data.sources import DataSource
+
+    return DataSource(args.format, args.root, args.image_column, args.caption_column)

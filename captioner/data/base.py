@@ -1,0 +1,165 @@
+"""The DataModule base: the tokenizer, the transforms the model hands over in `connect`, and the loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.strategies import ParallelStrategy
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from captioner.data.collate import CaptionCollator, DecodeFailures
+from captioner.data.feature_cache import FeatureCache
+from captioner.data.resumable import ResumableDataLoader
+from captioner.preprocess import Preprocessing, Transform
+from captioner.tokenizer import CaptionTokenizer
+
+
+class CaptionDataModule(L.LightningDataModule):
+    """Base class: owns the tokenizer (trained on the training captions, or loaded) and the loaders.
+
+    Subclasses implement `training_texts()` and `make_dataset(split, transform, train)`. Nothing here knows the
+    model: what the data needs from it is handed over explicitly by `connect` (the CLI does it after building
+    both; litgpt's `DataModule.connect`), before `setup`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 1,
+        max_length: int = 40,
+        vocab_size: int = 512,
+        tokenizer_path: str | None = None,
+        max_failure_rate: float = 0.02,
+        hf_tokenizer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.hf_tokenizer = hf_tokenizer
+        self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
+        self.max_failure_rate = max_failure_rate
+        self._vocab_target, self._tokenizer_path = vocab_size, tokenizer_path
+        self._tokenizer: CaptionTokenizer | None = None
+        self.transform: Transform | None = None
+        self.train_transform: Transform | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.pad_to_max_length = False
+        self.preprocessing: Preprocessing | None = None
+
+    def connect(
+        self, preprocessing: Preprocessing, block_size: int | None = None, pad_to_max_length: bool = False
+    ) -> None:
+        """What the data needs from the model: its image preprocessing (the transforms of every split come from
+        it), its longest caption in tokens (`max_length` must fit), and whether captions are padded to
+        `max_length` (a compiled training step: fixed shapes, no recompiles)."""
+        if block_size is not None and self.max_length > block_size:
+            raise ValueError(
+                f"data max_length={self.max_length} is longer than the model's block_size={block_size}; "
+                "lower data.init_args.max_length or raise model.config.block_size"
+            )
+        self.preprocessing, self.pad_to_max_length = preprocessing, pad_to_max_length
+        self.transform = preprocessing.eval_transform()
+        self.train_transform = self.make_train_transform(preprocessing)
+        self.datasets = {}
+
+    # ---- tokenizer -----------------------------------------------------------------------------------------------
+    def training_texts(self) -> Iterator[str]:
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        if self._tokenizer is None:
+            if self._tokenizer_path:
+                self._tokenizer = CaptionTokenizer.load(Path(self._tokenizer_path))
+            elif self.hf_tokenizer:
+                self._tokenizer = CaptionTokenizer.from_hf(self.hf_tokenizer)
+            else:
+                self._tokenizer = CaptionTokenizer.train(self.training_texts(), vocab_size=self._vocab_target)
+        return self._tokenizer
+
+    def used_token_ids(self, limit: int = 50_000) -> list[int]:
+        """Token ids that occur in (the first `limit`) training captions; stored in the exported package so that
+        fine-tuning can tell learned embeddings from never-trained ones."""
+        used: set[int] = set()
+        for n, text in enumerate(self.training_texts()):
+            used.update(self.tokenizer.encode(text))
+            if n + 1 >= limit:
+                break
+        return sorted(used)
+
+    @property
+    def vocab_size(self) -> int:
+        """Linked to the model's vocabulary size by the CLI."""
+        return self.tokenizer.vocab_size
+
+    # ---- datasets ------------------------------------------------------------------------------------------------
+    def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": type(self).__name__}
+
+    def make_train_transform(self, preprocessing: Preprocessing) -> Transform:
+        """The training transform; the evaluation one unless a subclass augments."""
+        return self.transform
+
+    # ---- the feature cache (filled by `captioner.train.feature_cache`) -------------------------------------------
+    def cache_source(self) -> Dataset:
+        """The training data set, which the feature cache fills from (`images()`, `cache_fingerprint()`)."""
+        dataset = self.datasets["train"]
+        if not hasattr(dataset, "images"):
+            raise ValueError(
+                f"model.feature_cache: {type(dataset).__name__} cannot be cached (webdataset shards stream without "
+                "row numbers); use the imagefolder, table, coco, karpathy or shapes formats, or unset "
+                "model.feature_cache"
+            )
+        return dataset
+
+    def use_feature_cache(self, path: str | Path) -> None:
+        """Training examples carry cached patch tokens from the cache at `path` instead of images."""
+        self.cache_source().features = FeatureCache.open(path)
+
+    def setup(self, stage: str) -> None:
+        if self.transform is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.setup: call connect(model.preprocessing) first (the CLI does it; from Python "
+                "use captioner.train.connect(module, datamodule))"
+            )
+        splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        for split in splits:
+            if split not in self.datasets:
+                train = split == "train"
+                transform = self.train_transform if train else self.transform
+                self.datasets[split] = self.make_dataset(split, transform, train)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        kwargs = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": CaptionCollator(
+                self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate), self.pad_to_max_length
+            ),
+            "persistent_workers": self.num_workers > 0,
+        }
+        if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
+            return DataLoader(dataset, **kwargs)
+        if self.trainer is not None and isinstance(self.trainer.strategy, ParallelStrategy):  # DDP, FSDP (any
+            # number of devices): Lightning shards with its DistributedSampler; resuming restarts the epoch
+            return DataLoader(dataset, shuffle=shuffle, drop_last=shuffle, **kwargs)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+        return ResumableDataLoader(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

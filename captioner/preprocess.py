@@ -1,0 +1,77 @@
+"""THE image preprocessing of a model: resolved once from timm's data config for its encoder, recorded in the model
+package (`config.json`, field `preprocessing`), and turned into the transforms that training, validation, the
+feature cache, `caption`, `evaluate` and the Python API all use (open_clip's "transforms come from the model").
+
+Captioning default: the whole image, resized to the input size (`crop_pct` 1.0, `crop_mode` "squash", as BLIP
+preprocesses): a centre crop can cut away what a caption names, and captions talk about positions. timm's own
+interpolation, mean and std are kept. Any field can be set in `model.config.preprocessing`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from PIL import Image
+from timm.data import create_transform, resolve_model_data_config
+from torch import nn
+
+Transform = Callable[[Image.Image], torch.Tensor]
+log = logging.getLogger(__name__)
+
+CAPTIONING_DEFAULTS = {"crop_pct": 1.0, "crop_mode": "squash"}
+# packages exported before preprocessing was recorded were captioned with timm's config and crop_pct 1.0
+LEGACY_DEFAULTS = {"crop_pct": 1.0, "crop_mode": "center"}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns a decoded RGB image into the tensor the encoder sees (timm's data-config keys)."""
+
+    input_size: tuple[int, int, int]  # (C, H, W)
+    interpolation: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float = 1.0
+    crop_mode: str = "squash"  # timm: center | squash | border
+
+    @classmethod
+    def resolve(cls, backbone: nn.Module, img_size: int | None, overrides: dict[str, Any] | None) -> Preprocessing:
+        """timm's data config of `backbone` (input size replaced by `img_size`: timm keeps the pretrained size
+        when `img_size` is overridden), the captioning defaults, then `overrides`."""
+        cfg: dict[str, Any] = dict(resolve_model_data_config(backbone))
+        if img_size is not None:
+            cfg["input_size"] = (cfg["input_size"][0], img_size, img_size)
+        cfg.update(CAPTIONING_DEFAULTS)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing field(s) {unknown}; valid fields are {sorted(known)}")
+        cfg.update(overrides or {})
+        return cls.from_dict(cfg)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        known = {f.name for f in fields(cls)}
+        cfg = {k: v for k, v in data.items() if k in known}
+        for key in ("input_size", "mean", "std"):
+            cfg[key] = tuple(cfg[key])
+        return cls(**cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def eval_transform(self) -> Transform:
+        """Resize (and crop per `crop_pct` / `crop_mode`), to tensor, normalise: timm's evaluation transform."""
+        return create_transform(**asdict(self), is_training=False)
+
+    def train_transform(self, augment: bool = False) -> Transform:
+        """The evaluation transform, or with `augment` timm's random resized crop at scale 0.8-1 with no flip and no
+        colour jitter (captions name colours and sides)."""
+        if not augment:
+            return self.eval_transform()
+        cfg = {k: getattr(self, k) for k in ("input_size", "interpolation", "mean", "std")}
+        return create_transform(**cfg, is_training=True, scale=(0.8, 1.0), hflip=0.0, color_jitter=None)

@@ -1,0 +1,18 @@
+"""Training with Lightning: the module, how its model is built, optimisation, callbacks, checkpoint IO and the CLI.
+
+The library (model, data, inference) never imports this package.
+"""
+
+from captioner.train.callbacks import CaptionWriter, ExportModelPackage, PreemptionCheckpoint
+from captioner.train.checkpoint_io import AtomicCheckpointIO
+from captioner.train.connect import connect
+from captioner.train.module import CaptionerModule
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CaptionWriter",
+    "CaptionerModule",
+    "ExportModelPackage",
+    "PreemptionCheckpoint",
+    "connect",
+]

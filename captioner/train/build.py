@@ -1,0 +1,89 @@
+"""Building the model a training run starts from: from scratch, from a model package (fine-tuning) or from GPT-2;
+which parameters train (the fine-tuning policies); new-token embeddings drawn like the trained ones."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from captioner.config import CaptionerConfig
+from captioner.model import Captioner
+
+
+def build_model(
+    config: CaptionerConfig | None,
+    vocab_size: int | None,
+    init_from: str | None = None,
+    finetune: str = "full",
+    reinit_unused_tokens: bool = True,
+) -> Captioner:
+    """The model of a run, its trainable parameters set by `finetune`.
+
+    Args:
+        config: the architecture (default: the `shapes` preset); ignored with `init_from`.
+        vocab_size: the data's tokenizer size; replaces `config.vocab_size` and is checked against a package's
+            or GPT-2's own vocabulary.
+        init_from: a model package to fine-tune: its config, weights (and, via the CLI, tokenizer) are used.
+    """
+    if init_from:
+        model, _ = Captioner.from_pretrained(init_from)
+        model.train()
+        if vocab_size is not None and vocab_size != model.config.vocab_size:
+            raise ValueError(
+                f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with "
+                f"{model.config.vocab_size}; fine-tuning keeps the package's tokenizer "
+                "(leave data.tokenizer_path unset)"
+            )
+        if reinit_unused_tokens and finetune != "cross_attention":  # only where the embeddings then train
+            reinit_unused_embeddings(model, init_from)
+    else:
+        config = config or CaptionerConfig.from_name("shapes")
+        if vocab_size is not None and not config.decoder_init_from:
+            config = replace(config, vocab_size=vocab_size)
+        model = Captioner(config)  # a GPT-2 decoder is sized from GPT-2 here
+        if vocab_size is not None and vocab_size != model.config.vocab_size:
+            raise ValueError(f"the data's tokenizer has {vocab_size} tokens, GPT-2 {model.config.vocab_size}")
+    apply_finetune_policy(model, finetune)
+    return model
+
+
+def apply_finetune_policy(model: Captioner, policy: str) -> None:
+    """Set `requires_grad` for a fine-tuning policy (see `CaptionerModule`)."""
+    if policy not in ("full", "freeze_encoder", "cross_attention"):
+        raise ValueError(f"unknown finetune policy {policy!r}; choose full, freeze_encoder or cross_attention")
+    for name, p in model.named_parameters():
+        if policy == "full":
+            p.requires_grad_(True)
+        elif policy == "freeze_encoder":
+            p.requires_grad_(not name.startswith("encoder.backbone."))
+        else:
+            p.requires_grad_(".cross." in name or _is_norm(model, name))
+
+
+def _is_norm(model: nn.Module, param_name: str) -> bool:
+    module = model.get_submodule(param_name.rsplit(".", 1)[0])
+    return isinstance(module, nn.LayerNorm)
+
+
+def reinit_unused_embeddings(model: Captioner, package: str) -> int:
+    """Re-initialise the token embeddings the package never trained, drawn like the trained ones (per-dimension
+    mean and standard deviation of the used rows, as transformers' mean-resizing does for new tokens), so that new
+    words start on the scale of the known ones rather than far off or collapsed."""
+    info_file = Path(package) / "training.json"
+    if not info_file.is_file():
+        return 0
+    used = json.loads(info_file.read_text(encoding="utf-8")).get("used_token_ids")
+    if not used or len(used) < 2:
+        return 0
+    weight = model.decoder.wte.weight  # tied with lm_head
+    unused = torch.ones(weight.size(0), dtype=torch.bool, device=weight.device)
+    unused[torch.tensor(used, dtype=torch.long, device=weight.device)] = False
+    with torch.no_grad():
+        known = weight[~unused]  # (U, C)
+        noise = torch.randn(int(unused.sum()), weight.size(1), dtype=weight.dtype, device=weight.device)
+        weight[unused] = known.mean(0) + noise * known.std(0)
+    return int(unused.sum())

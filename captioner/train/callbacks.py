@@ -1,0 +1,91 @@
+"""Lightning callbacks: export the model package at the end of `fit`, write predictions, checkpoint on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+from captioner.outputs import write_jsonl
+
+TRAINING_FILE = "training.json"
+
+
+class ExportModelPackage(L.Callback):
+    """Writes the trained model as a model package (config.json, model.safetensors, tokenizer.json).
+
+    Args:
+        dirpath: where to write it; default `<log_dir>/model`, next to the Lightning checkpoints.
+        overwrite: replace an existing package there (otherwise an existing folder is an error).
+    """
+
+    def __init__(self, dirpath: str | None = None, overwrite: bool = False) -> None:
+        self.dirpath, self.overwrite = dirpath, overwrite
+        self.exported: Path | None = None
+
+    def target(self, trainer: L.Trainer) -> Path:
+        if self.dirpath:
+            return Path(self.dirpath)
+        return Path(trainer.log_dir or trainer.default_root_dir) / "model"
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = self.target(trainer)
+        if trainer.is_global_zero and target.exists() and not self.overwrite:  # fail now, not after hours of training
+            raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        target = self.target(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
+        info: dict = {"steps": trainer.global_step}
+        if hasattr(dm, "describe"):
+            info["data"] = dm.describe()
+        if hasattr(dm, "used_token_ids"):
+            info["used_token_ids"] = dm.used_token_ids()
+        extra = {TRAINING_FILE: json.dumps(info) + "\n"}
+        pl_module.model.save_pretrained(
+            target, pl_module.tokenizer, overwrite=self.overwrite, note=note, extra_files=extra
+        )
+        self.exported = target
+        rank_zero_info(f"model package written to {target}")
+
+
+class CaptionWriter(BasePredictionWriter):
+    """Writes `captioner predict` output as JSON lines (index, caption, references) to `<log_dir>/predictions.jsonl`.
+
+    Args:
+        path: output file; default `<log_dir>/predictions.jsonl`. An existing file is never overwritten.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # noqa: ANN001
+        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"
+        if trainer.world_size > 1:  # each rank captions its share of the data: one file per rank
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        rows = [{k: r[k] for k in ("index", "caption", "references")} for batch in predictions for r in batch]
+        write_jsonl(path, rows)
+        rank_zero_info(f"wrote {len(rows)} captions to {path}")
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM (a preempted cloud VM, SLURM before the time limit) Lightning stops at the next batch boundary;
+    this saves `last.ckpt` in the checkpoint folder first, so that `captioner fit ... --ckpt_path last` resumes.
+    On SLURM, Lightning's own auto-requeue (SIGUSR1 with `#SBATCH --signal=SIGUSR1@90`) also saves and requeues."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException):
+            return
+        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.log_dir)
+        path = folder / "last.ckpt"
+        trainer.save_checkpoint(path)
+        rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")

@@ -1,0 +1,200 @@
+"""CaptionerModule: the LightningModule that trains a `Captioner` (one `_shared_step` for every stage); building the
+model is `train.build`, optimisation `train.optim`, the data is handed over by `train.connect`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from captioner.config import CaptionerConfig
+from captioner.generate import GenerationConfig
+from captioner.inference import caption_batch
+from captioner.tokenizer import CaptionTokenizer
+from captioner.train.build import build_model
+from captioner.train.checkpoint_io import restore_rng, rng_state
+from captioner.train.optim import clip_gradients, configure_adamw
+from captioner.train.samples import caption_scores, log_samples
+
+# our checkpoints' hyperparameters hold these dataclasses: allow them under torch.load(weights_only=True), so that
+# resuming never needs arbitrary unpickling
+torch.serialization.add_safe_globals([CaptionerConfig, GenerationConfig])
+
+
+class CaptionerModule(L.LightningModule):
+    """Trains a Captioner with AdamW, warmup + cosine schedule; validation reports loss and caption quality.
+
+    Args:
+        config: the model (see `CaptionerConfig`); `vocab_size` is taken from the data's tokenizer.
+        vocab_size: set by the CLI from the DataModule's tokenizer; overrides `config.vocab_size`.
+        lr: peak learning rate after `warmup_steps`, decayed by cosine to `lr * min_lr_ratio`.
+        generate_batches: validation/test batches to caption for caption metrics and samples (-1: all).
+        num_samples: sample captions shown and logged each validation.
+        generation: decoding options for validation/test/predict captions (default greedy).
+        init_from: a model package to fine-tune; its config, weights and tokenizer are used (`config` is ignored).
+        finetune: which parameters train: `full`; `freeze_encoder` (the timm backbone is frozen, its projection
+            trains); `cross_attention` (only the cross-attention layers and every LayerNorm train).
+        encoder_lr_mult: the timm backbone's learning rate is `lr * encoder_lr_mult`.
+        encoder_layer_decay: layer-wise learning-rate decay in the backbone (timm's `param_groups_layer_decay`):
+            the top block learns at the backbone rate, each block below at `decay` times the one above; 1.0 is off.
+        encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
+        reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
+            training captions never used (see `train.build.reinit_unused_embeddings`).
+        caption_metrics_every_n_epochs: every N epochs, validation scores the captions of its `generate_batches`
+            subset with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap), logged as `val/CIDEr-D` etc., so
+            that `ModelCheckpoint(monitor="val/CIDEr-D", mode="max")` keeps the best model; 0 is off.
+        max_nonfinite_steps: a step whose loss is NaN or infinite is skipped (no update) and counted
+            (`train/skipped_nonfinite`); this many in a row stop the run with a message.
+        feature_cache: a folder for the frozen encoder's patch tokens of every training image (`train.feature_cache`).
+        compile: torch.compile the training loss (captions padded to `data.max_length`: one graph); tf32: on CUDA.
+    """
+
+    def __init__(
+        self,
+        config: CaptionerConfig | None = None,
+        vocab_size: int | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        generate_batches: int = 2,
+        num_samples: int = 4,
+        generation: GenerationConfig | None = None,
+        init_from: str | None = None,
+        finetune: Literal["full", "freeze_encoder", "cross_attention"] = "full",
+        encoder_lr_mult: float = 1.0,
+        encoder_layer_decay: float = 1.0,
+        encoder_frozen_epochs: int = 0,
+        reinit_unused_tokens: bool = True,
+        caption_metrics_every_n_epochs: int = 0,
+        max_nonfinite_steps: int = 10,
+        feature_cache: str | None = None,
+        feature_cache_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16",
+        compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
+        tf32: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(config, vocab_size, init_from, finetune, reinit_unused_tokens)
+        self.config = self.model.config
+        self.finetune, self.encoder_frozen_epochs = finetune, encoder_frozen_epochs
+        self.generate_batches, self.num_samples = generate_batches, num_samples
+        self.generation = generation or GenerationConfig()
+        self.caption_metrics_every_n_epochs = caption_metrics_every_n_epochs
+        self.max_nonfinite_steps, self.skipped_nonfinite, self._nonfinite_in_a_row = max_nonfinite_steps, 0, 0
+        self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
+        self.compile, self.compile_options, self.tf32 = compile, compile_options or {}, tf32
+        self._compiled_loss = None  # torch.compile(model.loss), made in setup when `compile`
+        self.tokenizer: CaptionTokenizer | None = None  # handed over by `connect`
+        self._outputs: list[dict[str, Any]] = []
+
+    def connect(self, tokenizer: CaptionTokenizer) -> None:
+        """What the module needs from the data: its tokenizer (captions in validation, the exported package)."""
+        self.tokenizer = tokenizer
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T, V) logits
+        return self.model(images, input_ids)
+
+    def setup(self, stage: str) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("CaptionerModule has no tokenizer: call captioner.train.connect(module, datamodule)")
+        if self.tf32 and self.trainer.strategy.root_device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        if self.compile and stage == "fit":
+            self._compiled_loss = torch.compile(self.model.loss, **{"dynamic": False, **self.compile_options})
+
+    # ---- steps -------------------------------------------------------------------------------------------------------
+    def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:
+        loss_fn = self._compiled_loss or self.model.loss
+        if "features" in batch:  # cached patch tokens (B, N, De): the backbone does not run
+            loss = loss_fn(None, batch["input_ids"], batch["labels"], batch["features"])
+        else:
+            loss = loss_fn(batch["images"], batch["input_ids"], batch["labels"])
+        B = batch["input_ids"].size(0)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=stage != "train")
+        if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
+            self._outputs.extend(self._caption_batch(batch))
+        return loss
+
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
+        if batch is None:  # every image of the batch failed to decode (counted by the collator)
+            return None
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log("lr", lr, prog_bar=False)
+        loss = self._shared_step(batch, "train", batch_idx)
+        if torch.isfinite(loss):
+            self._nonfinite_in_a_row = 0
+            return loss
+        self.skipped_nonfinite += 1
+        self._nonfinite_in_a_row += 1
+        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
+        if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"the loss was not finite for {self._nonfinite_in_a_row} steps in a row (last: step "
+                f"{self.global_step}, learning rate {lr:.3g}). Try a lower model.lr or more warmup_steps, "
+                "gradient clipping (trainer.gradient_clip_val), precision 32 or bf16-mixed instead of 16-mixed, "
+                "and check the data for empty or broken examples."
+            )
+        return None  # Lightning skips backward and the optimizer step
+
+    def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._shared_step(batch, "val", batch_idx)
+
+    def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
+        if batch is not None:
+            self._shared_step(batch, "test", batch_idx)
+
+    def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> list[dict[str, Any]]:
+        return [] if batch is None else self._caption_batch(batch)
+
+    def _caption_batch(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        captions = caption_batch(self.model, self.tokenizer, batch["images"], self.generation)
+        return [
+            {"index": i, "caption": c.text, "score": c.score, "references": refs, "objects": objs}
+            for i, c, refs, objs in zip(batch["index"], captions, batch["references"], batch["objects"], strict=True)
+        ]
+
+    def on_validation_epoch_end(self) -> None:
+        self._caption_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._caption_epoch_end("test")
+
+    def _caption_epoch_end(self, stage: str) -> None:
+        outputs, self._outputs = self._outputs, []
+        if not outputs:
+            return
+        every = self.caption_metrics_every_n_epochs
+        with_metrics = every > 0 and (stage != "val" or self.current_epoch % every == 0)
+        for name, value in caption_scores(outputs, with_metrics).items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("exact_match", "CIDEr-D"))
+        if stage == "val" and not self.trainer.sanity_checking:
+            log_samples(self, outputs[: self.num_samples])  # every rank with outputs: it holds a collective
+
+    # ---- state that travels with checkpoints -------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["captioner_rng"] = rng_state()  # dropout and anything else random resume where they were
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("captioner_rng"):
+            restore_rng(checkpoint["captioner_rng"])
+
+    # ---- optimisation ------------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        if self.encoder_frozen_epochs > 0 and self.finetune == "full":
+            frozen = self.current_epoch < self.encoder_frozen_epochs
+            for p in self.model.encoder.backbone.parameters():
+                p.requires_grad_(not frozen)  # frozen parameters get no gradient, so AdamW leaves them as they are
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        return configure_adamw(self, self.model, self.hparams)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)

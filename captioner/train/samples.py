@@ -1,0 +1,52 @@
+"""What validation reports about its captions: shapes scores, caption metrics, and a few sample captions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+
+def caption_scores(outputs: list[dict[str, Any]], with_metrics: bool) -> dict[str, float]:
+    """Exact match and attribute accuracy when the outputs are shapes scenes; BLEU/METEOR/ROUGE-L/CIDEr-D too
+    when `with_metrics`."""
+    scores: dict[str, float] = {}
+    if all(o["objects"] is not None for o in outputs):
+        from captioner.shapes.scenes import ShapeObject
+        from captioner.shapes.scoring import score
+
+        scenes = [[ShapeObject(d["size"], d["color"], d["shape"], 0, 0) for d in o["objects"]] for o in outputs]
+        found = score([o["caption"] for o in outputs], scenes)
+        scores.update({k: found[k] for k in ("exact_match", "attribute_accuracy")})
+    if with_metrics:
+        from captioner.metrics import caption_metrics
+
+        scores.update(
+            caption_metrics(
+                {str(n): o["caption"] for n, o in enumerate(outputs)},
+                {str(n): o["references"] for n, o in enumerate(outputs)},
+            )
+        )
+    return scores
+
+
+def log_samples(module: L.LightningModule, samples: list[dict[str, Any]]) -> None:
+    """Print a few captions with their first reference, log them as TensorBoard text and append them to the
+    run's samples.jsonl (rank 0). Call it on every rank: `trainer.log_dir` is a collective under DDP."""
+    trainer = module.trainer
+    log_dir = trainer.log_dir
+    if not trainer.is_global_zero:
+        return
+    lines = [f"  [{s['index']}] {s['caption']!r}  (reference: {s['references'][0]!r})" for s in samples]
+    module.print(f"step {module.global_step} sample captions:\n" + "\n".join(lines))
+    experiment = getattr(module.logger, "experiment", None)
+    if hasattr(experiment, "add_text"):  # TensorBoard
+        experiment.add_text("val/samples", "\n\n".join(lines), module.global_step)
+    if log_dir:
+        path = Path(log_dir) / "samples.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            for s in samples:
+                f.write(json.dumps({"step": module.global_step, "index": s["index"], "caption": s["caption"]}) + "\n")

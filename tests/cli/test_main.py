@@ -1,0 +1,84 @@
+"""End to end through the `captioner` command, in-process: fit from configs/shapes.yaml, caption, evaluate."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from captioner.cli import main
+from captioner.train.cli import trainer_cli
+from captioner.shapes.scenes import write_imagefolder
+from tests.helpers import ROOT
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        trainer_cli(["fit", "--config", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "model:" in capsys.readouterr().out
+
+
+def test_fit_exports_a_package_with_checkpoints_and_logs(trained_package: Path):
+    assert {p.name for p in trained_package.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    info = json.loads((trained_package / "training.json").read_text())
+    assert info["steps"] == 4 and info["data"]["holdout_pairs"] == [["red", "triangle"], ["blue", "cross"]]
+    run = trained_package.parent
+    assert list(run.glob("checkpoints/*.ckpt")) and (run / "metrics.csv").is_file()
+    assert (run / "samples.jsonl").is_file()
+
+
+def test_caption_loads_the_package(trained_package, tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", "test", 3)
+    out = tmp_path / "captions.jsonl"
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(isinstance(r["caption"], str) for r in rows)
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--output", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_caption_beam_n_best(trained_package, tmp_path):
+    write_imagefolder(tmp_path / "imgs", "test", 2)
+    out = tmp_path / "nbest.jsonl"
+    args = ["--num-beams", "3", "--num-return-sequences", "2", "--output", str(out)]
+    assert main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), *args]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(len(r["n_best"]) == 2 and r["n_best"][0]["score"] >= r["n_best"][1]["score"] for r in rows)
+    assert all(r["caption"] == r["n_best"][0]["caption"] for r in rows)
+
+
+def test_caption_refuses_bad_decoding_options(trained_package, tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", "test", 1)
+    assert (
+        main(["caption", str(trained_package), str(tmp_path / "imgs" / "images"), "--num-return-sequences", "2"]) == 2
+    )
+    assert "num_return_sequences" in capsys.readouterr().err
+
+
+def test_caption_missing_input_gets_an_error_row(trained_package, capsys):
+    assert main(["caption", str(trained_package), "does/not/exist.png", "--workers", "0"]) == 1
+    assert "does/not/exist.png: file not found" in capsys.readouterr().out
+
+
+def test_evaluate_writes_predictions(trained_package, tmp_path, capsys):
+    out = tmp_path / "predictions.jsonl"
+    assert main(["evaluate", str(trained_package), "--count", "6", "--output", str(out)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["count"] == 6 and 0.0 <= metrics["exact_match"] <= 1.0
+    row = json.loads(out.read_text().splitlines()[0])
+    assert set(row) == {"id", "caption", "references", "objects"} and row["id"] == "test/0"
+    assert main(["evaluate", str(trained_package), "--split", "novel", "--count", "4", "--blind"]) == 0
+
+
+@pytest.mark.parametrize("command", ["caption", "evaluate", "demo", "shapes", "shards", "prepare-coco", "fit"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "frobnicate" in capsys.readouterr().err

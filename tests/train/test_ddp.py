@@ -1,0 +1,60 @@
+"""Two-process DDP on the CPU (gloo) through `captioner fit`: disjoint samples per rank, identical weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+STEPS = 3
+
+
+def run_ddp(tmp: Path, extra_model: dict | None = None) -> list[dict]:
+    record = tmp / "ranks"
+    override = {
+        "trainer": {
+            "accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_steps": STEPS,
+            "limit_val_batches": 1, "val_check_interval": STEPS,
+            "enable_progress_bar": False, "num_sanity_val_steps": 0,
+            "callbacks": [{"class_path": "tests.train.ddp_helper.RecordRank", "init_args": {"out": str(record)}},
+                          {"class_path": "captioner.train.ExportModelPackage"}],
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(tmp / "runs"), "name": "shapes"}},
+        },
+        "model": {"config": {"encoder_img_size": 32, "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                             "n_layer": 1, "n_embd": 32, "n_head": 2}, **(extra_model or {})},
+        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
+    }  # fmt: skip
+    path = tmp / "override.yaml"
+    path.write_text(yaml.safe_dump(override))
+    cmd = [sys.executable, "-m", "captioner", "fit", "--config", str(ROOT / "configs/shapes.yaml"), "--config"]
+    cmd.append(str(path))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("MASTER_PORT", None)  # Lightning picks a free port
+    done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((record / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["steps"] for r in ranks] == [STEPS, STEPS]
+    return ranks
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["online", "feature_cache"])
+def test_two_process_ddp(tmp_path, cached):
+    extra = {"finetune": "freeze_encoder", "feature_cache": str(tmp_path / "cache")} if cached else None
+    r0, r1 = run_ddp(tmp_path, extra)
+    assert len(r0["seen"]) == len(r1["seen"]) == STEPS * 8
+    assert not set(r0["seen"]) & set(r1["seen"]), "the ranks trained on the same samples"
+    assert r0["weights"] == r1["weights"], "the ranks ended with different weights"
+    assert (tmp_path / "runs/shapes/version_0/model/model.safetensors").is_file()  # rank 0 exported the package
+    if cached:
+        from captioner.data.feature_cache import FeatureCache
+
+        (folder,) = (tmp_path / "cache").iterdir()
+        assert FeatureCache.open(folder).missing() == []  # both ranks filled their shares of the 64 rows

@@ -1,0 +1,90 @@
+"""Never lose a run: a run killed mid-epoch resumes from its last checkpoint to exactly the same weights and losses."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from tests.helpers import ROOT
+
+STEPS = 12  # 8 batches an epoch: the kill lands mid-epoch and the run crosses an epoch boundary
+
+
+def run_fit(tmp: Path, runs: Path, kill: tuple[int, int] | None = None, resume: bool = False) -> int:
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"every_n_train_steps": 2, "save_last": True}},
+                 {"class_path": "captioner.train.PreemptionCheckpoint"}]  # fmt: skip
+    if kill:
+        callbacks.append(
+            {"class_path": "tests.train.kill_helper.KillAt", "init_args": {"step": kill[0], "signal": int(kill[1])}}
+        )
+    override = {
+        "trainer": {
+            "max_steps": STEPS, "limit_val_batches": 0, "log_every_n_steps": 1, "deterministic": True,
+            "enable_progress_bar": False, "callbacks": callbacks,
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                       "init_args": {"save_dir": str(runs), "name": "shapes", "flush_logs_every_n_steps": 1}},
+        },
+        "model": {"config": {"encoder_img_size": 32, "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                             "n_layer": 1, "n_embd": 32, "n_head": 2}},
+        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
+    }  # fmt: skip
+    path = tmp / f"override_{len(list(tmp.glob('override_*')))}.yaml"
+    path.write_text(yaml.safe_dump(override))
+    cmd = [
+        sys.executable,
+        "-m",
+        "captioner",
+        "fit",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        "--config",
+        str(path),
+    ]
+    if resume:
+        cmd.append("--ckpt_path=last")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300).returncode
+
+
+def weights(runs: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(next(runs.glob("shapes/version_*/checkpoints/last.ckpt")), weights_only=True)
+    assert ckpt["global_step"] == STEPS
+    return ckpt["state_dict"]
+
+
+def losses(runs: Path) -> dict[int, float]:
+    out = {}
+    for path in runs.glob("shapes/version_*/metrics*.csv"):
+        for row in csv.DictReader(path.open()):
+            if row.get("train/loss"):
+                out[int(row["step"])] = float(row["train/loss"])
+    return out
+
+
+def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_fit(tmp_path, straight) == 0
+    assert run_fit(tmp_path, killed, kill=(7, signal.SIGKILL)) == -signal.SIGKILL
+    assert not list(killed.glob("shapes/version_*/model"))  # it never finished
+    assert run_fit(tmp_path, killed, resume=True) == 0
+    a, b = weights(straight), weights(killed)
+    assert a.keys() == b.keys()
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+    la, lb = losses(straight), losses(killed)
+    assert len(lb) >= STEPS - 1 and all(abs(la[s] - lb[s]) <= 1e-6 for s in lb)
+    assert len(list(killed.glob("shapes/version_*"))) == 1  # the resumed run continued in the same folder
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    runs = tmp_path / "runs"
+    assert run_fit(tmp_path, runs, kill=(3, signal.SIGTERM)) == 0
+    ckpt = torch.load(next(runs.glob("shapes/version_*/checkpoints/last.ckpt")), weights_only=True)
+    assert 3 <= ckpt["global_step"] < STEPS
+    assert run_fit(tmp_path, runs, resume=True) == 0
+    assert weights(runs)  # finished at STEPS from the preemption checkpoint
