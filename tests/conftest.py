@@ -50,3 +50,18 @@ def trained_package(tmp_path_factory) -> Path:
     """configs/shapes.yaml with a tiny model for 4 steps; the exported package (about 5 s)."""
     steps = ["--trainer.max_steps=4", "--trainer.val_check_interval=4"]
     return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory, tokenizer):
+    """A GPT-2 with random weights and a fast tokenizer, saved with save_pretrained (what the hub would hold)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=tokenizer.vocab_size, n_positions=64, bos_token_id=1)
+    cfg.eos_token_id = 2
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer, bos_token="<bos>", eos_token="<eos>")
+    hf_tok.save_pretrained(path)
+    return path

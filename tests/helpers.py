@@ -37,3 +37,56 @@ def fit(trainer, module, datamodule) -> None:  # noqa: ANN001
 
     connect(module, datamodule, trainer)
     trainer.fit(module, datamodule)
+
+
+FORMATS = ["imagefolder", "table", "coco", "karpathy", "webdataset"]
+
+
+def own_data_args(fmt: str, folder: Path, tmp: Path) -> list[str]:
+    """`--data.init_args` flags that read the 12 images of the imagefolder `folder` in format `fmt` (the files
+    are written under `tmp`); each format keeps some images for validation."""
+    import json
+    import shutil
+
+    from captioner.cli import main
+
+    names = [r["file_name"] for r in map(json.loads, (folder / "metadata.jsonl").read_text().splitlines())]
+    args = [f"--data.init_args.format={fmt}"]
+    if fmt == "imagefolder":
+        return [*args, f"--data.init_args.train={folder}", "--data.init_args.val_fraction=0.25"]
+    if fmt == "table":
+        table = tmp / "pairs.csv"
+        table.write_text("image,caption\n" + "".join(f"{n},picture number {i}\n" for i, n in enumerate(names)))
+        return [*args, f"--data.init_args.train={table}", f"--data.init_args.root={folder}",
+                "--data.init_args.image_column=image", "--data.init_args.caption_column=caption",
+                "--data.init_args.val_fraction=0.25"]  # fmt: skip
+    if fmt == "coco":
+        coco = tmp / "coco"
+        for split, ids in (("train", range(8)), ("val", range(8, 12))):
+            (coco / f"{split}2017").mkdir(parents=True)
+            images = [{"id": i, "file_name": Path(names[i]).name} for i in ids]
+            for i in ids:
+                shutil.copy(folder / names[i], coco / f"{split}2017")
+            anns = [{"image_id": im["id"], "caption": f"a scene, number {im['id']}"} for im in images]
+            (coco / "annotations").mkdir(exist_ok=True)
+            (coco / f"annotations/captions_{split}2017.json").write_text(
+                json.dumps({"images": images, "annotations": anns})
+            )
+        assert main(["prepare-coco", str(coco)]) == 0
+        return [
+            *args,
+            f"--data.init_args.train={coco / 'annotations/captions_train2017.json'}",
+            "--data.init_args.root=null",
+        ]
+    if fmt == "karpathy":
+        split_of = ["train"] * 6 + ["restval"] * 2 + ["val"] * 2 + ["test"] * 2
+        images = [
+            {"filepath": str(Path(n).parent), "filename": Path(n).name, "split": s, "imgid": i,
+             "sentences": [{"raw": f"karpathy caption {i}"}]}
+            for i, (n, s) in enumerate(zip(names, split_of, strict=True))
+        ]  # fmt: skip
+        (folder / "dataset_flickr8k.json").write_text(json.dumps({"images": images}))
+        return [*args, f"--data.init_args.train={folder / 'dataset_flickr8k.json'}", "--data.init_args.root=null"]
+    assert main(["shards", str(tmp / "shards/%05d.tar"), "--input", str(folder), "--max-count", "4"]) == 0
+    return [*args, f"--data.init_args.train={tmp}/shards/{{00000..00001}}.tar",
+            f"--data.init_args.val={tmp}/shards/00002.tar", "--data.init_args.epoch_samples=8"]  # fmt: skip

@@ -46,7 +46,6 @@ class CaptionDataModule(L.LightningDataModule):
         self.train_transform: Transform | None = None
         self.datasets: dict[str, Dataset] = {}
         self.pad_to_max_length = False
-        self.preprocessing: Preprocessing | None = None
 
     def connect(
         self, preprocessing: Preprocessing, block_size: int | None = None, pad_to_max_length: bool = False
@@ -59,7 +58,7 @@ class CaptionDataModule(L.LightningDataModule):
                 f"data max_length={self.max_length} is longer than the model's block_size={block_size}; "
                 "lower data.init_args.max_length or raise model.config.block_size"
             )
-        self.preprocessing, self.pad_to_max_length = preprocessing, pad_to_max_length
+        self.pad_to_max_length = pad_to_max_length
         self.transform = preprocessing.eval_transform()
         self.train_transform = self.make_train_transform(preprocessing)
         self.datasets = {}

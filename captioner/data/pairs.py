@@ -70,7 +70,9 @@ class PairsDataModule(CaptionDataModule):
         hf_tokenizer: str | None = None,
         tokenizer_captions: int = 100_000,
     ) -> None:
-        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, max_failure_rate, hf_tokenizer)
+        super().__init__(
+            batch_size, num_workers, max_length, vocab_size, tokenizer_path, max_failure_rate, hf_tokenizer
+        )
         if not train:
             raise DataError("data.init_args.train is required: the training data path (folder, file or shard pattern)")
         if format == "webdataset" and not val:

@@ -72,7 +72,11 @@ def _is_norm(model: nn.Module, param_name: str) -> bool:
 def reinit_unused_embeddings(model: Captioner, package: str) -> int:
     """Re-initialise the token embeddings the package never trained, drawn like the trained ones (per-dimension
     mean and standard deviation of the used rows, as transformers' mean-resizing does for new tokens), so that new
-    words start on the scale of the known ones rather than far off or collapsed."""
+    words start on the scale of the known ones rather than far off or collapsed.
+
+    The unused rows (tokens the package's training captions never held, listed in its training.json) hold no
+    learned meaning: with tied embeddings, Adam moves every unused row along the same direction at every step, so
+    they end up collapsed onto one large vector that new words would first have to climb out of."""
     info_file = Path(package) / "training.json"
     if not info_file.is_file():
         return 0

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from captioner.cli import main
-from captioner.train.cli import trainer_cli
 from captioner.shapes.scenes import write_imagefolder
+from captioner.train.cli import trainer_cli
 from tests.helpers import ROOT
 
 

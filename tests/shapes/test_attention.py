@@ -38,6 +38,7 @@ def test_shape_word_positions_skip_punctuation(tokenizer):
             assert names == [w.strip(",") for w in caption.split() if w.strip(",") in SHAPES], caption
 
 
+@pytest.mark.slow
 def test_shape_words_attend_inside_their_object(attention_package, capsys):
     model, tokenizer = Captioner.from_pretrained(attention_package)
     holdout = [tuple(p) for p in json.loads((attention_package / "training.json").read_text())["data"]["holdout_pairs"]]

@@ -45,6 +45,7 @@ def run_ddp(tmp: Path, extra_model: dict | None = None) -> list[dict]:
     return ranks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cached", [False, True], ids=["online", "feature_cache"])
 def test_two_process_ddp(tmp_path, cached):
     extra = {"finetune": "freeze_encoder", "feature_cache": str(tmp_path / "cache")} if cached else None

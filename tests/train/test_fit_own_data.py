@@ -1,7 +1,6 @@
 """Each data format trains a few steps through `captioner fit`; fine-tuning keeps the tokenizer and the policy."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from captioner.cli import main
-from tests.helpers import ROOT, TINY_MODEL
+from tests.helpers import FORMATS, ROOT, TINY_MODEL, own_data_args
 
 
 def fit(config: str, runs: Path, *extra: str) -> Path:
@@ -28,78 +27,24 @@ def fit(config: str, runs: Path, *extra: str) -> Path:
     return packages[0]
 
 
-def pairs_args(fmt: str, train: str, *extra: str) -> list[str]:
-    return [
-        *TINY_MODEL,
-        f"--data.init_args.format={fmt}",
-        f"--data.init_args.train={train}",
-        "--data.init_args.vocab_size=300",
-        *extra,
-    ]
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fit_each_format(fmt, shapes_folder, tmp_path):
+    data = own_data_args(fmt, shapes_folder, tmp_path)
+    fit("configs/pairs.yaml", tmp_path / "runs", *TINY_MODEL, *data, "--data.init_args.vocab_size=300")
 
 
-def test_fit_imagefolder(shapes_folder, tmp_path):
-    fit(
-        "configs/pairs.yaml",
-        tmp_path / "runs",
-        *pairs_args("imagefolder", str(shapes_folder), "--data.init_args.val_fraction=0.25"),
-    )
-
-
-def test_fit_table(shapes_folder, tmp_path):
-    rows = [{"image": f"images/train_{i:06d}.png", "caption": f"picture number {i}"} for i in range(12)]
-    table = tmp_path / "pairs.csv"
-    table.write_text("image,caption\n" + "".join(f"{r['image']},{r['caption']}\n" for r in rows))
-    extra = [
-        f"--data.init_args.root={shapes_folder}",
-        "--data.init_args.image_column=image",
-        "--data.init_args.caption_column=caption",
-        "--data.init_args.val_fraction=0.25",
-    ]
-    fit("configs/pairs.yaml", tmp_path / "runs", *pairs_args("table", str(table), *extra))
-
-
-def test_fit_coco(shapes_folder, tmp_path):
-    coco = tmp_path / "coco"
-    for split, start in (("train", 0), ("val", 8)):
-        (coco / f"{split}2017").mkdir(parents=True)
-        images = []
-        for i in range(start, start + (8 if split == "train" else 4)):
-            shutil.copy(shapes_folder / f"images/train_{i:06d}.png", coco / f"{split}2017/{i}.png")
-            images.append({"id": i, "file_name": f"{i}.png"})
-        anns = [{"image_id": im["id"], "caption": f"a scene, number {im['id']}"} for im in images]
-        (coco / "annotations").mkdir(exist_ok=True)
-        (coco / f"annotations/captions_{split}2017.json").write_text(
-            json.dumps({"images": images, "annotations": anns})
-        )
-    assert main(["prepare-coco", str(coco)]) == 0
-    fit("configs/pairs.yaml", tmp_path / "runs", *pairs_args("coco", str(coco / "annotations/captions_train2017.json")))
-
-
-def test_fit_karpathy(shapes_folder, tmp_path):
-    split_of = ["train"] * 6 + ["restval"] * 2 + ["val"] * 2 + ["test"] * 2
-    images = [
-        {
-            "filepath": "images",
-            "filename": f"train_{i:06d}.png",
-            "split": s,
-            "imgid": i,
-            "sentences": [{"raw": f"karpathy caption {i}"}],
-        }
-        for i, s in enumerate(split_of)
-    ]
-    (shapes_folder / "dataset_flickr8k.json").write_text(json.dumps({"images": images}))
-    fit("configs/pairs.yaml", tmp_path / "runs", *pairs_args("karpathy", str(shapes_folder / "dataset_flickr8k.json")))
-
-
-def test_fit_webdataset(shapes_folder, tmp_path):
-    assert main(["shards", str(tmp_path / "shards/%05d.tar"), "--input", str(shapes_folder), "--max-count", "4"]) == 0
-    extra = [f"--data.init_args.val={tmp_path}/shards/00002.tar", "--data.init_args.epoch_samples=8"]
-    fit(
-        "configs/pairs.yaml",
-        tmp_path / "runs",
-        *pairs_args("webdataset", f"{tmp_path}/shards/{{00000..00001}}.tar", *extra),
-    )
+@pytest.mark.slow  # a ViT-B/16: about 8 s, kept out of the fast set
+def test_the_coco_recipe_trains_offline(shapes_folder, gpt2_dir, tmp_path):
+    """configs/coco_vit_gpt2.yaml as written (CLIP ViT-B/16 at 224 px, a GPT-2 decoder, gated cross-attention,
+    frozen first epoch), on the CPU with random weights: a local random GPT-2 for the hub's, no timm download."""
+    offline = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
+               "--trainer.precision=32-true", "--model.config.encoder_pretrained=false",
+               f"--model.config.decoder_init_from={gpt2_dir}", "--data.init_args.batch_size=2"]  # fmt: skip
+    data = own_data_args("karpathy", shapes_folder, tmp_path)
+    package = fit("configs/coco_vit_gpt2.yaml", tmp_path / "runs", *offline, *data)
+    config = json.loads((package / "config.json").read_text())
+    assert config["encoder_name"] == "vit_base_patch16_clip_224.openai" and config["cross_gate"]
+    assert config["preprocessing"]["input_size"] == [3, 224, 224] and config["n_embd"] == 64  # sized from the GPT-2
 
 
 @pytest.mark.parametrize("policy", ["cross_attention", "freeze_encoder"])

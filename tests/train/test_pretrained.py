@@ -1,5 +1,7 @@
 """Starting from pretrained weights, offline: GPT-2 (random, saved locally), timm checkpoints, freezing."""
 
+from dataclasses import replace
+
 import lightning as L
 import pytest
 import timm
@@ -16,28 +18,15 @@ from captioner.train.optim import parameter_groups
 from tests.helpers import fit
 
 
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory, tokenizer):
-    """A GPT-2 with random weights and a fast tokenizer, saved with save_pretrained (what the hub would hold)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    path = tmp_path_factory.mktemp("gpt2")
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=tokenizer.vocab_size, n_positions=64, bos_token_id=1)
-    cfg.eos_token_id = 2
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer, bos_token="<bos>", eos_token="<eos>")
-    hf_tok.save_pretrained(path)
-    return path
-
-
 def test_gated_gpt2_decoder_equals_gpt2_then_opens(gpt2_dir, images):
     from transformers import GPT2LMHeadModel
 
     hf = GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
     config = gpt2_config(CaptionerConfig.from_name("tiny", decoder_init_from=str(gpt2_dir)))
     assert (config.n_layer, config.n_embd, config.cross_gate, config.gelu_approximate) == (2, 64, True, "tanh")
-    model = Captioner(config).eval()
+    # building from the unresolved config resolves it: the decoder is sized from that GPT-2
+    model = Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(gpt2_dir))).eval()
+    assert replace(model.config, preprocessing={}) == config
     ids = torch.randint(0, config.vocab_size, (3, 12))
     with torch.no_grad():
         assert (model(images, ids) - hf(ids).logits).abs().max() < 1e-4

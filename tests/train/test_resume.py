@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -67,6 +68,7 @@ def losses(runs: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_fit(tmp_path, straight) == 0
@@ -81,6 +83,7 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path):
     assert len(list(killed.glob("shapes/version_*"))) == 1  # the resumed run continued in the same folder
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     runs = tmp_path / "runs"
     assert run_fit(tmp_path, runs, kill=(3, signal.SIGTERM)) == 0
