@@ -21,7 +21,7 @@ from tqdm import tqdm
 from captioner.data.images import DEFAULT_MAX_PIXELS, ImageFiles, load_rgb, to_rgb
 from captioner.generate import GenerationConfig, Hypothesis, generate
 from captioner.model import Captioner
-from captioner.outputs import OutputWriter, done_paths
+from captioner.outputs import OutputWriter
 from captioner.tokenizer import CaptionTokenizer
 
 
@@ -131,11 +131,10 @@ def caption_files(
 ) -> CaptionRun:
     """Caption `paths`, writing rows to `output` batch by batch (printing them when `output` is None)."""
     run = CaptionRun()
-    done = done_paths(output) if (output is not None and resume) else set()
-    todo = [p for p in paths if p not in done]
+    writer = OutputWriter(output, resume) if output is not None else None  # locks the output for the run
+    todo = [p for p in paths if writer is None or p not in writer.done]
     run.skipped = len(paths) - len(todo)
     device = next(model.parameters()).device
-    writer = OutputWriter(output, append=resume) if output is not None else None
     bar = tqdm(total=len(todo), unit="img", desc="captioning", disable=not progress)
     try:
         with torch.inference_mode(), autocast(device, precision):

@@ -57,15 +57,15 @@ def caption_metrics(
 
     if set(predictions) != set(references):
         raise ValueError("predictions and references must have the same keys")
+    if not predictions:
+        raise ValueError("no captions to score")
     java = java_available() if use_java is None else use_java
     gts, res = tokenize(references, predictions, java)
     scores: dict[str, float] = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
     if java:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        scores["METEOR"] = float(Meteor().compute_score(gts, res)[0])
+        scores["METEOR"] = meteor(gts, res)
     scores["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr-D"] = float(Cider().compute_score(gts, res)[0])
     return scores
@@ -88,3 +88,20 @@ def tokenize(
         _warned = True
     gts = {k: [simple_tokenize(c) for c in refs] for k, refs in references.items()}
     return gts, {k: [simple_tokenize(predictions[k])] for k in references}
+
+
+def meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    """pycocoevalcap's METEOR, with its Java process ended whatever happens: on a failure its lock stays held and
+    the scorer's own clean-up would then wait for it forever."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    try:
+        return float(scorer.compute_score(gts, res)[0])
+    except Exception as err:
+        raise RuntimeError(f"the METEOR scorer (Java) failed: {err!r}") from err
+    finally:
+        scorer.meteor_p.kill()
+        scorer.meteor_p.wait()
+        if scorer.lock.locked():
+            scorer.lock.release()

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -137,26 +138,66 @@ class Captioner(nn.Module):
                 "config with crop_pct 1.0 and a centre crop, as it was captioned then",
                 directory,
             )
+        weights = directory / WEIGHTS_FILE
+        header = check_header(config, weights)  # sizes and dtypes against the file's header, nothing allocated
+        with torch.device("meta"):  # the whole architecture, still without memory
+            expected = cls(config, pretrained_encoder=False, pretrained_decoder=False).state_dict()
+        _check_shapes(weights, header, {k: tuple(v.shape) for k, v in expected.items()})
         model = cls(config, pretrained_encoder=False, pretrained_decoder=False)  # weights come from the package
-        load_weights(model, directory / WEIGHTS_FILE)
+        load_weights(model, weights)
         return model.to(map_location).eval(), CaptionTokenizer.load(directory / TOKENIZER_FILE)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Load safetensors weights, naming the tensor and both shapes on a mismatch."""
-    from safetensors import safe_open
+FLOAT_DTYPES = ("F32", "F16", "BF16")
 
-    expected = model.state_dict()
+
+def check_header(config: CaptionerConfig, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The weights file's header (tensor name -> dtype, shape), read without loading a tensor; a config.json whose
+    decoder sizes disagree with it, or a tensor that is not floating point, is named before anything is built."""
     with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            if key in expected and tuple(f.get_slice(key).get_shape()) != tuple(expected[key].shape):
-                raise ValueError(
-                    f"{path}: tensor {key!r} has shape {tuple(f.get_slice(key).get_shape())} but the model built from "
-                    f"config.json expects {tuple(expected[key].shape)}"
-                )
-    missing, unexpected = load_model(model, str(path), strict=False)
+        header = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    not_float = [(k, d) for k, (d, _) in header.items() if d not in FLOAT_DTYPES]
+    if not_float:
+        raise ValueError(f"{path}: tensor {not_float[0][0]!r} is stored as {not_float[0][1]}; weights are floats")
+    tied = header.get("decoder.wte.weight") or header.get("decoder.lm_head.weight") or ("", ())  # saved once
+    wte, wpe = tied[1], header.get("decoder.wpe.weight", ("", ()))[1]
+    found = {
+        "n_layer": len({k.split(".")[2] for k in header if k.startswith("decoder.h.")}),
+        "vocab_size": wte[0] if wte else None,
+        "n_embd": wte[1] if wte else None,
+        "block_size": wpe[0] if wpe else None,
+    }
+    wrong = [
+        f"{k}={getattr(config, k)} but the weights hold {v}"
+        for k, v in found.items()
+        if v not in (None, getattr(config, k))
+    ]
+    if wrong:
+        raise ValueError(f"{path.parent / CONFIG_FILE} does not match {path.name}: " + "; ".join(wrong))
+    return header
+
+
+def _check_shapes(
+    path: Path, header: dict[str, tuple[str, tuple[int, ...]]], expected: dict[str, tuple[int, ...]]
+) -> None:
+    for key, (_, shape) in header.items():
+        if key in expected and shape != expected[key]:
+            raise ValueError(
+                f"{path}: tensor {key!r} has shape {shape} but the model built from config.json expects {expected[key]}"
+            )
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights, naming the tensor and both shapes on a mismatch, and a tensor that is not finite."""
+    path = Path(path)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_shapes(path, check_header(model.config, path), expected)  # type: ignore[arg-type]
+    missing, unexpected = load_model(model, str(path), strict=False)  # knows the tied lm_head / wte weights
     if missing or unexpected:
         raise ValueError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected tensors {sorted(unexpected)[:5]}")
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values; this package cannot caption")
 
 
 def _package_readme(model: Captioner, note: str) -> str:

@@ -75,54 +75,127 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
         raise
 
 
-class OutputWriter:
-    """Appends caption rows to a .jsonl or .csv file and flushes them to disk after every batch."""
+ROW_KEYS = {"path", "caption", "score", "error", "n_best"}
+CSV_HEADER = ",".join(CSV_FIELDS).encode() + b"\r\n"  # what csv.DictWriter writes first
+JSONL_START = b'{"path": '  # every row json.dumps writes starts so: the path is its first key
 
-    def __init__(self, path: Path, append: bool) -> None:
+
+class OutputError(ValueError):
+    """An output file that a run must not write to (someone else's rows, another run holds it); nothing changed."""
+
+
+class OutputWriter:
+    """Appends caption rows to a .jsonl or .csv file, flushed and fsynced after every batch, and holds an exclusive
+    lock on the file for its whole life, so that a second run on the same output refuses instead of interleaving.
+
+    With `resume`, the rows already there are read (`done` holds their paths): every complete record must be a
+    row this command writes, else the file is refused untouched; a last record cut by a kill is removed by
+    truncating the file to the end of the last complete record (parsed as JSON / by CSV quoting, not by lines).
+    Without `resume` the file is emptied, after the lock is taken.
+    """
+
+    def __init__(self, path: Path, resume: bool) -> None:
         self.path, self.csv = path, path.suffix.lower() == ".csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not (append and path.exists() and path.stat().st_size > 0)
-        self.file = path.open("a" if append else "w", encoding="utf-8", newline="")
-        if self.csv:
-            self.writer = csv.DictWriter(self.file, fieldnames=CSV_FIELDS)
-            if fresh:
-                self.writer.writeheader()
+        self.file = path.open("a+b")  # appending: never truncated before the lock is held
+        try:
+            _lock(self.file, path)
+            self.done: set[str] = set()
+            if resume:
+                self.file.seek(0)
+                data = self.file.read()
+                end, self.done = (_csv_rows if self.csv else _jsonl_rows)(data, path)
+                if end < len(data):  # a record cut by a kill: dropped, its image is captioned again
+                    self.file.truncate(end)
+            else:
+                self.file.truncate(0)
+            if self.csv and os.fstat(self.file.fileno()).st_size == 0:
+                self._append(CSV_HEADER)
+        except BaseException:
+            self.file.close()
+            raise
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            if self.csv:
+        text = io.StringIO(newline="")
+        if self.csv:
+            writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+            for row in rows:
                 flat = {**row, "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else ""}
-                self.writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
-            else:
-                self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
+                writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
+        else:
+            text.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        self._append(text.getvalue().encode("utf-8"))
+
+    def _append(self, data: bytes) -> None:
+        self.file.write(data)
         self.file.flush()
         os.fsync(self.file.fileno())
 
     def close(self) -> None:
-        self.file.close()
+        self.file.close()  # releases the lock
 
 
-def done_paths(path: Path) -> set[str]:
-    """Paths already in an output file; a last line cut by a kill is dropped from the file."""
-    if not path.exists():
-        return set()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if text and not text.endswith("\n"):  # the last row was cut: rewrite without it
-            rows = rows[:-1]
-            with atomic_file(path) as f:
-                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-                writer.writeheader()
-                writer.writerows(rows)
-        return {r["path"] for r in rows}
-    good, paths = [], set()
-    for line in text.splitlines():
+def _lock(file: IO[Any], path: Path) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (the output is still never replaced by a rename)
+        return
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        raise OutputError(
+            f"{path} is being written by another captioner run; wait for it to finish or choose another --output"
+        ) from err
+
+
+def _foreign(path: Path, where: str) -> OutputError:
+    return OutputError(
+        f"{path}: {where} is not a row that `captioner caption` writes; --resume only continues its own output "
+        "(the file was left as it is). Choose another --output"
+    )
+
+
+def _jsonl_rows(data: bytes, path: Path) -> tuple[int, set[str]]:
+    """(end of the last complete row, paths); records end at b"\n" only (a path may hold U+2028 and friends)."""
+    paths, start = set(), 0
+    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
+        start += len(line) + 1
         try:
-            paths.add(json.loads(line)["path"])
-            good.append(line)
-        except (json.JSONDecodeError, KeyError):
-            continue
-    if text and (not text.endswith("\n") or len(good) != len(text.splitlines())):
-        write_text(path, "".join(line + "\n" for line in good))
-    return paths
+            row = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            row = None
+        if not (isinstance(row, dict) and isinstance(row.get("path"), str) and set(row) <= ROW_KEYS):
+            raise _foreign(path, f"line {number}")
+        paths.add(row["path"])
+    tail = data[start:]
+    if tail and not (JSONL_START.startswith(tail) or tail.startswith(JSONL_START)):
+        raise _foreign(path, "the last line")
+    return start, paths
+
+
+def _csv_rows(data: bytes, path: Path) -> tuple[int, set[str]]:
+    """(end of the last complete record, paths): a record ends at a line break outside quotes, so a kill inside a
+    quoted field that holds a line break leaves a record that is not complete."""
+    if len(data) < len(CSV_HEADER):
+        if not CSV_HEADER.startswith(data):
+            raise _foreign(path, "the header")
+        return 0, set()
+    if not data.startswith(CSV_HEADER):
+        raise _foreign(path, "the header")
+    end, quoted = len(CSV_HEADER), False
+    for i in range(len(CSV_HEADER), len(data)):
+        byte = data[i]
+        if byte == 0x22:  # '"': doubled quotes inside a quoted field toggle twice
+            quoted = not quoted
+        elif byte == 0x0A and not quoted:
+            end = i + 1
+    try:
+        text = data[len(CSV_HEADER) : end].decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _foreign(path, "a row") from err
+    paths = set()
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=2):
+        if len(row) != len(CSV_FIELDS) or not row[0]:
+            raise _foreign(path, f"record {number}")
+        paths.add(row[0])
+    return end, paths

@@ -5,13 +5,16 @@ Byte-level means every UTF-8 string is encodable (accents, CJK, emoji) and decod
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
-IGNORE_INDEX = -100  # label of positions without a loss (padding); PyTorch's cross-entropy default
+IGNORE_INDEX = -100
+MAX_TRAIN_CHARS = 1000  # longer captions are cut to this for training the BPE (a 1 MB caption took minutes)
+log = logging.getLogger(__name__)  # label of positions without a loss (padding); PyTorch's cross-entropy default
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
 
@@ -43,7 +46,17 @@ class CaptionTokenizer:
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 512, min_frequency: int = 2) -> CaptionTokenizer:
-        """Train a byte-level BPE on `texts` (the training captions)."""
+        """Train a byte-level BPE on `texts` (the training captions), each cut to `MAX_TRAIN_CHARS` characters
+        (BPE training time grows with the square of a text's length; captions are short)."""
+        cut = [0]
+
+        def capped() -> Iterable[str]:
+            for text in texts:
+                if len(text) > MAX_TRAIN_CHARS:
+                    cut[0] += 1
+                    text = text[:MAX_TRAIN_CHARS]
+                yield text
+
         tok = Tokenizer(models.BPE())
         # add_prefix_space=False keeps decode(encode(s)) == s exactly
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,7 +68,9 @@ class CaptionTokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        tok.train_from_iterator(texts, trainer=trainer)
+        tok.train_from_iterator(capped(), trainer=trainer)
+        if cut[0]:
+            log.warning("the tokenizer was trained on %d caption(s) cut to %d characters", cut[0], MAX_TRAIN_CHARS)
         return cls(tok)
 
     @classmethod

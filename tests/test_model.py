@@ -87,7 +87,11 @@ def test_mismatched_package_names_tensor_and_shapes(tiny_model, tokenizer, tmp_p
     path = tiny_model.save_pretrained(tmp_path / "pkg", tokenizer)
     cfg = tiny_model.config
     CaptionerConfig.from_dict({**cfg.to_dict(), "n_embd": 64}).save(path / "config.json")
-    with pytest.raises(ValueError, match=r"decoder\..*shape"):
+    with pytest.raises(ValueError, match=r"n_embd=64 but the weights hold 32"):  # named from the file's header
+        Captioner.from_pretrained(path)
+    wider = {**cfg.to_dict(), "encoder_kwargs": {**cfg.encoder_kwargs, "embed_dim": 48}}
+    CaptionerConfig.from_dict(wider).save(path / "config.json")
+    with pytest.raises(ValueError, match=r"tensor 'encoder\..*' has shape \(.*\) but the model built from config"):
         Captioner.from_pretrained(path)
 
 

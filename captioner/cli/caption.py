@@ -64,14 +64,15 @@ def caption(argv: list[str]) -> int:
 
 
 def expand_inputs(items: list[str], list_file: str | None = None) -> list[str]:
-    """Files, folders (every non-hidden file, recursively: non-images get an error row), globs, a list file."""
+    """Files, folders (every non-hidden entry that is not a folder, recursively: non-images, FIFOs and devices
+    get an error row), globs, a list file."""
     out: list[str] = []
     if list_file:
         out.extend(line.strip() for line in Path(list_file).read_text(encoding="utf-8").splitlines() if line.strip())
     for item in items:
         path = Path(item)
         if path.is_dir():
-            files = (p for p in path.rglob("*") if p.is_file())
+            files = (p for p in path.rglob("*") if not p.is_dir())  # FIFOs, devices, broken links: error rows
             out.extend(str(p) for p in sorted(files) if not any(part.startswith(".") for part in p.parts[-1:]))
         elif any(ch in item for ch in "*?[") and not path.exists():
             out.extend(sorted(glob.glob(item, recursive=True)))

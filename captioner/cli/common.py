@@ -63,10 +63,11 @@ def add_source_args(parser: argparse.ArgumentParser, formats: list[str], default
     g.add_argument("--root", help="image folder (table: paths are relative to it; coco; karpathy)")
     g.add_argument("--image-column", default="file_name", help="table: the image path column")
     g.add_argument("--caption-column", default="text", help="table and imagefolder: the caption column")
+    g.add_argument("--allow-outside-root", action="store_true", help="read image paths that resolve outside the root")
     g.add_argument("--split", default=split, help="Karpathy split(s), comma-separated (shapes: val, test or novel)")
 
 
 def data_source(args: argparse.Namespace) -> DataSource:
     from captioner.data.sources import DataSource
 
-    return DataSource(args.format, args.root, args.image_column, args.caption_column)
+    return DataSource(args.format, args.root, args.image_column, args.caption_column, args.allow_outside_root)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -51,10 +52,14 @@ def shards(argv: list[str]) -> int:
         return fail("--data (or --input) is required: the folder, table, COCO annotations or Karpathy file to read")
     try:
         items = clean(data_source(args).read(args.data, args.split.split(",")), args.data, args.drop_missing)
-        written = write_shards(items, args.pattern, args.max_count, args.overwrite)
+        written, skipped = write_shards(items, args.pattern, args.max_count, args.overwrite)
     except (DataError, FileExistsError) as err:
         return fail(str(err))
-    print(f"wrote {len(items)} samples in {len(written)} shard(s): {written[0]} .. {written[-1]}")
+    if skipped:
+        print(f"left out {len(skipped)} file(s) that do not decode as images, e.g. {skipped[:3]}", file=sys.stderr)
+    if not written:
+        return fail(f"no shard written: none of the {len(items)} files decodes as an image")
+    print(f"wrote {len(items) - len(skipped)} samples in {len(written)} shard(s): {written[0]} .. {written[-1]}")
     return 0
 
 

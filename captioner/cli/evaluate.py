@@ -50,6 +50,8 @@ def evaluate(argv: list[str]) -> int:
     from captioner.outputs import write_jsonl, write_text
     from captioner.shapes.evaluate import evaluate_shapes
 
+    if args.count < 1:
+        return fail(f"--count {args.count}: give the number of scenes to caption, at least 1")
     for out in (args.output, args.report):
         if out and Path(out).exists() and not args.overwrite:
             return fail(f"{out} exists; pass --overwrite to replace it")
@@ -76,7 +78,10 @@ def evaluate(argv: list[str]) -> int:
             pairs = clean(data_source(args).read(args.data, [args.split]), args.data)
         except ValueError as err:
             return fail(str(err))
-        metrics, records = evaluate_pairs(model, tok, pairs, gen, args.batch_size, args.workers)
+        try:
+            metrics, records = evaluate_pairs(model, tok, pairs, gen, args.batch_size, args.workers)
+        except ValueError as err:  # e.g. no image could be captioned
+            return fail(f"{args.data}: {err}")
         data = {"format": args.format, "path": args.data, "split": args.split, "count": len(pairs)}
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)

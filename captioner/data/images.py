@@ -4,6 +4,8 @@ and THE image-file dataset whose bad files become error rows instead of exceptio
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,8 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
     integer and float grayscale (rescaled to 8 bits), 1-bit. Raises `ImageDecodeError` naming the reason.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes):
+        _check_regular_file(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -45,6 +49,19 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageDecodeError(f"{name}: file not found") from err
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
         raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from err
+
+
+def _check_regular_file(path: str | Path) -> None:
+    """Only regular files are opened: a FIFO would block forever, a device could be endless."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as err:
+        raise ImageDecodeError(f"{path}: file not found") from err
+    except OSError as err:
+        raise ImageDecodeError(f"{path}: cannot be read ({err.strerror})") from err
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ImageDecodeError(f"{path}: {kind}; only image files are read")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

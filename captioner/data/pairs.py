@@ -35,6 +35,8 @@ class PairsDataModule(CaptionDataModule):
             `<annotations>/../train2017` from the file name; karpathy: the folder holding `filepath/filename`.
         image_column, caption_column: column names (table; imagefolder uses `file_name` + caption_column).
         drop_missing: skip images named in the metadata but missing on disk (default: one error before training).
+        allow_outside_root: train on image paths that resolve outside the data root (`..`, absolute paths,
+            symbolic links); by default they are refused before training, with a count and examples.
         max_failure_rate: images failing to decode are skipped and counted; above this rate training stops.
         augment: timm's training transform (random resized crop at scale 0.8-1, no colour jitter, no flip);
             off by default because crops can cut away what a caption names.
@@ -56,6 +58,7 @@ class PairsDataModule(CaptionDataModule):
         karpathy_train_splits: list[str] | None = None,
         val_fraction: float = 0.05,
         drop_missing: bool = False,
+        allow_outside_root: bool = False,
         max_failure_rate: float = 0.02,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         augment: bool = False,
@@ -78,7 +81,7 @@ class PairsDataModule(CaptionDataModule):
         if format == "webdataset" and not val:
             raise DataError("format webdataset needs data.init_args.val: a shard pattern for validation")
         self.format, self.train_path, self.val_path, self.root = format, train, val, root
-        self.source = DataSource(format, root, image_column, caption_column)
+        self.source = DataSource(format, root, image_column, caption_column, allow_outside_root)
         self.karpathy_train_splits = karpathy_train_splits or ["train", "restval"]
         self.val_fraction, self.drop_missing = val_fraction, drop_missing
         self.max_image_pixels, self.augment, self.hflip = max_image_pixels, augment, hflip
@@ -109,7 +112,9 @@ class PairsDataModule(CaptionDataModule):
         if self.format == "coco":
             val_file = Path(self.train_path).with_name(Path(self.train_path).name.replace("train", "val"))
             if val_file != Path(self.train_path) and val_file.is_file():
-                val_source = DataSource("coco", coco_image_dir(val_file))
+                val_source = DataSource(
+                    "coco", coco_image_dir(val_file), allow_outside_root=self.source.allow_outside_root
+                )
                 return {"train": train, "val": val_source.read(str(val_file))}
         return split_off(clean(train, f"{self.format} data", self.drop_missing), self.val_fraction)
 

@@ -14,7 +14,7 @@ from typing import Any
 import webdataset as wds
 
 from captioner.data.examples import make_example
-from captioner.data.images import DEFAULT_MAX_PIXELS
+from captioner.data.images import DEFAULT_MAX_PIXELS, ImageDecodeError, load_rgb
 from captioner.data.sources import DataError, Pair
 from captioner.preprocess import Transform
 
@@ -91,8 +91,11 @@ def iter_shard_captions(urls: str, limit: int) -> Iterator[str]:
             return
 
 
-def write_shards(pairs: list[Pair], pattern: str, max_count: int = 10_000, overwrite: bool = False) -> list[str]:
-    """Write pairs as shards (`out/%05d.tar`): original image bytes, KEY.txt (first caption), KEY.json (all)."""
+def write_shards(
+    pairs: list[Pair], pattern: str, max_count: int = 10_000, overwrite: bool = False
+) -> tuple[list[str], list[str]]:
+    """Write pairs as shards (`out/%05d.tar`): original image bytes, KEY.txt (first caption), KEY.json (all).
+    Only files that decode as images are written; returns the shard paths and the reasons of the files left out."""
     if "%" not in pattern:
         raise DataError(f"shard pattern {pattern!r} needs a %d-style field, e.g. shards/%05d.tar")
     first = Path(pattern % 0)
@@ -100,6 +103,7 @@ def write_shards(pairs: list[Pair], pattern: str, max_count: int = 10_000, overw
         raise FileExistsError(f"{first} exists; choose another pattern or pass --overwrite")
     first.parent.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
+    skipped: list[str] = []
     with wds.ShardWriter(pattern, maxcount=max_count, verbose=0) as sink:
         for i, pair in enumerate(pairs):
             path = Path(pair.image)
@@ -107,13 +111,19 @@ def write_shards(pairs: list[Pair], pattern: str, max_count: int = 10_000, overw
             ext = "jpg" if ext == "jpeg" else ext
             if ext not in IMAGE_EXTENSIONS:
                 raise DataError(f"{path}: shards hold jpg, png or webp images; convert this file first")
+            data = path.read_bytes() if path.is_file() else b""
+            try:
+                load_rgb(data)  # what would be trained on: the very bytes written
+            except ImageDecodeError as err:
+                skipped.append(f"{path}: {str(err).removeprefix('<bytes>: ')}")
+                continue
             sink.write(
                 {
                     "__key__": f"{i:09d}",
-                    ext: path.read_bytes(),
+                    ext: data,
                     "txt": pair.captions[0],
                     "json": json.dumps({"captions": pair.captions, "key": pair.key}, ensure_ascii=False),
                 }
             )
         written = [pattern % n for n in range(sink.shard)]
-    return written
+    return written, skipped

@@ -149,17 +149,38 @@ def read_pairs(
     image_column: str = "file_name",
     caption_column: str = "text",
     splits: Iterable[str] = ("test",),
+    allow_outside_root: bool = False,
 ) -> list[Pair]:
-    """Any file format by name: imagefolder, table, coco or karpathy (`splits` for Karpathy files)."""
+    """Any file format by name: imagefolder, table, coco or karpathy (`splits` for Karpathy files). Image paths
+    must stay inside the data root (the folder, `root`, or its default) unless `allow_outside_root`."""
     if fmt == "imagefolder":
-        return read_imagefolder(path, caption_column)
-    if fmt == "table":
-        return read_table(path, root, image_column, caption_column)
-    if fmt == "coco":
-        return read_coco(path, root or coco_image_dir(path))
-    if fmt == "karpathy":
-        return read_karpathy(path, root or Path(path).parent, splits)
-    raise DataError(f"unknown data format {fmt!r}; choose imagefolder, table, coco or karpathy")
+        base, pairs = Path(path), read_imagefolder(path, caption_column)
+    elif fmt == "table":
+        base = Path(root) if root is not None else Path(path).parent
+        pairs = read_table(path, base, image_column, caption_column)
+    elif fmt == "coco":
+        base = Path(root or coco_image_dir(path))
+        pairs = read_coco(path, base)
+    elif fmt == "karpathy":
+        base = Path(root or Path(path).parent)
+        pairs = read_karpathy(path, base, splits)
+    else:
+        raise DataError(f"unknown data format {fmt!r}; choose imagefolder, table, coco or karpathy")
+    if not allow_outside_root:
+        check_inside(pairs, base, path)
+    return pairs
+
+
+def check_inside(pairs: list[Pair], root: Path, source: str | Path) -> None:
+    """Every image path, with '..' and symbolic links resolved, lies inside `root` (resolved too)."""
+    base = root.resolve()
+    outside = [p.image for p in pairs if not Path(p.image).resolve().is_relative_to(base)]
+    if outside:
+        raise DataError(
+            f"{source}: {len(outside)} of {len(pairs)} image path(s) lie outside the data root {root} (after "
+            f"resolving '..' and symbolic links), e.g. {outside[:3]}. Keep the images under the root, or set "
+            "allow_outside_root: true (--allow-outside-root) if you mean it"
+        )
 
 
 FORMATS = ("imagefolder", "table", "coco", "karpathy")
@@ -176,16 +197,21 @@ class DataSource:
             `<annotations>/../train2017` from the file name; karpathy: the folder holding `filepath/filename`
             (default: the split file's folder).
         image_column, caption_column: column names (table; imagefolder uses `file_name` + caption_column).
+        allow_outside_root: read image paths that resolve outside the root; by default they are refused, with a
+            count and examples, before anything is opened.
     """
 
     format: str = "imagefolder"
     root: str | None = None
     image_column: str = "file_name"
     caption_column: str = "text"
+    allow_outside_root: bool = False  # image paths may leave the root ('..', absolute paths, symbolic links)
 
     def read(self, path: str | Path, splits: Iterable[str] = ("test",)) -> list[Pair]:
         """The pairs of `path` (`splits`: the Karpathy splits to take)."""
-        return read_pairs(self.format, path, self.root, self.image_column, self.caption_column, splits)
+        return read_pairs(
+            self.format, path, self.root, self.image_column, self.caption_column, splits, self.allow_outside_root
+        )
 
 
 def _load_json(path: str | Path) -> dict:

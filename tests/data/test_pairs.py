@@ -5,7 +5,9 @@ import logging
 
 import pytest
 import torch
+import webdataset as wds
 
+from captioner.cli import main
 from captioner.data.collate import CaptionCollator, DecodeFailures
 from captioner.data.examples import PairsDataset
 from captioner.data.pairs import PairsDataModule
@@ -18,6 +20,7 @@ from captioner.data.sources import (
     read_karpathy,
     read_table,
 )
+from captioner.shapes import make_scene
 
 
 def test_imagefolder_jsonl_with_caption_lists(shapes_folder):
@@ -158,3 +161,42 @@ def test_datamodule_checks_before_training(shapes_folder):
         PairsDataModule(format="imagefolder", train=str(shapes_folder))
     dm = PairsDataModule(format="imagefolder", train=str(shapes_folder), drop_missing=True, val_fraction=0.2)
     assert len(dm.pairs()["train"]) + len(dm.pairs()["val"]) == 11 and dm.pairs()["val"]
+
+
+def _table(tmp_path, names):  # noqa: ANN001, ANN202
+    table = tmp_path / "data" / "pairs.jsonl"
+    table.parent.mkdir(exist_ok=True)
+    table.write_text("".join(json.dumps({"file_name": n, "text": "a caption"}) + "\n" for n in names))
+    return table
+
+
+def test_paths_outside_the_data_root_are_refused(tmp_path):
+    from captioner.data.sources import DataSource
+
+    (tmp_path / "data").mkdir()
+    make_scene("train", 0).image.save(tmp_path / "data" / "ok.png")
+    outside = tmp_path / "secret.png"
+    make_scene("train", 1).image.save(outside)
+    (tmp_path / "data" / "link.png").symlink_to(outside)
+    table = _table(tmp_path, ["ok.png", "../secret.png", str(outside), "link.png"])
+    with pytest.raises(DataError, match=r"3 of 4 image path\(s\) lie outside the data root .*allow_outside_root"):
+        DataSource("table").read(table)
+    assert len(DataSource("table", allow_outside_root=True).read(table)) == 4  # the user means it
+
+
+def test_the_cli_refuses_them_before_training(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    table = _table(tmp_path, ["../../../../etc/passwd"])
+    assert main(["shards", str(tmp_path / "s/%05d.tar"), "--format", "table", "--input", str(table)]) == 2
+    assert "lie outside the data root" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    with pytest.raises(DataError, match="outside the data root"):
+        PairsDataModule(format="table", train=str(table))
+
+
+def test_shards_hold_only_what_decodes_as_an_image(shapes_folder, tmp_path, capsys):
+    (shapes_folder / "images/train_000003.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    assert main(["shards", str(tmp_path / "s/%05d.tar"), "--input", str(shapes_folder)]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 11 samples" in captured.out and "left out 1 file(s)" in captured.err
+    samples = list(wds.WebDataset(str(tmp_path / "s/00000.tar"), shardshuffle=False, empty_check=False))
+    assert len(samples) == 11 and all(b"root:x" not in s["png"] for s in samples)
