@@ -7,19 +7,16 @@ field or value, and what to do.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from captioner.data.tables import DataError, read_rows
+
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Input data that cannot be used as it is; the message says where and what to do."""
 
 
 @dataclass
@@ -29,42 +26,15 @@ class Pair:
     key: str = ""  # stable id (file name relative to the root, COCO image id, ...)
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) from a .jsonl or .csv file; errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv", ".json"):
-        raise DataError(f"{path}: unknown table format {suffix!r}; use .jsonl or .csv")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        message = f"{path}: line {line} is not valid UTF-8 (byte {err.start}); re-save the file as UTF-8"
-        raise DataError(message) from err
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
-        for row in reader:  # quoted commas and newlines inside fields parse as one value
-            yield reader.line_num, row
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {number} is not valid JSON ({err.msg})") from err
-
-
-def _captions(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
+def _captions(value: Any, where: str) -> list[str | None]:
+    """A caption value: a string or a list of strings (None entries are null captions, counted by the caller)."""
+    if value is None or isinstance(value, str):
         return [value]
-    if isinstance(value, list | tuple):
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
+    if isinstance(value, list) and all(v is None or isinstance(v, str) for v in value):
+        return value
+    raise DataError(
+        f"{where} is {type(value).__name__} {str(value)[:40]!r}; a caption is a string or a list of strings"
+    )
 
 
 def read_table(
@@ -77,6 +47,7 @@ def read_table(
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     by_key: dict[str, Pair] = {}
+    nulls = 0
     for number, row in read_rows(path):
         for column in (image_column, caption_column):
             if column not in row:
@@ -84,9 +55,15 @@ def read_table(
                     f"{path}: line {number} has no column {column!r}; columns found: {sorted(row)}. "
                     f"Set image_column / caption_column to the right names."
                 )
-        key = str(row[image_column])
+        key = row[image_column]
+        if not isinstance(key, str) or not key:
+            raise DataError(f"{path}: line {number}: {image_column!r} is {key!r}; it holds the image's path")
+        captions = _captions(row[caption_column], f"{path}: line {number}: {caption_column!r}")
+        nulls += captions.count(None)
         pair = by_key.setdefault(key, Pair(str(root / key), [], key))
-        pair.captions.extend(_captions(row[caption_column]))
+        pair.captions.extend(c for c in captions if c is not None)
+    if nulls:
+        log.warning("%s: dropped %d null caption(s)", path, nulls)
     return list(by_key.values())
 
 
@@ -105,10 +82,15 @@ def read_coco(annotations: str | Path, image_dir: str | Path) -> list[Pair]:
     for key in ("images", "annotations"):
         if key not in data:
             raise DataError(f"{annotations}: no {key!r} list; is this a COCO captions file? keys found: {sorted(data)}")
-    pairs = {img["id"]: Pair(str(Path(image_dir) / img["file_name"]), [], str(img["id"])) for img in data["images"]}
-    for ann in data["annotations"]:
-        if ann["image_id"] in pairs:
-            pairs[ann["image_id"]].captions.append(ann["caption"])
+    try:
+        pairs = {img["id"]: Pair(str(Path(image_dir) / img["file_name"]), [], str(img["id"])) for img in data["images"]}
+        for ann in data["annotations"]:
+            if ann["image_id"] in pairs:
+                pairs[ann["image_id"]].captions.extend(_captions(ann["caption"], f"{annotations}: a caption"))
+    except (KeyError, TypeError) as err:
+        raise DataError(
+            f"{annotations}: an image or annotation entry lacks {err} (COCO: id, file_name; image_id, caption)"
+        )
     return list(pairs.values())
 
 
@@ -128,11 +110,15 @@ def read_karpathy(split_file: str | Path, image_dir: str | Path, splits: Iterabl
     if "images" not in data:
         raise DataError(f"{split_file}: no 'images' list; is this a Karpathy split file (dataset_coco.json)?")
     out = []
-    for img in data["images"]:
-        if img.get("split") in splits:
-            rel = Path(img.get("filepath", "")) / img["filename"]
-            key = str(img.get("cocoid", img.get("imgid", rel)))
-            out.append(Pair(str(Path(image_dir) / rel), [s["raw"] for s in img.get("sentences", [])], key))
+    try:
+        for img in data["images"]:
+            if img.get("split") in splits:
+                rel = Path(img.get("filepath", "")) / img["filename"]
+                key = str(img.get("cocoid", img.get("imgid", rel)))
+                captions = [c for s in img.get("sentences", []) for c in _captions(s["raw"], f"{split_file}: raw")]
+                out.append(Pair(str(Path(image_dir) / rel), [c for c in captions if c is not None], key))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise DataError(f"{split_file}: an image entry lacks {err} (Karpathy: filename, split, sentences[].raw)")
     return out
 
 
