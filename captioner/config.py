@@ -49,10 +49,24 @@ class CaptionerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CaptionerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """A config from plain data, every field checked against the type of its default."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a JSON object of fields, not {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}; valid fields are {sorted(known)}")
+        defaults = cls()
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            expected = (int, float) if isinstance(default, float) else type(default)
+            wrong = value is not None and default is not None and not isinstance(value, expected)
+            if (
+                wrong
+                or (isinstance(value, bool) and not isinstance(default, bool))
+                or (value is None and default is not None)
+            ):
+                raise ValueError(f"config field {name!r} is {value!r}; expected a {type(default).__name__}")
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -60,7 +74,12 @@ class CaptionerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> CaptionerConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not valid JSON ({err}); a model package's config.json was changed") from err
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
 
 
 PRESETS: dict[str, CaptionerConfig] = {

@@ -47,12 +47,26 @@ class GenerationConfig:
     seed: int | None = None  # sampling: a fixed seed gives the same samples
 
     def validate(self) -> None:
+        """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside), naming them."""
+        import math
+
+        for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.min_new_tokens < 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError("min_new_tokens and no_repeat_ngram_size must be >= 0")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k}: must be at least 1 (or unset)")
+        for name in ("temperature", "repetition_penalty"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value}: must be a finite number > 0 (repetition_penalty 1.0 is off)")
+        if not math.isfinite(self.length_penalty):
+            raise ValueError(f"length_penalty={self.length_penalty}: must be a finite number")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ValueError(f"num_return_sequences={self.num_return_sequences} needs num_beams >= that (or sampling)")
         if self.do_sample and self.num_beams > 1:
             raise ValueError("beam sampling is not supported: use num_beams > 1 or do_sample, not both")
-        if self.temperature <= 0:
-            raise ValueError("temperature must be > 0 (use greedy decoding for temperature 0)")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
 

@@ -145,7 +145,13 @@ class Captioner(nn.Module):
         _check_shapes(weights, header, {k: tuple(v.shape) for k, v in expected.items()})
         model = cls(config, pretrained_encoder=False, pretrained_decoder=False)  # weights come from the package
         load_weights(model, weights)
-        return model.to(map_location).eval(), CaptionTokenizer.load(directory / TOKENIZER_FILE)
+        tokenizer = CaptionTokenizer.load(directory / TOKENIZER_FILE)
+        if tokenizer.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"{directory}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model {config.vocab_size}; "
+                "a package's tokenizer is the one it was trained with"
+            )
+        return model.to(map_location).eval(), tokenizer
 
 
 FLOAT_DTYPES = ("F32", "F16", "BF16")

@@ -31,6 +31,7 @@ def atomic_file(path: str | Path, mode: str = "w", overwrite: bool = True) -> It
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a file gets what the umask gives
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -62,6 +63,10 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         yield tmp
+        mask = _umask()
+        tmp.chmod(0o777 & ~mask)  # mkdtemp makes 0700: the folder and its files get what the umask gives
+        for child in tmp.rglob("*"):
+            child.chmod((0o777 if child.is_dir() else 0o666) & ~mask)
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -82,6 +87,12 @@ JSONL_START = b'{"path": '  # every row json.dumps writes starts so: the path is
 
 class OutputError(ValueError):
     """An output file that a run must not write to (someone else's rows, another run holds it); nothing changed."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
 
 
 class OutputWriter:

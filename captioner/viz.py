@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -91,6 +92,12 @@ def attention_figure(image: Image.Image, panels: list[tuple[str, torch.Tensor]],
     return fig
 
 
+def attention_file_name(path: str) -> str:
+    """`a/x.png` -> `x.<8 hex digits of the full path>.attention.png`: two images named alike never share a figure."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(path).stem}.{digest}.attention.png"
+
+
 def save_attention_figures(
     model: Captioner,
     tokenizer: CaptionTokenizer,
@@ -110,7 +117,7 @@ def save_attention_figures(
     )
     written = []
     for path, toks, m in zip(paths, tokens, maps, strict=True):
-        out = directory / f"{Path(path).stem}.attention.png"
+        out = directory / attention_file_name(path)
         attention_figure(load_rgb(path), word_maps(tokenizer, toks, m) if toks else []).save(out)
         written.append(out)
     return written

@@ -171,3 +171,35 @@ def test_bad_options_are_refused():
         GenerationConfig(num_return_sequences=3).validate()
     with pytest.raises(ValueError, match="temperature"):
         GenerationConfig(do_sample=True, temperature=0).validate()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_beams": 0},
+        {"top_k": -5},
+        {"max_new_tokens": -1},
+        {"num_return_sequences": 0},
+        {"repetition_penalty": 0.0},
+        {"length_penalty": float("nan")},
+        {"temperature": float("nan"), "do_sample": True},
+        {"min_new_tokens": -1},
+    ],  # fmt: skip
+    ids=lambda o: ",".join(o),
+)
+def test_decoding_options_that_make_nonsense_are_refused(options):
+    with pytest.raises(ValueError, match=next(iter(options))):
+        GenerationConfig(**options).validate()
+
+
+@pytest.mark.parametrize("flags", [["--num-beams", "0"], ["--repetition-penalty", "0"], ["--length-penalty", "nan"]])
+def test_the_commands_refuse_them_in_one_line(flags, trained_package, tmp_path, capsys):
+    from captioner.cli import main
+    from captioner.shapes import make_scene
+
+    image = tmp_path / "a.png"
+    make_scene("test", 0).image.save(image)
+    for command in (["caption", str(trained_package), str(image)], ["evaluate", str(trained_package)]):
+        assert main([*command, *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("captioner: error:") and "\n" not in err

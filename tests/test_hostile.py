@@ -43,7 +43,7 @@ def test_a_fifo_gets_an_error_row_by_name_and_in_a_folder(workers, trained_packa
 
 def test_evaluate_count_zero_is_refused(trained_package, capsys, deadline):
     assert main(["evaluate", str(trained_package), "--count", "0"]) == 2
-    assert "--count 0" in capsys.readouterr().err
+    assert "argument --count: 0 is not a whole number >= 1" in capsys.readouterr().err
 
 
 def java_children() -> list[str]:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import glob
 import sys
 from pathlib import Path
 
-from captioner.cli.common import add_generation_args, fail, generation_config, load_package
+from captioner.cli.common import Parser, add_generation_args, fail, generation_config, load_package, positive
 
 
 def caption(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner caption",
         description="Caption images with a model package: files, folders (recursive), globs or a list file. "
         "Exit code 0 when every file was captioned, 1 when any failed (they get a row with an `error`).",
@@ -22,7 +21,7 @@ def caption(argv: list[str]) -> int:
     parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=positive, default=32)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])

@@ -14,10 +14,26 @@ if TYPE_CHECKING:  # the commands import torch and the model only when they run,
     from captioner.tokenizer import CaptionTokenizer
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line error: `captioner: error: <command>: <what>`, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"captioner: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def fail(message: str) -> int:
     """A mistake the user can fix: one line on stderr, exit code 2."""
     print(f"captioner: error: {message}", file=sys.stderr)
     return 2
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the ValueError into its one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number >= 1")
+    return value
 
 
 def load_package(model_dir: str, device: str) -> tuple[Captioner, CaptionTokenizer]:

@@ -8,17 +8,17 @@ import sys
 import time
 from pathlib import Path
 
-from captioner.cli.common import add_source_args, data_source, fail
+from captioner.cli.common import Parser, add_source_args, data_source, fail, positive
 from captioner.data.sources import FORMATS
 
 
 def shapes(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner shapes", description="Write shapes scenes as an imagefolder (PNGs + metadata.jsonl)."
     )
     parser.add_argument("directory")
     parser.add_argument("--split", default="train", choices=["train", "val", "test", "novel"])
-    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--count", type=positive, default=100)
     parser.add_argument("--holdout", default="", help="held-out pairs as colour:shape,...")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -35,13 +35,13 @@ def shapes(argv: list[str]) -> int:
 
 
 def shards(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner shards",
         description="Write webdataset tar shards (KEY.jpg|png|webp + KEY.txt + KEY.json) from any readable format.",
     )
     parser.add_argument("pattern", help="output shard pattern with a %%d field, e.g. shards/%%05d.tar")
     add_source_args(parser, list(FORMATS), default="imagefolder", split="train")
-    parser.add_argument("--max-count", type=int, default=10_000, help="samples per shard")
+    parser.add_argument("--max-count", type=positive, default=10_000, help="samples per shard")
     parser.add_argument("--drop-missing", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -64,7 +64,7 @@ def shards(argv: list[str]) -> int:
 
 
 def prepare_coco(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner prepare-coco",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""Check a COCO captions folder and print the config lines that read it.

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from captioner.cli.common import fail
+from captioner.cli.common import Parser, fail
 from captioner.model import Captioner
 from captioner.outputs import write_jsonl, write_text
 from captioner.shapes.evaluate import evaluate_shapes
@@ -55,7 +54,7 @@ def _print(report: dict, run_dir: Path) -> None:
 
 
 def demo(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner demo",
         description="Train on shapes from a config, then caption 500 held-out test scenes and score them.",
     )

@@ -7,18 +7,20 @@ import json
 from pathlib import Path
 
 from captioner.cli.common import (
+    Parser,
     add_generation_args,
     add_source_args,
     data_source,
     fail,
     generation_config,
     load_package,
+    positive,
 )
 from captioner.data.sources import FORMATS, clean
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="captioner evaluate",
         description="Caption a data set split and score it: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (pycocoevalcap; "
         "without Java a pure-Python tokenizer is used and METEOR skipped), plus exact match and attribute "
@@ -26,7 +28,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model_dir", help="model package folder")
     add_source_args(parser, ["shapes", *FORMATS], default="shapes", split="test")
-    parser.add_argument("--count", type=int, default=500, help="shapes: number of scenes (default 500)")
+    parser.add_argument("--count", type=positive, default=500, help="shapes: number of scenes (default 500)")
     parser.add_argument("--holdout", help="shapes: held-out pairs colour:shape,...; default from training.json")
     parser.add_argument("--blind", action="store_true", help="shapes: image-blind control (swap image tokens)")
     parser.add_argument(
@@ -50,12 +52,13 @@ def evaluate(argv: list[str]) -> int:
     from captioner.outputs import write_jsonl, write_text
     from captioner.shapes.evaluate import evaluate_shapes
 
-    if args.count < 1:
-        return fail(f"--count {args.count}: give the number of scenes to caption, at least 1")
     for out in (args.output, args.report):
         if out and Path(out).exists() and not args.overwrite:
             return fail(f"{out} exists; pass --overwrite to replace it")
-    gen = generation_config(args)
+    try:
+        gen = generation_config(args)
+    except ValueError as err:
+        return fail(str(err))
     model, tok = load_package(args.model_dir, args.device)
     if args.format == "shapes":
         holdout = _holdout(args.model_dir, args.holdout)
@@ -96,6 +99,10 @@ def _holdout(model_dir: str, given: str | None) -> list[tuple[str, str]]:
     if given is not None:
         return [tuple(p.split(":", 1)) for p in given.split(",") if p]  # type: ignore[misc]
     info = Path(model_dir) / "training.json"
-    if info.is_file():
-        return [tuple(p) for p in json.loads(info.read_text())["data"].get("holdout_pairs", [])]  # type: ignore[misc]
-    return []
+    if not info.is_file():
+        return []
+    try:
+        pairs = json.loads(info.read_text(encoding="utf-8")).get("data", {}).get("holdout_pairs", [])
+        return [(str(c), str(s)) for c, s in pairs]
+    except (ValueError, AttributeError, TypeError) as err:
+        raise ValueError(f"{info}: not the training.json `captioner fit` writes ({err}); pass --holdout") from err

@@ -37,30 +37,54 @@ Run `captioner COMMAND --help` for the options of a command.
 )
 
 
+# what a user's input can raise: one line on stderr and exit code 2 (`--debug` shows the traceback instead)
+USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user's mistake behind `err`, also when a library wrapped it (jsonargparse wraps a DataModule's errors)."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    ours = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__.startswith("captioner")]
+    plain = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__ in ("builtins", "json.decoder")]
+    return (ours or plain or [None])[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
-    if command in TRAINER_COMMANDS:
-        from captioner.train.cli import trainer_cli
-
-        try:
-            trainer_cli([command, *rest])
-        except pickle.UnpicklingError as err:
-            print(
-                "captioner: error: the checkpoint needs arbitrary unpickling (it could run code) and was refused. "
-                "If you trust the file, pass --weights_only false.\n" + str(err).splitlines()[0],
-                file=sys.stderr,
-            )
-            return 2
-        return 0
-    if command not in COMMANDS:
+    if command not in (*TRAINER_COMMANDS, *COMMANDS):
         print(f"captioner: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    module, function, _ = COMMANDS[command]
-    return getattr(importlib.import_module(f"captioner.cli.{module}"), function)(rest)
+    try:
+        if command in TRAINER_COMMANDS:
+            from captioner.train.cli import trainer_cli
+
+            trainer_cli([command, *rest])
+            return 0
+        module, function, _ = COMMANDS[command]
+        try:
+            return getattr(importlib.import_module(f"captioner.cli.{module}"), function)(rest)
+        except SystemExit as done:  # --help, or a flag refused by the parser (its one line is printed)
+            return done.code if isinstance(done.code, int) else 2
+    except Exception as err:  # noqa: BLE001 - sorted into the user's mistakes and bugs here
+        found = user_error(err)
+        if debug or found is None:
+            raise
+        if isinstance(found, pickle.UnpicklingError):
+            message = ("the checkpoint needs arbitrary unpickling (it could run code) and was refused; if you trust "
+                       f"the file, pass --weights_only false ({str(found).splitlines()[0]})")  # fmt: skip
+        else:
+            message = " ".join(str(found).split()) or type(found).__name__
+        print(f"captioner: error: {message} (--debug shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,12 +21,15 @@ class DecodeFailures:
         self.max_rate, self.min_seen = max_rate, min_seen
         self.seen, self.failed = 0, 0
         self.examples: list[str] = []
+        self.warned: set[str] = set()  # each file is warned about once (again in later epochs: only counted)
 
     def update(self, total: int, failures: list[dict[str, Any]]) -> None:
         self.seen += total
         self.failed += len(failures)
         for f in failures:
-            warnings.warn(f"skipped an image that failed to decode: {f['error']}", stacklevel=2)
+            if f["error"] not in self.warned:
+                self.warned.add(f["error"])
+                warnings.warn(f"skipped an image that failed to decode: {f['error']}", stacklevel=2)
             if len(self.examples) < 5:
                 self.examples.append(f["error"])
         if self.seen >= self.min_seen and self.failed > self.max_rate * self.seen:

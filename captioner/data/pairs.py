@@ -83,6 +83,11 @@ class PairsDataModule(CaptionDataModule):
         self.format, self.train_path, self.val_path, self.root = format, train, val, root
         self.source = DataSource(format, root, image_column, caption_column, allow_outside_root)
         self.karpathy_train_splits = karpathy_train_splits or ["train", "restval"]
+        if not 0 < val_fraction < 1:
+            raise DataError(
+                f"data.init_args.val_fraction={val_fraction}: the share of the training images kept for validation "
+                "must lie between 0 and 1 (e.g. 0.05), or give validation data in data.init_args.val"
+            )
         self.val_fraction, self.drop_missing = val_fraction, drop_missing
         self.max_image_pixels, self.augment, self.hflip = max_image_pixels, augment, hflip
         self.epoch_samples, self.shuffle_buffer = epoch_samples, shuffle_buffer

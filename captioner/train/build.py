@@ -35,8 +35,8 @@ def build_model(
         if vocab_size is not None and vocab_size != model.config.vocab_size:
             raise ValueError(
                 f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with "
-                f"{model.config.vocab_size}; fine-tuning keeps the package's tokenizer "
-                "(leave data.tokenizer_path unset)"
+                f"{model.config.vocab_size}; fine-tuning keeps the package's tokenizer: leave data.tokenizer_path "
+                "and data.hf_tokenizer unset (the CLI then uses the package's tokenizer.json)"
             )
         if reinit_unused_tokens and finetune != "cross_attention":  # only where the embeddings then train
             reinit_unused_embeddings(model, init_from)

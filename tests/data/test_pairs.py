@@ -200,3 +200,9 @@ def test_shards_hold_only_what_decodes_as_an_image(shapes_folder, tmp_path, caps
     assert "wrote 11 samples" in captured.out and "left out 1 file(s)" in captured.err
     samples = list(wds.WebDataset(str(tmp_path / "s/00000.tar"), shardshuffle=False, empty_check=False))
     assert len(samples) == 11 and all(b"root:x" not in s["png"] for s in samples)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
+def test_a_val_fraction_outside_zero_one_names_the_option(fraction, shapes_folder):
+    with pytest.raises(DataError, match="val_fraction=.*between 0 and 1"):
+        PairsDataModule(train=str(shapes_folder), val_fraction=fraction)
