@@ -48,7 +48,10 @@ def user_error(err: BaseException) -> BaseException | None:
         chain.append(err)
         err = err.__cause__ or err.__context__
     ours = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__.startswith("captioner")]
-    plain = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__ in ("builtins", "json.decoder")]
+    plain = [
+        e for e in chain
+        if isinstance(e, pickle.UnpicklingError) or (isinstance(e, USER_ERRORS) and type(e).__module__ == "builtins")
+    ]  # fmt: skip
     return (ours or plain or [None])[0]
 
 
