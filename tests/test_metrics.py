@@ -27,6 +27,7 @@ def direct(gts, res, meteor: bool) -> dict:
     return out
 
 
+@pytest.mark.slow  # three Java scorers started: about 15 s, kept out of the fast set
 @pytest.mark.skipif(not java_available(), reason="Java is needed for the PTB tokenizer and METEOR")
 def test_metrics_equal_pycocoevalcap_with_java():
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 
 from captioner.config import CaptionerConfig
@@ -11,6 +12,7 @@ from captioner.train.module import CaptionerModule
 from tests.helpers import fit
 
 
+@pytest.mark.slow  # torch.compile of a training step: about 8 s
 def test_compiled_training_pads_to_fixed_length_compiles_once_and_matches_eager(tmp_path):
     import torch._dynamo
 
