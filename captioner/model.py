@@ -144,7 +144,7 @@ class Captioner(nn.Module):
             expected = cls(config, pretrained_encoder=False, pretrained_decoder=False).state_dict()
         _check_shapes(weights, header, {k: tuple(v.shape) for k, v in expected.items()})
         model = cls(config, pretrained_encoder=False, pretrained_decoder=False)  # weights come from the package
-        load_weights(model, weights)
+        _load_checked(model, weights)
         tokenizer = CaptionTokenizer.load(directory / TOKENIZER_FILE)
         if tokenizer.vocab_size != config.vocab_size:
             raise ValueError(
@@ -198,6 +198,11 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_shapes(path, check_header(model.config, path), expected)  # type: ignore[arg-type]
+    _load_checked(model, path)
+
+
+def _load_checked(model: nn.Module, path: Path) -> None:
+    """Load weights whose header was checked already; refuse missing, unexpected and non-finite tensors."""
     missing, unexpected = load_model(model, str(path), strict=False)  # knows the tied lm_head / wte weights
     if missing or unexpected:
         raise ValueError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected tensors {sorted(unexpected)[:5]}")

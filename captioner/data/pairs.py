@@ -80,7 +80,7 @@ class PairsDataModule(CaptionDataModule):
             raise DataError("data.init_args.train is required: the training data path (folder, file or shard pattern)")
         if format == "webdataset" and not val:
             raise DataError("format webdataset needs data.init_args.val: a shard pattern for validation")
-        self.format, self.train_path, self.val_path, self.root = format, train, val, root
+        self.format, self.train_path, self.val_path = format, train, val
         self.source = DataSource(format, root, image_column, caption_column, allow_outside_root)
         self.karpathy_train_splits = karpathy_train_splits or ["train", "restval"]
         if not 0 < val_fraction < 1:
