@@ -7,6 +7,7 @@ cross-attention layers are gated with tanh(gate), gate = 0, so before training t
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 import torch
@@ -41,7 +42,14 @@ def gpt2_state_dict(name_or_path: str) -> dict[str, torch.Tensor]:
     """GPT-2 weights renamed and transposed into our decoder's names."""
     from transformers import GPT2LMHeadModel
 
-    hf = GPT2LMHeadModel.from_pretrained(name_or_path).state_dict()
+    try:
+        hf = GPT2LMHeadModel.from_pretrained(name_or_path).state_dict()
+    except pickle.UnpicklingError as err:  # transformers loads a .bin with torch.load(weights_only=True)
+        raise ValueError(
+            f"decoder_init_from={name_or_path}: its PyTorch .bin weights need arbitrary unpickling (which could run "
+            "code) and were refused; use a GPT-2 with model.safetensors (if you trust the file, load it once in "
+            "Python with transformers and save_pretrained it: that writes safetensors)"
+        ) from err
     out: dict[str, torch.Tensor] = {}
     for key, value in hf.items():
         if not key.startswith("transformer.") or key.endswith((".attn.bias", ".attn.masked_bias")):

@@ -85,6 +85,27 @@ CSV_HEADER = ",".join(CSV_FIELDS).encode() + b"\r\n"  # what csv.DictWriter writ
 JSONL_START = b'{"path": '  # every row json.dumps writes starts so: the path is its first key
 
 
+def check_writable(path: str | Path, option: str, folder: bool = False) -> None:
+    """Refuse now, not after the work, a place that cannot be written: `path` is a file to write (or, `folder`, a
+    folder to fill); its folder is made if needed and a temporary file is created in it and removed."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise OutputError(
+            f"{option} {path} is {'not ' if folder else ''}a folder; give a {'folder' if folder else 'file'} name"
+        )
+    where = path if folder else path.parent
+    blocking = next((p for p in (where, *where.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{option} {path}: {blocking} is a file, not a folder; choose another place")
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".captioner-check.", dir=where)
+    except OSError as err:
+        raise OutputError(f"{option} {path}: cannot write there ({err.strerror or err}); choose another place") from err
+    os.close(fd)
+    os.unlink(tmp)
+
+
 class OutputError(ValueError):
     """An output file that a run must not write to (someone else's rows, another run holds it); nothing changed."""
 

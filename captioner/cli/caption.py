@@ -44,6 +44,12 @@ def caption(argv: list[str]) -> int:
         return fail(f"--output {output}: use a .jsonl or .csv file name")
     if output is not None and output.exists() and not (args.overwrite or args.resume):
         return fail(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
+    from captioner.outputs import check_writable
+
+    if output is not None:
+        check_writable(output, "--output")
+    if args.attention_maps:
+        check_writable(args.attention_maps, "--attention-maps", folder=True)
     paths = expand_inputs(args.inputs, args.list_file)
     if not paths:
         return fail(f"no files found in {args.inputs}")
@@ -67,6 +73,8 @@ def expand_inputs(items: list[str], list_file: str | None = None) -> list[str]:
     get an error row), globs, a list file."""
     out: list[str] = []
     if list_file:
+        if not Path(list_file).is_file():
+            raise FileNotFoundError(f"--list {list_file}: no such file (give a text file with one image path per line)")
         out.extend(line.strip() for line in Path(list_file).read_text(encoding="utf-8").splitlines() if line.strip())
     for item in items:
         path = Path(item)

@@ -49,12 +49,14 @@ def evaluate(argv: list[str]) -> int:
     from dataclasses import asdict
 
     from captioner.evaluate import evaluate_pairs
-    from captioner.outputs import write_jsonl, write_text
+    from captioner.outputs import check_writable, write_jsonl, write_text
     from captioner.shapes.evaluate import evaluate_shapes
 
-    for out in (args.output, args.report):
+    for option, out in (("--output", args.output), ("--report", args.report)):
         if out and Path(out).exists() and not args.overwrite:
             return fail(f"{out} exists; pass --overwrite to replace it")
+        if out:
+            check_writable(out, option)  # before the scoring, not after it
     try:
         gen = generation_config(args)
     except ValueError as err:

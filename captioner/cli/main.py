@@ -55,6 +55,16 @@ def user_error(err: BaseException) -> BaseException | None:
     return (ours or plain or [None])[0]
 
 
+def one_line(err: BaseException) -> str:
+    """The error's sentence on one line; for an error raised in a DataLoader worker (which torch re-raises with
+    the worker's whole traceback as its message) the worker's own sentence."""
+    text = str(err)
+    if "\nOriginal Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(f"{type(err).__module__}.{type(err).__name__}: ") else last
+    return " ".join(text.split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             message = ("the checkpoint needs arbitrary unpickling (it could run code) and was refused; if you trust "
                        f"the file, pass --weights_only false ({str(found).splitlines()[0]})")  # fmt: skip
         else:
-            message = " ".join(str(found).split()) or type(found).__name__
+            message = one_line(found)
         print(f"captioner: error: {message} (--debug shows where)", file=sys.stderr)
         return 2
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from captioner.data.collate import CaptionCollator, DecodeFailures
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.resumable import ResumableDataLoader
+from captioner.data.tables import DataError
 from captioner.preprocess import Preprocessing, Transform
 from captioner.tokenizer import CaptionTokenizer
 
@@ -135,12 +136,12 @@ class CaptionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        share = len(dataset) // max(1, self.num_workers) if hasattr(dataset, "__len__") else 100  # per worker
+        failures = DecodeFailures(self.max_failure_rate, min_seen=max(1, min(100, share)))
         kwargs = {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
-            "collate_fn": CaptionCollator(
-                self.tokenizer, self.max_length, DecodeFailures(self.max_failure_rate), self.pad_to_max_length
-            ),
+            "collate_fn": CaptionCollator(self.tokenizer, self.max_length, failures, self.pad_to_max_length),
             "persistent_workers": self.num_workers > 0,
         }
         if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
@@ -152,6 +153,14 @@ class CaptionDataModule(L.LightningDataModule):
         return ResumableDataLoader(dataset, shuffle=shuffle, seed=seed, drop_last=shuffle, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        ranks = self.trainer.world_size if self.trainer is not None else 1
+        if hasattr(dataset, "__len__") and len(dataset) // ranks < self.batch_size:  # the last batch is dropped
+            raise DataError(
+                f"{len(dataset)} training examples{f' ({len(dataset) // ranks} per device)' if ranks > 1 else ''} "
+                f"make no whole batch of data.init_args.batch_size={self.batch_size} (an incomplete last batch is "
+                "dropped), so nothing would train; lower the batch size or add examples"
+            )
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

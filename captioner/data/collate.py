@@ -8,13 +8,17 @@ from typing import Any
 
 import torch
 
+from captioner.data.tables import DataError
 from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
 
 
 class DecodeFailures:
     """Counts examples whose image failed to decode; warns naming each, stops when too many fail.
 
-    Each DataLoader worker holds its own copy, so the rate is checked per worker (each sees a random share).
+    Each DataLoader worker holds its own copy, so the rate is checked per worker (each sees a random share). The
+    check applies once `min_seen` examples were seen: 100, or a worker's whole share of a smaller split (the loader
+    sets it), so that a small split whose images all fail (a 5 % validation split landing on one broken file)
+    stops with this message instead of training or validating on nothing.
     """
 
     def __init__(self, max_rate: float = 0.02, min_seen: int = 100) -> None:
@@ -33,10 +37,10 @@ class DecodeFailures:
             if len(self.examples) < 5:
                 self.examples.append(f["error"])
         if self.seen >= self.min_seen and self.failed > self.max_rate * self.seen:
-            raise RuntimeError(
+            raise DataError(
                 f"{self.failed} of {self.seen} images failed to decode ({self.failed / self.seen:.1%} > "
-                f"max_failure_rate {self.max_rate:.1%}), e.g. {self.examples}. Fix or remove these files, or raise "
-                "data.init_args.max_failure_rate."
+                f"max_failure_rate {self.max_rate:.1%}), e.g. {'; '.join(self.examples[:3])}. Fix or remove these "
+                "files, or raise data.init_args.max_failure_rate."
             )
 
 

@@ -7,6 +7,8 @@ from captioner.train.callbacks import CaptionWriter, ExportModelPackage, Preempt
 from captioner.train.checkpoint_io import AtomicCheckpointIO
 from captioner.train.connect import connect
 from captioner.train.module import CaptionerModule
+from captioner.train.progress import StepProgressBar
+from captioner.train.run_folder import RunFolder
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -14,5 +16,7 @@ __all__ = [
     "CaptionerModule",
     "ExportModelPackage",
     "PreemptionCheckpoint",
+    "RunFolder",
+    "StepProgressBar",
     "connect",
 ]

@@ -8,7 +8,9 @@ checkpoint in place of the previous good one. A rename within one folder cannot 
 
 from __future__ import annotations
 
+import pickle
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,6 +25,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_file(path, "wb") as f:
             torch.save(checkpoint, f)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's loader; a file that is not a whole checkpoint is one clear error, not torch's zip message."""
+        try:
+            return super().load_checkpoint(path, map_location, weights_only)
+        except (FileNotFoundError, pickle.UnpicklingError):  # named by Lightning / explained by the CLI
+            raise
+        except (RuntimeError, EOFError, OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{path} is not a checkpoint that loads (cut short by a crash or a full disk, or not written by "
+                f"`captioner fit`: {err}); resume from another checkpoint of its folder"
+            ) from err
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from, named with the reason."""
+
+
+def check_fits(path: Any, saved: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> None:
+    """A checkpoint's `state_dict` must hold exactly the module's tensors, shape for shape: else the tensors that
+    differ are named (a resume with another config than the run's), before Lightning's load prints 100 lines."""
+    shapes = [f"{k}: {tuple(v.shape)} saved, {tuple(own[k].shape)} here" for k, v in saved.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if shapes or missing or unexpected:
+        found = shapes[:3] + [f"missing {m}" for m in missing[:3]] + [f"not in this model {u}" for u in unexpected[:3]]
+        raise CheckpointError(
+            f"{path} does not fit the model this config builds ({'; '.join(found)}); resume with the config the run "
+            "was trained with (config.yaml in its log folder)"
+        )
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from captioner.data.base import CaptionDataModule
 from captioner.model import TOKENIZER_FILE
 from captioner.train.connect import connect
 from captioner.train.module import CaptionerModule
+from captioner.train.progress import StepProgressBar
+from captioner.train.run_folder import RunFolder
 
 
 def default_precision() -> str:
@@ -29,6 +32,30 @@ class CaptionerCLI(LightningCLI):
         """Build data, model and trainer, then connect the data and the model explicitly (`train.connect`)."""
         super().instantiate_classes()
         connect(self.model, self.datamodule, self.trainer)
+        if self.subcommand == "fit":  # first: the folder is locked before any other callback writes into it
+            self.trainer.callbacks.insert(0, RunFolder())
+        if not self._configured(ProgressBar):  # Lightning's default bar: ours counts steps when max_steps is set
+            bars = [c for c in self.trainer.callbacks if type(c) is RichProgressBar]
+            for bar in bars:
+                self.trainer.callbacks[self.trainer.callbacks.index(bar)] = StepProgressBar()
+
+    def before_fit(self) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunFolder):
+                callback.claim(self.trainer)
+
+    def _configured(self, kind: type) -> bool:
+        """Whether the config (before instantiation: class paths) names a callback of this kind."""
+        from jsonargparse import Namespace
+        from jsonargparse.typing import import_object
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        callbacks = config.get("trainer", {}).get("callbacks") or []
+        for c in callbacks if isinstance(callbacks, list) else [callbacks]:
+            path = c.get("class_path") if isinstance(c, (Namespace, dict)) else None
+            if path and isinstance(cls := import_object(path), type) and issubclass(cls, kind):
+                return True
+        return False
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
@@ -55,7 +82,7 @@ class CaptionerCLI(LightningCLI):
 
 def resolve_last_checkpoint(config) -> None:  # noqa: ANN001
     """`--ckpt_path last`: the newest last.ckpt of this config's runs; the resumed run logs into the same folder
-    (the metrics logged before the resume are kept as metrics.partN.csv)."""
+    (`RunFolder` locks it and keeps the metrics logged before the resume as metrics.partN.csv)."""
     logger = config.trainer.get("logger")
     args = logger.get("init_args") if hasattr(logger, "get") else None
     if args is None or not args.get("save_dir"):
@@ -68,12 +95,6 @@ def resolve_last_checkpoint(config) -> None:  # noqa: ANN001
     run_dir = found[-1].parent.parent
     version = run_dir.name.removeprefix("version_")
     args["version"] = int(version) if version.isdigit() else version
-    metrics = run_dir / "metrics.csv"
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # rank from the launcher's environment
-
-    if metrics.is_file() and rank_zero_only.rank == 0:  # Lightning's CSV logger would delete it: keep it as a part
-        parts = len(list(run_dir.glob("metrics.part*.csv")))
-        metrics.rename(run_dir / f"metrics.part{parts}.csv")
 
 
 def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI:

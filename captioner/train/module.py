@@ -13,9 +13,9 @@ from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
-from captioner.train.checkpoint_io import restore_rng, rng_state
+from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
 from captioner.train.optim import clip_gradients, configure_adamw
-from captioner.train.samples import caption_scores, log_samples
+from captioner.train.samples import report_captions
 
 # our checkpoints' hyperparameters hold these dataclasses: allow them under torch.load(weights_only=True), so that
 # resuming never needs arbitrary unpickling
@@ -90,6 +90,11 @@ class CaptionerModule(L.LightningModule):
         self._compiled_loss = None  # torch.compile(model.loss), made in setup when `compile`
         self.tokenizer: CaptionTokenizer | None = None  # handed over by `connect`
         self._outputs: list[dict[str, Any]] = []
+        # Lightning's model summary measures FLOPs on this: one image and a caption of block_size tokens
+        self.example_input_array = (
+            torch.zeros(1, *self.model.preprocessing.input_size),  # (1, C, H, W)
+            torch.zeros(1, self.config.block_size, dtype=torch.long),  # (1, T)
+        )
 
     def connect(self, tokenizer: CaptionTokenizer) -> None:
         """What the module needs from the data: its tokenizer (captions in validation, the exported package)."""
@@ -166,20 +171,15 @@ class CaptionerModule(L.LightningModule):
 
     def _caption_epoch_end(self, stage: str) -> None:
         outputs, self._outputs = self._outputs, []
-        if not outputs:
-            return
-        every = self.caption_metrics_every_n_epochs
-        with_metrics = every > 0 and (stage != "val" or self.current_epoch % every == 0)
-        for name, value in caption_scores(outputs, with_metrics).items():
-            self.log(f"{stage}/{name}", value, prog_bar=name in ("exact_match", "CIDEr-D"))
-        if stage == "val" and not self.trainer.sanity_checking:
-            log_samples(self, outputs[: self.num_samples])  # every rank with outputs: it holds a collective
+        report_captions(self, stage, outputs, self.caption_metrics_every_n_epochs, self.num_samples)
 
     # ---- state that travels with checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["captioner_rng"] = rng_state()  # dropout and anything else random resume where they were
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_fits(self.trainer.ckpt_path if self._trainer else "the checkpoint", checkpoint["state_dict"],
+                   self.state_dict())  # fmt: skip
         if checkpoint.get("captioner_rng"):
             restore_rng(checkpoint["captioner_rng"])
 

@@ -9,6 +9,20 @@ from typing import Any
 import lightning as L
 
 
+def report_captions(
+    module: L.LightningModule, stage: str, outputs: list[dict[str, Any]], metrics_every: int, num_samples: int
+) -> None:
+    """At the end of a validation/test epoch: log the scores of its captions (caption metrics every
+    `metrics_every` epochs in validation, always in test) and, in validation, a few sample captions."""
+    if not outputs:
+        return
+    with_metrics = metrics_every > 0 and (stage != "val" or module.current_epoch % metrics_every == 0)
+    for name, value in caption_scores(outputs, with_metrics).items():
+        module.log(f"{stage}/{name}", value, prog_bar=name in ("exact_match", "CIDEr-D"))
+    if stage == "val" and not module.trainer.sanity_checking:
+        log_samples(module, outputs[:num_samples])  # every rank with outputs: it holds a collective
+
+
 def caption_scores(outputs: list[dict[str, Any]], with_metrics: bool) -> dict[str, float]:
     """Exact match and attribute accuracy when the outputs are shapes scenes; BLEU/METEOR/ROUGE-L/CIDEr-D too
     when `with_metrics`."""

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from captioner.cli import main
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TINY_MODEL
 
 
 def one_line_error(capsys) -> str:  # noqa: ANN001
@@ -105,3 +105,76 @@ def test_packages_follow_the_umask(tiny_model, tokenizer, tmp_path):
         os.umask(old)
     assert package.stat().st_mode & 0o777 == 0o755
     assert (package / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("where", ["report", "output"])
+def test_evaluate_refuses_an_unwritable_place_before_scoring(where, trained_package, tmp_path, capsys, monkeypatch):
+    import captioner.shapes.evaluate
+
+    def scored(*_, **__):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("scored before the output was checked")
+
+    monkeypatch.setattr(captioner.shapes.evaluate, "evaluate_shapes", scored)
+    (tmp_path / "a_file").write_text("")
+    place = tmp_path / "a_file" / "x.json"  # its folder is a file: nothing can be written there
+    assert main(["evaluate", str(trained_package), "--count", "2", f"--{where}", str(place)]) == 2
+    assert f"--{where} {place}: {place.parent} is a file, not a folder" in one_line_error(capsys)
+
+
+def test_caption_refuses_an_attention_maps_folder_that_cannot_be_made(trained_package, tmp_path, capsys):
+    from captioner.shapes import make_scene
+
+    make_scene("test", 0).image.save(tmp_path / "a.png")
+    (tmp_path / "maps").write_text("")  # a file where the folder should be
+    args = ["caption", str(trained_package), str(tmp_path / "a.png"), "--attention-maps", str(tmp_path / "maps")]
+    assert main(args) == 2
+    assert "--attention-maps" in one_line_error(capsys) and (tmp_path / "maps").read_text() == ""
+
+
+def test_a_gpt2_whose_bin_needs_unpickling_is_refused_with_what_to_do(gpt2_dir, tmp_path, capsys):
+    import os
+
+    import torch
+    from safetensors.torch import load_file
+
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    evil = tmp_path / "gpt2"
+    shutil.copytree(gpt2_dir, evil)
+    state = load_file(evil / "model.safetensors")
+    (evil / "model.safetensors").unlink()
+    torch.save({**state, "x": Payload()}, evil / "pytorch_model.bin")
+    args = ["fit", "--config", str(ROOT / "configs/shapes.yaml"), f"--model.config.decoder_init_from={evil}"]
+    assert main(args) == 2
+    said = one_line_error(capsys)
+    assert "need arbitrary unpickling" in said and "save_pretrained" in said and "--weights_only" not in said
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])  # in a worker, torch re-raises it with the worker's traceback
+def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, tmp_path, capsys):
+    from captioner.shapes import write_imagefolder
+
+    train = write_imagefolder(tmp_path / "train", "train", 16)
+    val = write_imagefolder(tmp_path / "val", "val", 3)  # below the 100 examples the failure rate once needed
+    for image in (val / "images").iterdir():
+        image.write_bytes(b"not an image")
+    args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={train}",
+            f"--data.init_args.val={val}", f"--data.init_args.num_workers={workers}", "--data.init_args.batch_size=4",
+            "--data.init_args.vocab_size=300", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert main(args) == 2
+    said = one_line_error(capsys)
+    assert "3 of 3 images failed to decode" in said and "val_000000.png" in said
+    assert "ModelCheckpoint" not in said
+
+
+def test_a_training_set_smaller_than_a_batch_is_refused(shapes_folder, tmp_path, capsys):
+    args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={shapes_folder}",
+            "--data.init_args.val_fraction=0.25", "--data.init_args.num_workers=0", "--data.init_args.vocab_size=300",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert main(args) == 2  # 9 training images, batch_size 32: the dropped last batch was the whole epoch
+    assert "9 training examples make no whole batch of data.init_args.batch_size=32" in one_line_error(capsys)
+    assert not list((tmp_path / "runs").glob("*/version_*/model"))

@@ -18,7 +18,9 @@ from captioner.train.feature_cache import cache_parts
 from captioner.train.module import CaptionerModule
 from tests.helpers import fit
 
-TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0}
+# no model summary: its FLOPs count runs one forward pass (the backbone too) on the example input, not a training step
+TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0,
+           "enable_model_summary": False}  # fmt: skip
 
 
 def _data() -> ShapesDataModule:
