@@ -39,4 +39,5 @@ def evaluate_pairs(
     if not scored:
         raise ValueError("no image could be captioned")
     metrics = caption_metrics({r["id"]: r["caption"] for r in scored}, {r["id"]: r["references"] for r in scored})
-    return {**metrics, "count": len(scored), "failed": len(records) - len(scored)}, records
+    truncated = sum(bool(r.get("truncated")) for r in scored)  # cut by the token limit (caption_row marks them)
+    return {**metrics, "count": len(scored), "failed": len(records) - len(scored), "truncated": truncated}, records

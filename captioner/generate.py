@@ -32,7 +32,7 @@ class SpecialIds(Protocol):
 class GenerationConfig:
     """Decoding options (names as in Hugging Face `generate`)."""
 
-    max_new_tokens: int = 32  # capped at block_size - 1
+    max_new_tokens: int | None = None  # None: as many as the model's block size allows (block_size - 1)
     min_new_tokens: int = 0  # EOS is forbidden before this many tokens
     num_beams: int = 1
     do_sample: bool = False
@@ -51,7 +51,7 @@ class GenerationConfig:
         import math
 
         for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.min_new_tokens < 0 or self.no_repeat_ngram_size < 0:
             raise ValueError("min_new_tokens and no_repeat_ngram_size must be >= 0")
@@ -76,6 +76,7 @@ class Hypothesis:
     tokens: list[int]  # generated tokens, without BOS and EOS
     score: float  # sum of log-probs / length ** length_penalty
     logprob: float  # sum of log-probs of the generated tokens (EOS included when it ended with EOS)
+    truncated: bool = False  # stopped by the token limit (max_new_tokens or the block size), not by an EOS
 
 
 @torch.inference_mode()
@@ -95,7 +96,7 @@ def generate(
     config.validate()
     memory = model.encode(images) if memory is None else memory
     kv = model.image_kv(memory)  # once per image, per call
-    max_new = min(config.max_new_tokens, model.config.block_size - 1)
+    max_new = min(config.max_new_tokens or model.config.block_size, model.config.block_size - 1)
     try:
         if config.num_beams > 1:
             return _beam_search(model, kv, memory.size(0), special, config, max_new)
@@ -115,7 +116,7 @@ def greedy(
 ) -> list[list[int]]:
     """Greedy token ids per image (without BOS/EOS); a shortcut for `generate`."""
     special = TokenIds(bos_id, eos_id, pad_id)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens or model.config.block_size)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens)
     return [hyps[0].tokens for hyps in generate(model, images, special, cfg, memory)]
 
 
@@ -206,7 +207,8 @@ def _greedy_or_sample(
     for r, seq in enumerate(history.tolist()):
         tokens = _until(seq, special.eos_id)
         lp, n = float(logprob[r]), int(length[r])
-        out.append(Hypothesis(tokens, lp / max(n, 1) ** config.length_penalty, lp))
+        truncated = special.eos_id not in seq
+        out.append(Hypothesis(tokens, lp / max(n, 1) ** config.length_penalty, lp, truncated))
     return [sorted(out[b * G : (b + 1) * G], key=lambda h: -h.score) for b in range(B)]
 
 
@@ -268,13 +270,16 @@ def _beam_search(
         if not done[b]:  # max_new_tokens reached: running beams compete as they are
             for k in range(K):
                 if beam_scores[b, k] > float("-inf"):
-                    _add(finished[b], hist[b * K + k], float(beam_scores[b, k]), len(hist[b * K + k]), config)
+                    _add(finished[b], hist[b * K + k], float(beam_scores[b, k]), len(hist[b * K + k]), config, True)
     return [sorted(f, key=lambda h: -h.score)[: config.num_return_sequences] for f in finished]
 
 
-def _add(hyps: list[Hypothesis], tokens: list[int], logprob: float, length: int, config: GenerationConfig) -> None:
+def _add(
+    hyps: list[Hypothesis], tokens: list[int], logprob: float, length: int, config: GenerationConfig,
+    truncated: bool = False,
+) -> None:  # fmt: skip
     """Keep the `num_beams` best finished hypotheses of one image."""
-    hyps.append(Hypothesis(list(tokens), logprob / length**config.length_penalty, logprob))
+    hyps.append(Hypothesis(list(tokens), logprob / length**config.length_penalty, logprob, truncated))
     if len(hyps) > config.num_beams:
         hyps.remove(min(hyps, key=lambda h: h.score))
 

@@ -33,11 +33,12 @@ class Caption:
     score: float
     tokens: list[int]  # generated token ids, without BOS and EOS
     n_best: list[tuple[str, float]] = field(default_factory=list)
+    truncated: bool = False  # the best hypothesis hit the token limit before its EOS: the caption may be cut
 
 
 def to_caption(tokenizer: CaptionTokenizer, hyps: list[Hypothesis]) -> Caption:
     n_best = [(tokenizer.decode(h.tokens), h.score) for h in hyps]
-    return Caption(n_best[0][0], hyps[0].score, hyps[0].tokens, n_best)
+    return Caption(n_best[0][0], hyps[0].score, hyps[0].tokens, n_best, hyps[0].truncated)
 
 
 @torch.inference_mode()
@@ -57,6 +58,8 @@ def caption_row(path: str, caption: Caption) -> dict[str, Any]:
     row: dict[str, Any] = {"path": path, "caption": caption.text, "score": round(caption.score, 4)}
     if len(caption.n_best) > 1:
         row["n_best"] = [{"caption": c, "score": round(s, 4)} for c, s in caption.n_best]
+    if caption.truncated:
+        row["truncated"] = True  # cut by the token limit (--max-new-tokens or the model's block size)
     return row
 
 
@@ -113,6 +116,7 @@ class CaptionRun:
     captioned: int = 0
     failed: int = 0
     skipped: int = 0
+    truncated: int = 0  # captions cut by the token limit
 
 
 def caption_files(
@@ -142,6 +146,7 @@ def caption_files(
                 rows = caption_items(model, tokenizer, items, generation, attention_dir)
                 run.failed += sum("error" in r for r in rows)
                 run.captioned += sum("error" not in r for r in rows)
+                run.truncated += sum(bool(r.get("truncated")) for r in rows)
                 if writer is not None:
                     writer.write(rows)
                 else:

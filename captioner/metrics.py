@@ -2,12 +2,19 @@
 
 The PTB tokenizer and METEOR run on Java. Without Java the metrics are still computed: a documented pure-Python
 tokenizer (`simple_tokenize`) replaces the PTB one and METEOR is skipped, with one warning.
+
+Captions in any language: before either tokenizer, text is NFC-normalised, each CJK character (Han, kana) is made
+a word of its own (Chinese and Japanese are written without spaces; character-level scoring is the usual
+fallback without a word segmenter), and emoji and other symbols are removed (PTB cannot tokenize characters
+outside the Basic Multilingual Plane, and symbols are not words). The PTB tokenizer reads and writes UTF-8 whatever
+the locale; the pure-Python one keeps letters and digits of every script.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -31,7 +38,9 @@ PUNCTUATIONS = {
     "...",
     ";",
 }
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|\.\.\.|--|[^\sa-z0-9]")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?|\.\.\.|--|[^\s\w]|_")
+_CJK = re.compile("([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
+_NOT_WORDS = {"So", "Sk", "Cs", "Co", "Cn"}  # symbols (emoji), surrogates, private use, unassigned
 _warned = False
 
 
@@ -39,12 +48,21 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+def prepare(text: str) -> str:
+    """What both tokenizers get: NFC, a space around each CJK character, no emoji or other symbols."""
+    text = _CJK.sub(r" \1 ", unicodedata.normalize("NFC", text))
+    drop = {"\u200d", "\ufe0e", "\ufe0f"}  # zero-width joiner and variation selectors of emoji sequences
+    return "".join(" " if ch in drop or unicodedata.category(ch) in _NOT_WORDS else ch for ch in text)
+
+
 def simple_tokenize(text: str) -> str:
-    """Lower-case, split words from punctuation, drop the punctuation PTB evaluation drops (no Java needed).
+    """Lower-case, split words (letters and digits of any script) from punctuation, drop the punctuation PTB
+    evaluation drops and any other Unicode punctuation (« », “ ”); no Java needed.
 
     Agrees with the PTB tokenizer on plain English captions; it differs on rare cases (contractions such as
     "don't" stay one token, PTB splits "do n't")."""
-    return " ".join(t for t in _TOKEN.findall(text.lower().replace("\n", " ")) if t not in PUNCTUATIONS)
+    tokens = _TOKEN.findall(prepare(text).lower().replace("\n", " "))
+    return " ".join(t for t in tokens if t not in PUNCTUATIONS and not unicodedata.category(t[0]).startswith("P"))
 
 
 def caption_metrics(
@@ -80,8 +98,8 @@ def tokenize(
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
         tok = PTBTokenizer()
-        gts = tok.tokenize({k: [{"caption": c} for c in refs] for k, refs in references.items()})
-        res = tok.tokenize({k: [{"caption": predictions[k]}] for k in references})
+        gts = tok.tokenize({k: [{"caption": prepare(c)} for c in refs] for k, refs in references.items()})
+        res = tok.tokenize({k: [{"caption": prepare(predictions[k])}] for k in references})
         return gts, res
     if not _warned:
         warnings.warn("Java not found: using a pure-Python tokenizer and skipping METEOR", stacklevel=3)

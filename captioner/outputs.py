@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-CSV_FIELDS = ["path", "caption", "score", "error", "n_best"]
+CSV_FIELDS = ["path", "caption", "score", "error", "n_best", "truncated"]
 
 
 @contextlib.contextmanager
@@ -80,7 +80,7 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
         raise
 
 
-ROW_KEYS = {"path", "caption", "score", "error", "n_best"}
+ROW_KEYS = set(CSV_FIELDS)
 CSV_HEADER = ",".join(CSV_FIELDS).encode() + b"\r\n"  # what csv.DictWriter writes first
 JSONL_START = b'{"path": '  # every row json.dumps writes starts so: the path is its first key
 
@@ -152,7 +152,8 @@ class OutputWriter:
         if self.csv:
             writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
             for row in rows:
-                flat = {**row, "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else ""}
+                flat = {**row, "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else "",
+                        "truncated": "true" if row.get("truncated") else ""}  # fmt: skip
                 writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
         else:
             text.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

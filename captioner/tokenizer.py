@@ -5,6 +5,7 @@ Byte-level means every UTF-8 string is encodable (accents, CJK, emoji) and decod
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,7 +96,9 @@ class CaptionTokenizer:
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Token ids -> text; special tokens dropped, stops at the first EOS."""
+        """Token ids -> text; special tokens dropped, stops at the first EOS. Never a broken character: byte-level
+        tokens are joined as bytes and an incomplete or invalid UTF-8 sequence (a caption cut mid-character, or a
+        model's stray byte) is dropped, where the tokenizer's own decoder would give U+FFFD."""
         ids = list(ids)
         if ids and ids[0] == self.bos_id:  # BOS may equal EOS (GPT-2)
             ids = ids[1:]
@@ -105,4 +108,74 @@ class CaptionTokenizer:
                 break
             if i not in (self.pad_id, self.bos_id):
                 out.append(int(i))
-        return self.tokenizer.decode(out, skip_special_tokens=True)
+        if type(self.tokenizer.decoder).__name__ != "ByteLevel":
+            return self.tokenizer.decode(out, skip_special_tokens=True).replace("\ufffd", "")
+        special = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+        data = bytearray()
+        for i in out:
+            token = "" if i in special else self.tokenizer.id_to_token(i) or ""
+            if all(ch in _BYTE_OF for ch in token):
+                data.extend(_BYTE_OF[ch] for ch in token)
+            else:  # an added (non-special) token, stored as plain text
+                data.extend(token.encode("utf-8"))
+        return data.decode("utf-8", errors="ignore")
+
+    # ---- vocabulary adaptation (fine-tuning on text the tokenizer has not seen) -----------------------------------
+    def extend(self, texts: Iterable[str], count: int, min_frequency: int = 2) -> CaptionTokenizer:
+        """This tokenizer with up to `count` new tokens learned from `texts` (BPE merges trained on them, appended
+        after the existing merges): every existing token keeps its id, new ids follow; a text made of known
+        merges tokenizes as before unless a new merge joins its pieces. `pieces(base_size)` tells which
+        existing tokens a new one stands for (what its embedding starts from)."""
+        spec = json.loads(self.tokenizer.to_str())
+        model = spec["model"]
+        if model.get("type") != "BPE" or type(self.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
+            raise ValueError("extend_vocab needs a byte-level BPE tokenizer (ours, or GPT-2's)")
+        fresh = CaptionTokenizer.train(texts, vocab_size=len(model["vocab"]) + count + 256, min_frequency=min_frequency)
+        vocab: dict[str, int] = model["vocab"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        known, size, added = set(merges), self.vocab_size, 0
+        for a, b in (tuple(m) for m in json.loads(fresh.tokenizer.to_str())["model"]["merges"]):
+            if added == count:
+                break
+            if (a, b) in known or a not in vocab or b not in vocab:
+                continue
+            merges.append((a, b))
+            known.add((a, b))
+            if a + b not in vocab:
+                vocab[a + b] = size + added
+                added += 1
+        model["merges"] = [list(m) for m in merges]
+        log.info("tokenizer extended by %d tokens learned from the training captions (%d -> %d)", added, size,
+                 size + added)  # fmt: skip
+        return CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)))
+
+    def pieces(self, base_size: int) -> dict[int, list[int]]:
+        """For each token id >= `base_size` (the tokens an `extend` added), the ids below `base_size` it is made of,
+        by the merges that built it: what its embedding starts from."""
+        first: dict[str, tuple[str, str]] = {}  # token -> the first merge that makes it (merges apply in order)
+        for m in json.loads(self.tokenizer.to_str())["model"]["merges"]:
+            a, b = m.split(" ", 1) if isinstance(m, str) else m
+            first.setdefault(a + b, (a, b))
+
+        def expand(token: str) -> list[int]:
+            i = self.tokenizer.token_to_id(token)
+            if i < base_size:
+                return [i]
+            return [p for part in first[token] for p in expand(part)]
+
+        return {i: expand(self.tokenizer.id_to_token(i)) for i in range(base_size, self.vocab_size)}
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which byte-level BPE tokens are written in."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+_BYTE_OF = {ch: b for b, ch in _bytes_to_unicode().items()}

@@ -203,3 +203,21 @@ def test_the_commands_refuse_them_in_one_line(flags, trained_package, tmp_path, 
         assert main([*command, *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("captioner: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_a_caption_cut_by_the_token_limit_is_marked_truncated(num_beams, images):
+    model = make_model(0)
+    special = IDS
+    cut = GenerationConfig(max_new_tokens=3, min_new_tokens=3, num_beams=num_beams)  # no EOS can come in time
+    assert all(h.truncated and len(h.tokens) == 3 for hyps in generate(model, images, special, cut) for h in hyps)
+    ended = GenerationConfig(max_new_tokens=3, num_beams=num_beams)
+    eos_model = make_model(0, eos_bias=50.0)  # EOS first: every caption ends by itself
+    assert not any(h.truncated for hyps in generate(eos_model, images, special, ended) for h in hyps)
+
+
+def test_the_default_token_limit_is_the_model_block_size(images):
+    model = make_model(0)
+    never_ends = GenerationConfig(min_new_tokens=10_000)
+    hyps = generate(model, images, IDS, never_ends)
+    assert {len(h[0].tokens) for h in hyps} == {model.config.block_size - 1}

@@ -48,3 +48,18 @@ def test_caption_batch_decodes_generate(tiny_model, tokenizer, images):
     assert [c.text for c in caption_batch(tiny_model, tokenizer, generation=gen, memory=memory)] == [
         c.text for c in captions
     ]
+
+
+def test_truncated_captions_are_marked_in_rows_and_counted(trained_package, tmp_path, capsys):
+    from captioner.cli import main
+    from captioner.shapes import make_scene
+
+    for i in range(2):
+        make_scene("test", i).image.save(tmp_path / f"{i}.png")
+    out = tmp_path / "out.jsonl"
+    args = ["caption", str(trained_package), str(tmp_path / "0.png"), str(tmp_path / "1.png"), "-o", str(out),
+            "--max-new-tokens", "2", "--min-new-tokens", "2", "--workers", "0"]  # fmt: skip
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(r["truncated"] is True for r in rows)
+    assert "captioned 2 (2 cut by the token limit)" in capsys.readouterr().err

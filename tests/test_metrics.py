@@ -72,3 +72,30 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+JAVA = [pytest.mark.skipif(not java_available(), reason="Java"), pytest.mark.slow]  # the scorers start in ~6 s
+
+
+@pytest.mark.parametrize("java", [pytest.param(True, marks=JAVA), False])
+def test_captions_in_any_language_score_themselves_fully(java):
+    captions = {
+        "fr": "à gauche, une petite croix bleue ; « déjà » vue à droite",
+        "zh": "一只小猫坐在红色的垫子上",
+        "emoji": "a happy dog 🐶 runs 🏃‍♂️ across the green park",
+        "el": "ένας μικρός κόκκινος κύκλος και ένα μεγάλο τετράγωνο",
+    }
+    scores = caption_metrics(captions, {k: [v] for k, v in captions.items()}, use_java=java)
+    assert scores["BLEU-4"] == pytest.approx(1.0)
+    assert scores["CIDEr-D"] > 0
+
+
+def test_both_tokenizers_read_words_of_any_script():
+    from captioner.metrics import tokenize
+
+    refs = {"1": ["à gauche, « déjà » vu"], "2": ["一只猫"], "3": ["a dog 🐶 runs"]}
+    expected = {"1": ["à gauche déjà vu"], "2": ["一 只 猫"], "3": ["a dog runs"]}
+    preds = {k: v[0] for k, v in refs.items()}
+    assert tokenize(refs, preds, java=False)[0] == expected
+    if java_available():
+        assert tokenize(refs, preds, java=True)[0] == expected

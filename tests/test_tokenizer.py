@@ -45,3 +45,32 @@ def test_save_load(tokenizer: CaptionTokenizer, tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         CaptionTokenizer.load(tmp_path / "nope.json")
+
+
+GREEK = ["ένας μικρός κόκκινος κύκλος", "ένα μεγάλο μπλε τετράγωνο και ένας μικρός κύκλος", "δύο σχήματα: ένας κύκλος"]
+
+
+def test_decode_never_returns_a_broken_character(tokenizer: CaptionTokenizer):
+    ids = tokenizer.encode("café 猫")[1:-1]  # without BOS/EOS
+    texts = [tokenizer.decode(ids[:n]) for n in range(len(ids) + 1)]  # cut after every token
+    assert all("\ufffd" not in t for t in texts)
+    assert texts[-1] == "café 猫"
+    assert all("café 猫".startswith(t) for t in texts)  # a cut character is dropped, the rest kept
+
+
+def test_extend_keeps_every_id_and_shortens_the_new_language(tokenizer: CaptionTokenizer):
+    extended = tokenizer.extend(GREEK * 20, 40)
+    V = tokenizer.vocab_size
+    assert V < extended.vocab_size <= V + 40
+    for i in range(V):
+        assert extended.tokenizer.id_to_token(i) == tokenizer.tokenizer.id_to_token(i)
+    english = "a small red circle and a large blue square"
+    assert extended.encode(english) == tokenizer.encode(english)
+    for text in GREEK:
+        assert len(extended.encode(text)) < len(tokenizer.encode(text)) / 2
+        assert extended.decode(extended.encode(text)) == text
+    pieces = extended.pieces(V)
+    assert sorted(pieces) == list(range(V, extended.vocab_size))
+    for i, parts in pieces.items():  # each new token spells exactly the old tokens it replaces
+        assert all(p < V for p in parts) and len(parts) >= 2
+        assert "".join(tokenizer.tokenizer.id_to_token(p) for p in parts) == extended.tokenizer.id_to_token(i)

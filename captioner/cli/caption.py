@@ -62,8 +62,10 @@ def caption(argv: list[str]) -> int:
     except ValueError as err:
         return fail(str(err))
     where = f" to {output}" if output else ""
+    cut = f" ({run.truncated} cut by the token limit)" if run.truncated else ""
     print(
-        f"captioned {run.captioned}, failed {run.failed}, skipped {run.skipped} (already done){where}", file=sys.stderr
+        f"captioned {run.captioned}{cut}, failed {run.failed}, skipped {run.skipped} (already done){where}",
+        file=sys.stderr,
     )
     return 1 if run.failed else 0
 

@@ -57,7 +57,8 @@ def add_generation_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-repeat-ngram-size", type=int, default=0)
     g.add_argument("--repetition-penalty", type=float, default=1.0)
     g.add_argument("--min-new-tokens", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="token limit of a caption (default: what the model's block size allows)")  # fmt: skip
     g.add_argument("--early-stopping", action="store_true")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.strategies import ParallelStrategy
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captioner.data.collate import CaptionCollator, DecodeFailures
@@ -22,9 +24,14 @@ from captioner.tokenizer import CaptionTokenizer
 class CaptionDataModule(L.LightningDataModule):
     """Base class: owns the tokenizer (trained on the training captions, or loaded) and the loaders.
 
-    Subclasses implement `training_texts()` and `make_dataset(split, transform, train)`. Nothing here knows the
-    model: what the data needs from it is handed over explicitly by `connect` (the CLI does it after building
-    both; litgpt's `DataModule.connect`), before `setup`.
+    Subclasses implement `training_texts()` and `make_dataset(split, transform, train)`. Before training, the
+    training captions are measured under the tokenizer: when more than `max_truncated` (1 %) would be cut at
+    `max_length` tokens, `fit` refuses, with the numbers and what to do, unless `truncate`. `extend_vocab` adds that
+    many tokens learned from the training captions to a loaded tokenizer (a package's when fine-tuning, GPT-2's;
+    `CaptionTokenizer.extend`).
+
+    Nothing here knows the model: what the data needs from it is handed over explicitly by `connect` (the CLI does
+    it after building both; litgpt's `DataModule.connect`), before `setup`.
     """
 
     def __init__(
@@ -36,8 +43,12 @@ class CaptionDataModule(L.LightningDataModule):
         tokenizer_path: str | None = None,
         max_failure_rate: float = 0.02,
         hf_tokenizer: str | None = None,
+        truncate: bool = False,
+        max_truncated: float = 0.01,
+        extend_vocab: int = 0,
     ) -> None:
         super().__init__()
+        self.truncate, self.max_truncated, self.extend_vocab = truncate, max_truncated, extend_vocab
         self.hf_tokenizer = hf_tokenizer
         self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
         self.max_failure_rate = max_failure_rate
@@ -75,9 +86,40 @@ class CaptionDataModule(L.LightningDataModule):
                 self._tokenizer = CaptionTokenizer.load(Path(self._tokenizer_path))
             elif self.hf_tokenizer:
                 self._tokenizer = CaptionTokenizer.from_hf(self.hf_tokenizer)
+            elif self.extend_vocab:
+                raise DataError(
+                    "data.init_args.extend_vocab extends a model's tokenizer (model.init_from, GPT-2): without one, "
+                    "the tokenizer is trained on these captions anyway; unset extend_vocab"
+                )
             else:
                 self._tokenizer = CaptionTokenizer.train(self.training_texts(), vocab_size=self._vocab_target)
+            if self.extend_vocab:
+                self._tokenizer = self._tokenizer.extend(self.training_texts(), self.extend_vocab)
         return self._tokenizer
+
+    def check_caption_lengths(self, sample: int = 20_000) -> dict[str, float]:
+        """The training captions (up to `sample`) measured in tokens, BOS and EOS included; refuses training when
+        more than `max_truncated` of them would be cut at `max_length` (unless `truncate`)."""
+        texts = list(itertools.islice(self.training_texts(), sample))
+        if not texts:
+            return {}
+        lengths = [len(e.ids) + 2 for e in self.tokenizer.tokenizer.encode_batch(texts)]
+        over = sum(n > self.max_length for n in lengths)
+        found = {"measured": len(lengths), "longest": max(lengths), "truncated_share": over / len(lengths)}
+        rank_zero_info(
+            f"captions in tokens: longest {found['longest']} (BOS and EOS included), "
+            f"{found['truncated_share']:.1%} of {len(lengths)} longer than data max_length={self.max_length}"
+        )
+        if found["truncated_share"] > self.max_truncated and not self.truncate:
+            raise DataError(
+                f"{over} of {len(lengths)} training captions ({found['truncated_share']:.1%}, more than "
+                f"max_truncated={self.max_truncated:.0%}) need more than data max_length={self.max_length} tokens "
+                f"(the longest {found['longest']}) and would be cut: the model would learn to stop mid-sentence. "
+                "Raise data.init_args.max_length (and the model's block size: model.block_size when fine-tuning, "
+                "model.config.block_size otherwise), add tokens learned from these captions (model.extend_vocab: "
+                "N when fine-tuning), or set data.init_args.truncate: true to train on them cut"
+            )
+        return found
 
     def used_token_ids(self, limit: int = 50_000) -> list[int]:
         """Token ids that occur in (the first `limit`) training captions; stored in the exported package so that
@@ -128,6 +170,8 @@ class CaptionDataModule(L.LightningDataModule):
                 "use captioner.train.connect(module, datamodule))"
             )
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
+        if stage == "fit" and "train" not in self.datasets:
+            self.check_caption_lengths()
         for split in splits:
             if split not in self.datasets:
                 train = split == "train"

@@ -45,6 +45,10 @@ class PairsDataModule(CaptionDataModule):
         tokenizer_path: a tokenizer.json to use instead of training a BPE (fine-tuning sets it from the package).
         hf_tokenizer: a Hugging Face tokenizer (hub name or folder) to use instead of training a BPE (set from
             `model.config.decoder_init_from` when a GPT-2 decoder is used).
+        truncate: train on captions longer than `max_length` tokens, cut (EOS kept). By default `fit` measures the
+            training captions under the tokenizer first and refuses when more than `max_truncated` (1 %) are.
+        extend_vocab: tokens to add to the loaded tokenizer, learned from the training captions (set from
+            `model.extend_vocab` by the CLI when fine-tuning).
     """
 
     def __init__(
@@ -72,10 +76,14 @@ class PairsDataModule(CaptionDataModule):
         tokenizer_path: str | None = None,
         hf_tokenizer: str | None = None,
         tokenizer_captions: int = 100_000,
+        truncate: bool = False,
+        max_truncated: float = 0.01,
+        extend_vocab: int = 0,
     ) -> None:
         super().__init__(
-            batch_size, num_workers, max_length, vocab_size, tokenizer_path, max_failure_rate, hf_tokenizer
-        )
+            batch_size, num_workers, max_length, vocab_size, tokenizer_path, max_failure_rate, hf_tokenizer,
+            truncate, max_truncated, extend_vocab,
+        )  # fmt: skip
         if not train:
             raise DataError("data.init_args.train is required: the training data path (folder, file or shard pattern)")
         if format == "webdataset" and not val:

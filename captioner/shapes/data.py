@@ -57,6 +57,7 @@ class ShapesDataModule(CaptionDataModule):
 
     Args:
         holdout_pairs: (colour, shape) pairs kept out of train/val/test; they make up the "novel" split.
+        truncate, max_truncated, extend_vocab: see `CaptionDataModule` (caption lengths, vocabulary adaptation).
     """
 
     def __init__(
@@ -74,8 +75,14 @@ class ShapesDataModule(CaptionDataModule):
         tokenizer_scenes: int = 2000,
         hf_tokenizer: str | None = None,
         max_objects: int = 3,
+        truncate: bool = False,
+        max_truncated: float = 0.01,
+        extend_vocab: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, max_length, vocab_size, tokenizer_path, hf_tokenizer=hf_tokenizer)
+        super().__init__(
+            batch_size, num_workers, max_length, vocab_size, tokenizer_path, hf_tokenizer=hf_tokenizer,
+            truncate=truncate, max_truncated=max_truncated, extend_vocab=extend_vocab,
+        )  # fmt: skip
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
         self.holdout = [tuple(p) for p in holdout_pairs or []]
         self.tokenizer_scenes = tokenizer_scenes

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.generate import GenerationConfig
-from captioner.inference import caption_batch
+from captioner.inference import Caption, caption_batch
 from captioner.model import Captioner
 from captioner.shapes.scenes import make_scene
 from captioner.shapes.scoring import score
@@ -49,12 +49,14 @@ def evaluate_shapes(
         metrics and one prediction record per scene (id, caption, references, objects left to right).
     """
     scenes = [make_scene(split, i, holdout) for i in range(count)]
-    captions: list[str] = []
+    found: list[Caption] = []
     for _, memory in scene_batches(model, scenes, batch_size, progress, f"captioning {split}"):
         if blind:
             memory = memory.roll(1, dims=0)
-        captions.extend(c.text for c in caption_batch(model, tokenizer, generation=generation, memory=memory))
+        found.extend(caption_batch(model, tokenizer, generation=generation, memory=memory))
+    captions = [c.text for c in found]
     metrics: dict[str, Any] = score(captions, [s.objects for s in scenes])
+    metrics["truncated"] = sum(c.truncated for c in found)  # captions cut by the token limit
     if with_caption_metrics:
         from captioner.metrics import caption_metrics
 
@@ -66,7 +68,8 @@ def evaluate_shapes(
             "caption": c,
             "references": s.captions,
             "objects": [o.to_dict() for o in s.objects],
+            **({"truncated": True} if f.truncated else {}),
         }
-        for s, c in zip(scenes, captions, strict=True)
+        for s, c, f in zip(scenes, captions, found, strict=True)
     ]
     return metrics, records

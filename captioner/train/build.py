@@ -20,28 +20,38 @@ def build_model(
     init_from: str | None = None,
     finetune: str = "full",
     reinit_unused_tokens: bool = True,
+    extend_vocab: int = 0,
+    block_size: int | None = None,
 ) -> Captioner:
     """The model of a run, its trainable parameters set by `finetune`.
 
     Args:
         config: the architecture (default: the `shapes` preset); ignored with `init_from`.
         vocab_size: the data's tokenizer size; replaces `config.vocab_size` and is checked against a package's
-            or GPT-2's own vocabulary.
+            or GPT-2's own vocabulary (a package's plus at most `extend_vocab`: those rows are added by `grow_vocab`
+            once the tokenizer is known, in `CaptionerModule.connect`).
         init_from: a model package to fine-tune: its config, weights (and, via the CLI, tokenizer) are used.
+        block_size: the longest token sequence; a package's position embeddings grow to it (`grow_positions`).
     """
     if init_from:
         model, _ = Captioner.from_pretrained(init_from)
         model.train()
-        if vocab_size is not None and vocab_size != model.config.vocab_size:
+        own = model.config.vocab_size
+        if vocab_size is not None and not own <= vocab_size <= own + extend_vocab:
             raise ValueError(
-                f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with "
-                f"{model.config.vocab_size}; fine-tuning keeps the package's tokenizer: leave data.tokenizer_path "
-                "and data.hf_tokenizer unset (the CLI then uses the package's tokenizer.json)"
+                f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with {own}"
+                f"{f' (+ extend_vocab={extend_vocab})' if extend_vocab else ''}; fine-tuning keeps the package's "
+                "tokenizer: leave data.tokenizer_path and data.hf_tokenizer unset (the CLI then uses the package's "
+                "tokenizer.json), and add tokens with model.extend_vocab"
             )
         if reinit_unused_tokens and finetune != "cross_attention":  # only where the embeddings then train
             reinit_unused_embeddings(model, init_from)
+        if block_size is not None:
+            grow_positions(model, block_size)
     else:
         config = config or CaptionerConfig.from_name("shapes")
+        if block_size is not None:
+            config = replace(config, block_size=block_size)
         if vocab_size is not None and not config.decoder_init_from:
             config = replace(config, vocab_size=vocab_size)
         model = Captioner(config)  # a GPT-2 decoder is sized from GPT-2 here
@@ -49,6 +59,45 @@ def build_model(
             raise ValueError(f"the data's tokenizer has {vocab_size} tokens, GPT-2 {model.config.vocab_size}")
     apply_finetune_policy(model, finetune)
     return model
+
+
+def _set_config(model: Captioner, **changes: int) -> None:
+    model.config = model.decoder.config = replace(model.config, **changes)
+
+
+def grow_vocab(model: Captioner, pieces: dict[int, list[int]]) -> None:
+    """Append token rows to the tied embedding / LM head: new token `i` starts as the mean of the embeddings of
+    the existing tokens it replaces (`pieces[i]`, from `CaptionTokenizer.pieces`), so that it begins as what the
+    model read for those pieces; every existing row, and so the logits over existing tokens, stays as it was."""
+    old = model.decoder.wte.weight  # (V, C)
+    V, C = old.shape
+    if sorted(pieces) != list(range(V, V + len(pieces))):
+        raise ValueError(f"new token ids must follow the model's {V} tokens: got {sorted(pieces)[:3]}...")
+    with torch.no_grad():
+        new = torch.stack([old[p].mean(0) for _, p in sorted(pieces.items())]) if pieces else old[:0]  # (N, C)
+        weight = nn.Parameter(torch.cat([old, new]), requires_grad=old.requires_grad)  # (V + N, C)
+    model.decoder.wte = nn.Embedding(V + len(pieces), C, _weight=weight)
+    model.decoder.wte.weight.requires_grad_(old.requires_grad)  # a frozen embedding stays frozen
+    model.decoder.lm_head = nn.Linear(C, V + len(pieces), bias=False, device=old.device, dtype=old.dtype)
+    model.decoder.lm_head.weight = model.decoder.wte.weight  # tied again
+    _set_config(model, vocab_size=V + len(pieces))
+
+
+def grow_positions(model: Captioner, block_size: int) -> None:
+    """Grow the learned position embeddings to `block_size` positions: each new one starts as a copy of the last
+    learned position (extrapolating by the nearest; interpolating would move the positions the model knows), so
+    a caption that fitted before is computed exactly as before."""
+    wpe = model.decoder.wpe.weight  # (T, C)
+    T = wpe.size(0)
+    if block_size < T:
+        raise ValueError(f"model.block_size={block_size} is below the package's {T}; it can only grow")
+    if block_size == T:
+        return
+    with torch.no_grad():
+        weight = nn.Parameter(torch.cat([wpe, wpe[-1:].expand(block_size - T, -1)]), requires_grad=wpe.requires_grad)
+    model.decoder.wpe = nn.Embedding(block_size, wpe.size(1), _weight=weight)
+    model.decoder.wpe.weight.requires_grad_(wpe.requires_grad)
+    _set_config(model, block_size=block_size)
 
 
 def apply_finetune_policy(model: Captioner, policy: str) -> None:

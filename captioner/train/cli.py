@@ -63,7 +63,8 @@ class CaptionerCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """The data uses the model's tokenizer instead of training one: the package's when fine-tuning
-        (`model.init_from`), GPT-2's when the decoder starts from GPT-2 (`model.config.decoder_init_from`)."""
+        (`model.init_from`), GPT-2's when the decoder starts from GPT-2 (`model.config.decoder_init_from`),
+        extended by `model.extend_vocab` tokens learned from the data's training captions."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config)
@@ -78,6 +79,8 @@ class CaptionerCLI(LightningCLI):
             if not tokenizer.is_file():
                 raise FileNotFoundError(f"model.init_from={package} is not a model package: {tokenizer} is missing")
             data_args["tokenizer_path"] = str(tokenizer)
+        if config.model.get("extend_vocab") and data_args is not None:  # the data extends its tokenizer
+            data_args["extend_vocab"] = config.model.get("extend_vocab")
 
 
 def resolve_last_checkpoint(config) -> None:  # noqa: ANN001

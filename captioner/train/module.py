@@ -12,9 +12,9 @@ from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
 from captioner.tokenizer import CaptionTokenizer
-from captioner.train.build import build_model
+from captioner.train.build import build_model, grow_vocab
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
-from captioner.train.optim import clip_gradients, configure_adamw
+from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
 from captioner.train.samples import report_captions
 
 # our checkpoints' hyperparameters hold these dataclasses: allow them under torch.load(weights_only=True), so that
@@ -48,6 +48,9 @@ class CaptionerModule(L.LightningModule):
             (`train/skipped_nonfinite`); this many in a row stop the run with a message.
         feature_cache: a folder for the frozen encoder's patch tokens of every training image (`train.feature_cache`).
         compile: torch.compile the training loss (captions padded to `data.max_length`: one graph); tf32: on CUDA.
+        extend_vocab: fine-tuning on text the package's tokenizer has not seen: add up to this many tokens learned
+            from the training captions (the CLI passes it to the data); new embeddings start from their pieces'.
+        block_size: grow the package's positions to this many tokens (raise `data.max_length` with it).
     """
 
     def __init__(
@@ -75,16 +78,20 @@ class CaptionerModule(L.LightningModule):
         compile: bool = False,
         compile_options: dict[str, Any] | None = None,
         tf32: bool = True,
+        extend_vocab: int = 0,
+        block_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(config, vocab_size, init_from, finetune, reinit_unused_tokens)
+        self.model = build_model(
+            config, vocab_size, init_from, finetune, reinit_unused_tokens, extend_vocab, block_size
+        )
         self.config = self.model.config
         self.finetune, self.encoder_frozen_epochs = finetune, encoder_frozen_epochs
         self.generate_batches, self.num_samples = generate_batches, num_samples
         self.generation = generation or GenerationConfig()
         self.caption_metrics_every_n_epochs = caption_metrics_every_n_epochs
-        self.max_nonfinite_steps, self.skipped_nonfinite, self._nonfinite_in_a_row = max_nonfinite_steps, 0, 0
+        self.nonfinite = NonFiniteSteps(max_nonfinite_steps)
         self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
         self.compile, self.compile_options, self.tf32 = compile, compile_options or {}, tf32
         self._compiled_loss = None  # torch.compile(model.loss), made in setup when `compile`
@@ -97,8 +104,12 @@ class CaptionerModule(L.LightningModule):
         )
 
     def connect(self, tokenizer: CaptionTokenizer) -> None:
-        """What the module needs from the data: its tokenizer (captions in validation, the exported package)."""
+        """What the module needs from the data: its tokenizer (captions in validation, the exported package); an
+        extended one (`extend_vocab`) grows the embeddings to its size."""
         self.tokenizer = tokenizer
+        if tokenizer.vocab_size > self.model.config.vocab_size:
+            grow_vocab(self.model, tokenizer.pieces(self.model.config.vocab_size))
+            self.config = self.model.config
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T, V) logits
         return self.model(images, input_ids)
@@ -130,19 +141,9 @@ class CaptionerModule(L.LightningModule):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("lr", lr, prog_bar=False)
         loss = self._shared_step(batch, "train", batch_idx)
-        if torch.isfinite(loss):
-            self._nonfinite_in_a_row = 0
+        if self.nonfinite.finite(loss, self.global_step, lr):
             return loss
-        self.skipped_nonfinite += 1
-        self._nonfinite_in_a_row += 1
-        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
-        if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
-            raise FloatingPointError(
-                f"the loss was not finite for {self._nonfinite_in_a_row} steps in a row (last: step "
-                f"{self.global_step}, learning rate {lr:.3g}). Try a lower model.lr or more warmup_steps, "
-                "gradient clipping (trainer.gradient_clip_val), precision 32 or bf16-mixed instead of 16-mixed, "
-                "and check the data for empty or broken examples."
-            )
+        self.log("train/skipped_nonfinite", float(self.nonfinite.skipped))
         return None  # Lightning skips backward and the optimizer step
 
     def validation_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
@@ -185,10 +186,8 @@ class CaptionerModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self.encoder_frozen_epochs > 0 and self.finetune == "full":
-            frozen = self.current_epoch < self.encoder_frozen_epochs
-            for p in self.model.encoder.backbone.parameters():
-                p.requires_grad_(not frozen)  # frozen parameters get no gradient, so AdamW leaves them as they are
+        if self.encoder_frozen_epochs > 0 and self.finetune == "full":  # frozen: no gradient, AdamW leaves them
+            self.model.encoder.backbone.requires_grad_(self.current_epoch >= self.encoder_frozen_epochs)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self, self.model, self.hparams)

@@ -111,3 +111,25 @@ def clip_gradients(
             torch.nn.utils.clip_grad_norm_(params, value)
         return
     module.clip_gradients(optimizer, value, algorithm)
+
+
+class NonFiniteSteps:
+    """Counts training steps whose loss is NaN or infinite (the module skips them: no update); `max_in_a_row` of
+    them in a row stop the run with what to try."""
+
+    def __init__(self, max_in_a_row: int) -> None:
+        self.max_in_a_row, self.skipped, self.in_a_row = max_in_a_row, 0, 0
+
+    def finite(self, loss: torch.Tensor, step: int, lr: float) -> bool:
+        if torch.isfinite(loss):
+            self.in_a_row = 0
+            return True
+        self.skipped += 1
+        self.in_a_row += 1
+        if self.in_a_row >= self.max_in_a_row:
+            raise FloatingPointError(
+                f"the loss was not finite for {self.in_a_row} steps in a row (last: step {step}, learning rate "
+                f"{lr:.3g}). Try a lower model.lr or more warmup_steps, gradient clipping (trainer.gradient_clip_val), "
+                "precision 32 or bf16-mixed instead of 16-mixed, and check the data for empty or broken examples."
+            )
+        return False

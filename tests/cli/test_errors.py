@@ -163,7 +163,8 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
         image.write_bytes(b"not an image")
     args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={train}",
             f"--data.init_args.val={val}", f"--data.init_args.num_workers={workers}", "--data.init_args.batch_size=4",
-            "--data.init_args.vocab_size=300", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+            "--data.init_args.vocab_size=300", "--data.init_args.truncate=true",
+            "--trainer.max_steps=4", "--trainer.val_check_interval=2",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
     assert main(args) == 2
     said = one_line_error(capsys)
@@ -174,6 +175,7 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
 def test_a_training_set_smaller_than_a_batch_is_refused(shapes_folder, tmp_path, capsys):
     args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={shapes_folder}",
             "--data.init_args.val_fraction=0.25", "--data.init_args.num_workers=0", "--data.init_args.vocab_size=300",
+            "--data.init_args.truncate=true",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
     assert main(args) == 2  # 9 training images, batch_size 32: the dropped last batch was the whole epoch
     assert "9 training examples make no whole batch of data.init_args.batch_size=32" in one_line_error(capsys)

@@ -25,7 +25,14 @@ TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar"
 
 def _data() -> ShapesDataModule:
     return ShapesDataModule(
-        train_size=24, val_size=8, batch_size=8, num_workers=0, vocab_size=300, tokenizer_scenes=100, max_length=24
+        train_size=24,
+        val_size=8,
+        batch_size=8,
+        num_workers=0,
+        vocab_size=300,
+        tokenizer_scenes=100,
+        max_length=24,
+        truncate=True,  # short captions for speed: most are cut, on purpose
     )
 
 
@@ -157,6 +164,6 @@ def test_refuses_a_training_encoder_or_augmented_images(tmp_path):
             return lambda im: self.transform(im.rotate(5))
 
     augmented = Augmented(train_size=8, val_size=8, batch_size=8, num_workers=0, vocab_size=300, tokenizer_scenes=50,
-                          max_length=24)  # fmt: skip
+                          max_length=24, truncate=True)  # fmt: skip
     with pytest.raises(ValueError, match="unaugmented"):
         fit(L.Trainer(max_steps=1, **TRAINER, default_root_dir=tmp_path), _module(tmp_path), augmented)

@@ -13,7 +13,7 @@ from tests.helpers import fit
 def setup(max_nonfinite: int, nan_steps: set[int]):
     module = CaptionerModule(CaptionerConfig.from_name("tiny"), generate_batches=0, max_nonfinite_steps=max_nonfinite)
     data = ShapesDataModule(train_size=64, val_size=8, batch_size=8, num_workers=0, vocab_size=300,
-                            tokenizer_scenes=100, max_length=24)  # fmt: skip
+                            tokenizer_scenes=100, max_length=24, truncate=True)  # fmt: skip
     real_loss = module.model.loss
     calls = {"n": 0}
 
@@ -42,7 +42,7 @@ def test_nan_step_is_skipped_and_counted(tmp_path):
     t = trainer(tmp_path, 4)
     t.callbacks.append(Snap())
     fit(t, module, data)
-    assert module.skipped_nonfinite == 1
+    assert module.nonfinite.skipped == 1
     assert torch.equal(snapshots[1], snapshots[2])  # the NaN batch changed nothing
     assert not torch.equal(snapshots[2], snapshots[3])  # and training went on
     assert all(torch.isfinite(p).all() for p in module.parameters())

@@ -53,6 +53,7 @@ def test_fit_with_gpt2_decoder_uses_its_tokenizer(gpt2_dir, tmp_path):
         "--model.config.encoder_img_size=32",
         "--model.config.encoder_kwargs={embed_dim: 32, depth: 1, num_heads: 2}",
         "--data.init_args.train_size=16",
+        "--data.init_args.truncate=true",  # the test GPT-2's tokenizer is the tiny shapes BPE
         "--data.init_args.val_size=8",
         "--data.init_args.batch_size=8",
         "--trainer.max_steps=2",
@@ -90,7 +91,14 @@ def test_encoder_frozen_for_the_first_epoch(tmp_path):
     config = CaptionerConfig.from_name("tiny")
     module = CaptionerModule(config, encoder_frozen_epochs=1, generate_batches=0)
     data = ShapesDataModule(
-        train_size=16, val_size=8, batch_size=8, num_workers=0, vocab_size=300, tokenizer_scenes=100, max_length=24
+        train_size=16,
+        val_size=8,
+        batch_size=8,
+        num_workers=0,
+        vocab_size=300,
+        tokenizer_scenes=100,
+        max_length=24,
+        truncate=True,
     )
     start = {k: v.clone() for k, v in module.model.state_dict().items()}
 
