@@ -60,7 +60,8 @@ class GenerationConfig:
         for name in ("temperature", "repetition_penalty"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value}: must be a finite number > 0 (repetition_penalty 1.0 is off)")
+                off = " (1.0 is off)" if name == "repetition_penalty" else ""
+                raise ValueError(f"{name}={value}: must be a finite number > 0{off}")
         if not math.isfinite(self.length_penalty):
             raise ValueError(f"length_penalty={self.length_penalty}: must be a finite number")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:

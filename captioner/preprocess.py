@@ -68,6 +68,13 @@ class Preprocessing:
         """Resize (and crop per `crop_pct` / `crop_mode`), to tensor, normalise: timm's evaluation transform."""
         return create_transform(**asdict(self), is_training=False)
 
+    def to_image(self, tensor: torch.Tensor) -> Image.Image:
+        """A (3, H, W) input tensor back to the picture the encoder saw (normalisation undone), for figures."""
+        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
+        pixels = (tensor.detach().float().cpu() * std + mean).clamp(0, 1).mul(255).round().byte()  # (3, H, W)
+        return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
     def train_transform(self, augment: bool = False) -> Transform:
         """The evaluation transform, or with `augment` timm's random resized crop at scale 0.8-1 with no flip and no
         colour jitter (captions name colours and sides)."""

@@ -92,6 +92,34 @@ def attention_figure(image: Image.Image, panels: list[tuple[str, torch.Tensor]],
     return fig
 
 
+def caption_grid(images: list[Image.Image], captions: list[str], references: list[str], size: int = 160) -> Image.Image:
+    """Images in rows of 4, each with the model's caption under it and the reference below that (grey)."""
+    cols = min(4, len(images))
+    rows = math.ceil(len(images) / cols)
+    line = 12
+    text_h = 6 * line  # up to 3 wrapped lines for the caption, 3 for the reference
+    fig = Image.new("RGB", (cols * size, rows * (size + text_h)), "white")
+    draw = ImageDraw.Draw(fig)
+    for i, (im, caption, ref) in enumerate(zip(images, captions, references, strict=True)):
+        x, y = (i % cols) * size, (i // cols) * (size + text_h)
+        fig.paste(im.convert("RGB").resize((size, size), Image.BICUBIC), (x, y))
+        lines = [(t, "black") for t in _wrap(caption or "(empty)", size)] + [(t, "grey") for t in _wrap(ref, size)]
+        for n, (text, colour) in enumerate(lines[:6]):
+            draw.text((x + 3, y + size + 1 + n * line), text, fill=colour)
+    return fig
+
+
+def _wrap(text: str, width: int, char_px: int = 6) -> list[str]:
+    """Words into lines that fit `width` pixels of PIL's default font (about 6 px a character), at most 3."""
+    out: list[str] = []
+    for word in text.split():
+        if out and len(out[-1]) + 1 + len(word) <= width // char_px:
+            out[-1] += " " + word
+        else:
+            out.append(word)
+    return out[:3]
+
+
 def attention_file_name(path: str) -> str:
     """`a/x.png` -> `x.<8 hex digits of the full path>.attention.png`: two images named alike never share a figure."""
     digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:8]

@@ -91,3 +91,13 @@ def own_data_args(fmt: str, folder: Path, tmp: Path) -> list[str]:
     assert main(["shards", str(tmp / "shards/%05d.tar"), "--input", str(folder), "--max-count", "4"]) == 0
     return [*args, f"--data.init_args.train={tmp}/shards/{{00000..00001}}.tar",
             f"--data.init_args.val={tmp}/shards/00002.tar", "--data.init_args.epoch_samples=8"]  # fmt: skip
+
+
+def tiny_shapes(train_size: int, **overrides):  # noqa: ANN003, ANN201
+    """A ShapesDataModule for the `tiny` config (block size 24): short captions for speed, most of them cut on
+    purpose (`truncate`)."""
+    from captioner.shapes import ShapesDataModule
+
+    defaults = {"val_size": 8, "batch_size": 8, "num_workers": 0, "vocab_size": 300, "tokenizer_scenes": 100,
+                "max_length": 24, "truncate": True}  # fmt: skip
+    return ShapesDataModule(train_size=train_size, **{**defaults, **overrides})

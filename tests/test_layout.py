@@ -73,7 +73,7 @@ def test_nothing_reaches_through_the_trainer_into_the_other_side():
     """The module and the data are connected explicitly (`captioner.train.connect`); only callbacks, Lightning's
     glue, may look at `trainer.datamodule`."""
     for name, path in MODULES.items():
-        if name != "captioner.train.callbacks":
+        if name not in ("captioner.train.callbacks", "captioner.train.figures"):  # the callback modules
             text = path.read_text()
             assert "trainer.datamodule" not in text and "lightning_module" not in text, name
 

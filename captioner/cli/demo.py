@@ -9,6 +9,7 @@ from pathlib import Path
 from captioner.cli.common import Parser, fail
 from captioner.model import Captioner
 from captioner.outputs import write_jsonl, write_text
+from captioner.plots import plot_run
 from captioner.shapes.evaluate import evaluate_shapes
 from captioner.train.callbacks import ExportModelPackage
 from captioner.train.cli import trainer_cli
@@ -34,6 +35,7 @@ def run_demo(config: str, test_count: int = 500, overrides: list[str] | None = N
         write_jsonl(run_dir / "predictions_novel.jsonl", novel)
     report["total_seconds"] = round(time.time() - start, 1)
     write_text(run_dir / "demo_report.json", json.dumps(report, indent=2) + "\n")
+    report["plots"] = [str(p) for p in plot_run(run_dir)]
     _print(report, run_dir)
     return report
 
@@ -50,6 +52,7 @@ def _print(report: dict, run_dir: Path) -> None:
     if "novel" in report:
         print(_line(f"novel colour-shape pairs ({report['novel']['count']}):", report["novel"]))
     print(f"predictions: {run_dir / 'predictions.jsonl'}; report: {run_dir / 'demo_report.json'}")
+    print(f"training curves: {', '.join(report['plots'])}; TensorBoard: tensorboard --logdir {run_dir.parent}")
     print(f"total wall time {report['total_seconds']:.0f}s")
 
 

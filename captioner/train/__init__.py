@@ -6,9 +6,11 @@ The library (model, data, inference) never imports this package.
 from captioner.train.callbacks import CaptionWriter, ExportModelPackage, PreemptionCheckpoint
 from captioner.train.checkpoint_io import AtomicCheckpointIO
 from captioner.train.connect import connect
+from captioner.train.figures import ValidationFigures
 from captioner.train.module import CaptionerModule
 from captioner.train.progress import StepProgressBar
 from captioner.train.run_folder import RunFolder
+from captioner.train.throughput import TrainingThroughput
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -18,5 +20,7 @@ __all__ = [
     "PreemptionCheckpoint",
     "RunFolder",
     "StepProgressBar",
+    "TrainingThroughput",
+    "ValidationFigures",
     "connect",
 ]

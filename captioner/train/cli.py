@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from captioner.data.base import CaptionDataModule
 from captioner.model import TOKENIZER_FILE
@@ -34,6 +35,7 @@ class CaptionerCLI(LightningCLI):
         connect(self.model, self.datamodule, self.trainer)
         if self.subcommand == "fit":  # first: the folder is locked before any other callback writes into it
             self.trainer.callbacks.insert(0, RunFolder())
+            mirror_in_tensorboard(self.trainer)
         if not self._configured(ProgressBar):  # Lightning's default bar: ours counts steps when max_steps is set
             bars = [c for c in self.trainer.callbacks if type(c) is RichProgressBar]
             for bar in bars:
@@ -81,6 +83,18 @@ class CaptionerCLI(LightningCLI):
             data_args["tokenizer_path"] = str(tokenizer)
         if config.model.get("extend_vocab") and data_args is not None:  # the data extends its tokenizer
             data_args["extend_vocab"] = config.model.get("extend_vocab")
+
+
+def mirror_in_tensorboard(trainer) -> None:  # noqa: ANN001
+    """A run logged by one CSVLogger (every config) is logged to TensorBoard too, in the same folder (same
+    save_dir, name and version): one `trainer.logger.init_args.save_dir` still places the run, and
+    `tensorboard --logdir <save_dir>/<name>` shows it. Configure a logger list (W&B, ...) to choose otherwise."""
+    loggers = trainer.loggers
+    if len(loggers) != 1 or type(loggers[0]) is not CSVLogger:
+        return
+    csv = loggers[0]
+    tensorboard = TensorBoardLogger(csv.save_dir, name=csv.name, version=csv.version, default_hp_metric=False)
+    trainer.loggers = [csv, tensorboard]  # the CSV logger first: trainer.log_dir stays its folder
 
 
 def resolve_last_checkpoint(config) -> None:  # noqa: ANN001

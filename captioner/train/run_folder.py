@@ -5,7 +5,8 @@ resumes at once) overwrite each other's checkpoints and crash in the CSV logger.
 exclusive lock on the folder for the whole of `fit`, before anything is written into it: a second run is refused.
 Lightning's CSV logger deletes the folder's metrics.csv when `fit` starts; `claim` first keeps it as
 metrics.partN.csv. A resume that then fails before training starts (a checkpoint that does not load, or does not
-fit the config) puts it back, and config.yaml as it was, so the folder is left as it was.
+fit the config) puts it back, and config.yaml as it was, and removes the TensorBoard event file it opened, so the
+folder is left as it was.
 
 The CLI adds the callback to every `captioner fit` and claims before `trainer.fit` (LightningCLI's `before_fit`).
 From Python: `Trainer(callbacks=[run_folder := RunFolder(), ...])`, then `run_folder.claim(trainer)` before
@@ -15,12 +16,15 @@ From Python: `Trainer(callbacks=[run_folder := RunFolder(), ...])`, then `run_fo
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from captioner.outputs import atomic_file
+
+EVENTS = "events.out.tfevents.*"  # TensorBoard's files, opened when fit starts
 
 
 class RunFolderBusy(OSError):
@@ -33,6 +37,8 @@ class RunFolder(L.Callback):
         self._claimed, self._started = False, False
         self._kept: list[tuple[Path, Path]] = []  # (metrics.partN.csv, the metrics.csv it was)
         self._config: tuple[Path, bytes] | None = None  # config.yaml as it was (LightningCLI rewrites it in setup)
+        self._folder: Path | None = None
+        self._events: set[Path] = set()
 
     def claim(self, trainer: L.Trainer) -> None:
         """Lock the run's log folder (rank 0) and keep its metrics.csv aside; before `trainer.fit`."""
@@ -43,6 +49,7 @@ class RunFolder(L.Callback):
         if not trainer.is_global_zero:
             return
         self._fd = lock_folder(folder)
+        self._folder, self._events = folder, set(folder.glob(EVENTS))
         if (config := folder / "config.yaml").is_file():
             self._config = (config, config.read_bytes())
         for logger in trainer.loggers:
@@ -55,6 +62,11 @@ class RunFolder(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True  # the checkpoint, optimizer and loop state have loaded
+        if self._claimed and trainer.is_global_zero:  # where to look, once the run is sure to go ahead
+            where = f"run folder {trainer.log_dir}"
+            if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+                where += f"; TensorBoard: tensorboard --logdir {Path(trainer.log_dir).parent}"
+            print(where, file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not self._started:  # the resume failed before it trained: the folder as it was
@@ -64,6 +76,9 @@ class RunFolder(L.Callback):
             if self._config is not None:
                 with atomic_file(self._config[0], "wb") as f:
                     f.write(self._config[1])
+            if self._folder is not None:  # the TensorBoard event file this failed start opened
+                for events in set(self._folder.glob(EVENTS)) - self._events:
+                    events.unlink(missing_ok=True)
             self._kept, self._config = [], None
         self.teardown(trainer, pl_module, "fit")  # then the lock goes: Lightning calls no teardown after an exception
 

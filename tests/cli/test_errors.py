@@ -167,8 +167,8 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
             "--trainer.max_steps=4", "--trainer.val_check_interval=2",
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
     assert main(args) == 2
-    said = one_line_error(capsys)
-    assert "3 of 3 images failed to decode" in said and "val_000000.png" in said
+    said = capsys.readouterr().err.strip().splitlines()[-1]  # after the run's "run folder ..." line
+    assert said.startswith("captioner: error: 3 of 3 images failed to decode") and "val_000000.png" in said
     assert "ModelCheckpoint" not in said
 
 

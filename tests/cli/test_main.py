@@ -61,6 +61,7 @@ def test_caption_missing_input_gets_an_error_row(trained_package, capsys):
     assert "does/not/exist.png: file not found" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two Java scorings (~14 s); test_evaluate_shapes_report_and_imagefolder covers evaluate fast
 def test_evaluate_writes_predictions(trained_package, tmp_path, capsys):
     out = tmp_path / "predictions.jsonl"
     assert main(["evaluate", str(trained_package), "--count", "6", "--output", str(out)]) == 0

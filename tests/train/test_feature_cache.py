@@ -16,7 +16,7 @@ from captioner.data.pairs import Pair
 from captioner.shapes import ShapesDataModule
 from captioner.train.feature_cache import cache_parts
 from captioner.train.module import CaptionerModule
-from tests.helpers import fit
+from tests.helpers import fit, tiny_shapes
 
 # no model summary: its FLOPs count runs one forward pass (the backbone too) on the example input, not a training step
 TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0,
@@ -24,16 +24,7 @@ TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar"
 
 
 def _data() -> ShapesDataModule:
-    return ShapesDataModule(
-        train_size=24,
-        val_size=8,
-        batch_size=8,
-        num_workers=0,
-        vocab_size=300,
-        tokenizer_scenes=100,
-        max_length=24,
-        truncate=True,  # short captions for speed: most are cut, on purpose
-    )
+    return tiny_shapes(24)
 
 
 def _module(cache, dtype: str = "float32", **kw) -> CaptionerModule:  # noqa: ANN001

@@ -5,15 +5,13 @@ import pytest
 import torch
 
 from captioner.config import CaptionerConfig
-from captioner.shapes import ShapesDataModule
 from captioner.train.module import CaptionerModule
-from tests.helpers import fit
+from tests.helpers import fit, tiny_shapes
 
 
 def setup(max_nonfinite: int, nan_steps: set[int]):
     module = CaptionerModule(CaptionerConfig.from_name("tiny"), generate_batches=0, max_nonfinite_steps=max_nonfinite)
-    data = ShapesDataModule(train_size=64, val_size=8, batch_size=8, num_workers=0, vocab_size=300,
-                            tokenizer_scenes=100, max_length=24, truncate=True)  # fmt: skip
+    data = tiny_shapes(64)
     real_loss = module.model.loss
     calls = {"n": 0}
 

@@ -12,10 +12,9 @@ from captioner.config import CaptionerConfig
 from captioner.encoder import ImageEncoder
 from captioner.gpt2 import gpt2_config
 from captioner.model import Captioner
-from captioner.shapes import ShapesDataModule
 from captioner.train.module import CaptionerModule
 from captioner.train.optim import parameter_groups
-from tests.helpers import fit
+from tests.helpers import fit, tiny_shapes
 
 
 def test_gated_gpt2_decoder_equals_gpt2_then_opens(gpt2_dir, images):
@@ -90,16 +89,7 @@ def test_unknown_encoder_suggests_close_names():
 def test_encoder_frozen_for_the_first_epoch(tmp_path):
     config = CaptionerConfig.from_name("tiny")
     module = CaptionerModule(config, encoder_frozen_epochs=1, generate_batches=0)
-    data = ShapesDataModule(
-        train_size=16,
-        val_size=8,
-        batch_size=8,
-        num_workers=0,
-        vocab_size=300,
-        tokenizer_scenes=100,
-        max_length=24,
-        truncate=True,
-    )
+    data = tiny_shapes(16)
     start = {k: v.clone() for k, v in module.model.state_dict().items()}
 
     def changed() -> set[str]:

@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from captioner.config import CaptionerConfig
-from captioner.shapes import ShapesDataModule
 from captioner.train.module import CaptionerModule
-from tests.helpers import fit
+from tests.helpers import fit, tiny_shapes
 
 
 @pytest.mark.slow  # torch.compile of a training step: about 8 s
@@ -18,9 +17,7 @@ def test_compiled_training_pads_to_fixed_length_compiles_once_and_matches_eager(
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    data = ShapesDataModule(
-        train_size=32, val_size=8, batch_size=8, num_workers=0, vocab_size=300, tokenizer_scenes=100, max_length=24
-    )
+    data = tiny_shapes(32)
     torch.manual_seed(0)
     # aot_eager: the same dynamo graph capture and AOT autograd as the default inductor, without C++ builds
     module = CaptionerModule(

@@ -1,0 +1,55 @@
+"""Training throughput in the logs: Lightning's `ThroughputMonitor` fed with the project's FLOP count (`flops.py`):
+images/s (`train|samples_per_sec`), caption tokens/s (`train|items_per_sec`), FLOPs/s and, on GPUs whose peak
+Lightning knows (A100, H100, ...), MFU (`train|device/mfu`). A CPU has no known peak: no MFU there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor
+
+from captioner.flops import step_flops
+from captioner.tokenizer import IGNORE_INDEX
+
+
+def batch_images(batch: dict[str, Any]) -> int:
+    return int(batch["input_ids"].size(0))
+
+
+def batch_tokens(batch: dict[str, Any]) -> int:
+    """Caption tokens that carry a loss (padding left out)."""
+    return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
+class TrainingThroughput(ThroughputMonitor):
+    """`ThroughputMonitor` for caption batches; each batch's FLOPs (its images and its caption length; a frozen
+    encoder counted forward only, cached features not at all) are set on the module as Lightning expects.
+
+    Args:
+        window_size: batches averaged over (Lightning's `Throughput`); logged every `trainer.log_every_n_steps`.
+    """
+
+    def __init__(self, window_size: int = 50) -> None:
+        super().__init__(batch_size_fn=batch_images, length_fn=batch_tokens, window_size=window_size)
+        self._image_tokens: tuple[int, int] | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if batch is None:
+            return
+        model = pl_module.model
+        if self._image_tokens is None:
+            with torch.no_grad():  # (1, N, D): the image tokens the decoder attends to
+                shape = torch.zeros(1, *model.preprocessing.input_size, device=pl_module.device)
+                self._image_tokens = (model.encode(shape).size(1), model.encoder.num_prefix_tokens)
+        frozen = not any(p.requires_grad for p in model.encoder.backbone.parameters())
+        flops = step_flops(model, *self._image_tokens, batch["input_ids"].size(1))
+        pl_module.flops_per_batch = flops.training(batch_images(batch), frozen, cached_features="features" in batch)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        if batch is not None:  # a batch whose images all failed to decode is skipped
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
