@@ -62,10 +62,11 @@ class RunFolder(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True  # the checkpoint, optimizer and loop state have loaded
+        log_dir = trainer.log_dir  # on every rank: a collective (a broadcast) under DDP
         if self._claimed and trainer.is_global_zero:  # where to look, once the run is sure to go ahead
-            where = f"run folder {trainer.log_dir}"
+            where = f"run folder {log_dir}"
             if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
-                where += f"; TensorBoard: tensorboard --logdir {Path(trainer.log_dir).parent}"
+                where += f"; TensorBoard: tensorboard --logdir {Path(log_dir).parent}"
             print(where, file=sys.stderr)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

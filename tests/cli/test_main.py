@@ -85,3 +85,17 @@ def test_every_command_has_help(command, capsys):
 def test_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
     assert "frobnicate" in capsys.readouterr().err
+
+
+def test_demo_trains_evaluates_and_ends_with_the_plots(tmp_path, capsys):
+    from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
+
+    args = ["demo", "--config", str(ROOT / "configs/shapes.yaml"), "--test-count", "4", *TINY_MODEL,
+            *TINY_SHAPES_DATA, "--trainer.max_steps=4", "--trainer.val_check_interval=4",
+            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    assert main(args) == 0
+    run = tmp_path / "shapes/version_0"
+    assert {"curves.png", "loss.png"} <= {p.name for p in (run / "plots").iterdir()}
+    out = capsys.readouterr().out
+    assert f"training curves: {run / 'plots'}" in out and "tensorboard --logdir" in out
+    assert json.loads((run / "demo_report.json").read_text())["test"]["count"] == 4
