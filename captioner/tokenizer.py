@@ -26,6 +26,7 @@ class CaptionTokenizer:
         """Special tokens: ours (<pad>, <bos>, <eos>) when present; else a tokenizer with exactly one special token
         (GPT-2's <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
         self.tokenizer = tokenizer
+        self._special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}  # never decoded
         ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
         if all(i is not None for i in ids.values()):
             self.pad_id, self.bos_id, self.eos_id = ids[PAD], ids[BOS], ids[EOS]
@@ -95,6 +96,10 @@ class CaptionTokenizer:
             ids = [*ids[: max_length - 1], self.eos_id]
         return ids
 
+    def lengths(self, texts: list[str]) -> list[int]:
+        """The length of `encode(text)` for each text (BOS and EOS included), batched."""
+        return [len(e.ids) + 2 for e in self.tokenizer.encode_batch(texts)]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids -> text; special tokens dropped, stops at the first EOS. Never a broken character: byte-level
         tokens are joined as bytes and an incomplete or invalid UTF-8 sequence (a caption cut mid-character, or a
@@ -110,10 +115,9 @@ class CaptionTokenizer:
                 out.append(int(i))
         if type(self.tokenizer.decoder).__name__ != "ByteLevel":
             return self.tokenizer.decode(out, skip_special_tokens=True).replace("\ufffd", "")
-        special = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
         data = bytearray()
         for i in out:
-            token = "" if i in special else self.tokenizer.id_to_token(i) or ""
+            token = "" if i in self._special else self.tokenizer.id_to_token(i) or ""
             if all(ch in _BYTE_OF for ch in token):
                 data.extend(_BYTE_OF[ch] for ch in token)
             else:  # an added (non-special) token, stored as plain text

@@ -74,3 +74,8 @@ def test_extend_keeps_every_id_and_shortens_the_new_language(tokenizer: CaptionT
     for i, parts in pieces.items():  # each new token spells exactly the old tokens it replaces
         assert all(p < V for p in parts) and len(parts) >= 2
         assert "".join(tokenizer.tokenizer.id_to_token(p) for p in parts) == extended.tokenizer.id_to_token(i)
+
+
+def test_lengths_are_the_encoded_lengths(tokenizer: CaptionTokenizer):
+    texts = ["a small red circle", "", *GREEK]
+    assert tokenizer.lengths(texts) == [len(tokenizer.encode(t)) for t in texts]

@@ -103,7 +103,7 @@ class CaptionDataModule(L.LightningDataModule):
         texts = list(itertools.islice(self.training_texts(), sample))
         if not texts:
             return {}
-        lengths = [len(e.ids) + 2 for e in self.tokenizer.tokenizer.encode_batch(texts)]
+        lengths = self.tokenizer.lengths(texts)
         over = sum(n > self.max_length for n in lengths)
         found = {"measured": len(lengths), "longest": max(lengths), "truncated_share": over / len(lengths)}
         rank_zero_info(
