@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 
-from captioner.flops import step_flops
+from captioner.flops import StepFlops, step_flops
 from captioner.tokenizer import IGNORE_INDEX
 
 
@@ -34,6 +34,7 @@ class TrainingThroughput(ThroughputMonitor):
     def __init__(self, window_size: int = 50) -> None:
         super().__init__(batch_size_fn=batch_images, length_fn=batch_tokens, window_size=window_size)
         self._image_tokens: tuple[int, int] | None = None
+        self._flops: dict[int, StepFlops] = {}
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -46,8 +47,10 @@ class TrainingThroughput(ThroughputMonitor):
                 shape = torch.zeros(1, *model.preprocessing.input_size, device=pl_module.device)
                 self._image_tokens = (model.encode(shape).size(1), model.encoder.num_prefix_tokens)
         frozen = not any(p.requires_grad for p in model.encoder.backbone.parameters())
-        flops = step_flops(model, *self._image_tokens, batch["input_ids"].size(1))
-        pl_module.flops_per_batch = flops.training(batch_images(batch), frozen, cached_features="features" in batch)
+        T = batch["input_ids"].size(1)
+        if T not in self._flops:  # counted once per caption length, not at every step
+            self._flops[T] = step_flops(model, *self._image_tokens, T)
+        pl_module.flops_per_batch = self._flops[T].training(batch_images(batch), frozen, "features" in batch)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
