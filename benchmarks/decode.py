@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from benchmarks.common import timed_pair, train_step_fn
+from benchmarks.common import add_size_args, timed_pair, train_step_fn
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig, TokenIds, generate
 from captioner.model import Captioner
@@ -115,19 +115,8 @@ def print_table(rows: list[tuple[str, float, float]]) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/benchmark.py decode", description=__doc__)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--enc-width", type=int, default=192)
-    parser.add_argument("--enc-layers", type=int, default=12)
-    parser.add_argument("--enc-heads", type=int, default=3)
-    parser.add_argument("--dec-width", type=int, default=256)
-    parser.add_argument("--dec-layers", type=int, default=4)
-    parser.add_argument("--dec-heads", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=1024)
-    parser.add_argument("--new-tokens", type=int, default=20)
-    parser.add_argument("--beams", type=int, default=3)
+    add_size_args(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both sides)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row (median), after a warm-up")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     where = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()

@@ -10,25 +10,31 @@ from captioner.config import CaptionerConfig
 
 
 class KVCache(nn.Module):
-    """Preallocated key/value buffers (B, nh, max_len, hs) for one self-attention layer (litgpt style)."""
+    """Preallocated key/value buffers (B, nh, max_len, hs) for one self-attention layer (litgpt style), and a spare
+    pair that beam search reorders into (only the positions written so far are copied, then the pairs swap)."""
 
     def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype) -> None:  # noqa: ANN001
         super().__init__()
         shape = (batch_size, n_head, max_len, head_size)
-        self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        for name in ("k", "v", "k_spare", "v_spare"):
+            self.register_buffer(name, torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.length = 0  # positions written so far
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write (B, nh, T, hs) at positions [start, start + T); return keys/values of [0, start + T)."""
         end = start + k.size(2)
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
+        self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (beam search): row i becomes old row index[i]."""
-        self.k = self.k.index_select(0, index)
-        self.v = self.v.index_select(0, index)
+        """Keep rows `index` (beam search): row i becomes old row index[i], for the positions written so far."""
+        n = self.length
+        torch.index_select(self.k[:, :, :n], 0, index, out=self.k_spare[:, :, :n])
+        torch.index_select(self.v[:, :, :n], 0, index, out=self.v_spare[:, :, :n])
+        self.k, self.k_spare = self.k_spare, self.k
+        self.v, self.v_spare = self.v_spare, self.v
 
 
 class SelfAttention(nn.Module):

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from captioner.data.images import DEFAULT_MAX_PIXELS, ImageFiles, load_rgb, to_rgb
 from captioner.generate import GenerationConfig, Hypothesis, generate
 from captioner.model import Captioner
-from captioner.outputs import OutputWriter
+from captioner.outputs import OutputError, OutputWriter
+from captioner.ranks import Ranks
 from captioner.tokenizer import CaptionTokenizer
 
 
@@ -132,27 +133,44 @@ def caption_files(
     attention_dir: Path | None = None,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    ranks: Ranks | None = None,
 ) -> CaptionRun:
-    """Caption `paths`, writing rows to `output` batch by batch (printing them when `output` is None)."""
+    """Caption `paths`, writing rows to `output` batch by batch (printing them when `output` is None).
+
+    With `ranks` (`captioner.ranks.launch`), every process calls this with the same arguments: each captions its
+    share and rank 0 writes everyone's rows in input order; the returned counts are the same on every rank."""
+    ranks = ranks or Ranks.single()
     run = CaptionRun()
-    writer = OutputWriter(output, resume) if output is not None else None  # locks the output for the run
-    todo = [p for p in paths if writer is None or p not in writer.done]
+    writer, refused = None, None
+    if output is not None and ranks.rank == 0:
+        try:
+            writer = OutputWriter(output, resume)  # locks the output for the run
+        except ValueError as err:  # OutputError: said on every rank, so that none waits for rank 0
+            refused = str(err)
+    done, refused = ranks.broadcast((writer.done if writer is not None else set(), refused))
+    if refused:
+        raise OutputError(refused)
+    todo = [p for p in paths if p not in done]
     run.skipped = len(paths) - len(todo)
     device = next(model.parameters()).device
-    bar = tqdm(total=len(todo), unit="img", desc="captioning", disable=not progress)
+    mine = ranks.share(todo)
+    batches = -(-len(todo[:: ranks.world]) // batch_size)  # rank 0's share is the longest: every rank loops as often
+    bar = tqdm(total=len(todo), unit="img", desc="captioning", disable=not progress or ranks.rank != 0)
     try:
         with torch.inference_mode(), autocast(device, precision):
-            for items in file_loader(model, todo, batch_size, workers, max_pixels):
-                rows = caption_items(model, tokenizer, items, generation, attention_dir)
+            loader = iter(file_loader(model, mine, batch_size, workers, max_pixels))
+            for _ in range(batches):
+                items = next(loader, [])
+                rows = ranks.merge(caption_items(model, tokenizer, items, generation, attention_dir))
                 run.failed += sum("error" in r for r in rows)
                 run.captioned += sum("error" not in r for r in rows)
                 run.truncated += sum(bool(r.get("truncated")) for r in rows)
                 if writer is not None:
                     writer.write(rows)
-                else:
+                elif output is None and ranks.rank == 0:
                     for r in rows:
                         tqdm.write(f"{r['path']}\t{r.get('caption', '')}\t{r.get('score', r.get('error', ''))}")
-                bar.update(len(items))
+                bar.update(len(rows))
     finally:
         bar.close()
         if writer is not None:

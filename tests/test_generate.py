@@ -221,3 +221,64 @@ def test_the_default_token_limit_is_the_model_block_size(images):
     never_ends = GenerationConfig(min_new_tokens=10_000)
     hyps = generate(model, images, IDS, never_ends)
     assert {len(h[0].tokens) for h in hyps} == {model.config.block_size - 1}
+
+
+BEAM_CASES = [
+    {"num_beams": 3},
+    {"num_beams": 4, "num_return_sequences": 4, "length_penalty": 0.0},
+    {"num_beams": 5, "length_penalty": 2.0, "min_new_tokens": 3},
+    {"num_beams": 3, "early_stopping": True, "num_return_sequences": 2},
+    {"num_beams": 4, "no_repeat_ngram_size": 2, "repetition_penalty": 1.3},
+    {"num_beams": 6, "length_penalty": -0.5, "num_return_sequences": 6},
+]
+
+
+@pytest.mark.parametrize("eos_bias", [0.0, 2.0])
+@pytest.mark.parametrize("vocab", [4, 40])  # 4 tokens: fewer live continuations than beams, dead beams
+@pytest.mark.parametrize("options", BEAM_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_tensor_beam_search_equals_the_per_image_loop(options, vocab, eos_bias, images):
+    from tests.beam_reference import reference_beam_search
+
+    model = make_model(7, vocab=vocab, eos_bias=eos_bias)
+    cfg = GenerationConfig(max_new_tokens=9, **options)
+    got = generate(model, images, IDS, cfg)
+    want = reference_beam_search(model, images, IDS, cfg)
+    assert got == want  # tokens, scores, log-probs and truncation flags, hypothesis for hypothesis
+    assert any(len(h) > 1 for h in got) == (cfg.num_return_sequences > 1)
+
+
+def test_vectorised_ngram_ban_equals_the_row_loop():
+    from captioner.decoding import ban_repeated_ngrams as _ban_repeated_ngrams
+    from tests.beam_reference import reference_ban_repeated_ngrams
+
+    torch.manual_seed(0)
+    for n in (1, 2, 3):
+        for length in range(0, 9):
+            history = torch.randint(0, 5, (6, length))
+            a, b = torch.randn(6, 7), None
+            b = a.clone()
+            _ban_repeated_ngrams(a, history, n)
+            reference_ban_repeated_ngrams(b, history, n)
+            assert torch.equal(a, b), (n, length)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_decoding_reads_the_host_a_fixed_number_of_times(num_beams, images, monkeypatch):
+    """With the "all done" check spaced past the token limit (as on an accelerator, every few steps), no host read
+    happens inside the step loop: 8 and 16 steps read the same number of times."""
+    import captioner.beam_search
+    import captioner.generate
+
+    for module in (captioner.generate, captioner.beam_search):
+        monkeypatch.setattr(module, "check_every", lambda device: 1000)
+    reads = []
+    for name in ("tolist", "item", "__bool__", "__int__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(self, *a))
+    model = make_model(0)
+    counts = []
+    for steps in (8, 16):
+        reads.clear()
+        generate(model, images, IDS, GenerationConfig(max_new_tokens=steps, min_new_tokens=steps, num_beams=num_beams))
+        counts.append(len(reads))
+    assert counts[0] == counts[1]

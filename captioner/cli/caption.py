@@ -6,7 +6,16 @@ import glob
 import sys
 from pathlib import Path
 
-from captioner.cli.common import Parser, add_generation_args, fail, generation_config, load_package, positive
+from captioner.cli.common import (
+    Parser,
+    add_generation_args,
+    add_speed_args,
+    apply_speed_args,
+    fail,
+    generation_config,
+    load_package,
+    positive,
+)
 
 
 def caption(argv: list[str]) -> int:
@@ -24,14 +33,19 @@ def caption(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=positive, default=32)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--precision", default="32", choices=["32", "bf16", "16"])
+    parser.add_argument("--devices", type=positive, default=None,
+                        help="caption on this many processes (GPUs, or CPU processes sharing the cores), one merged "
+                        "output in input order; under torchrun or SLURM the launcher's count is used")  # fmt: skip
+    parser.add_argument("--num-nodes", type=positive, default=None, help="machines taking part (with --devices)")
     parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
     parser.add_argument(
         "--max-image-pixels", type=int, default=64_000_000, help="refuse larger images (decompression bombs)"
     )
+    add_speed_args(parser)
     add_generation_args(parser)
     args = parser.parse_args(argv)
-    from captioner.inference import caption_files
+    from captioner.inference import caption_files, resolve_device
+    from captioner.ranks import launch
 
     try:
         gen = generation_config(args)
@@ -53,14 +67,23 @@ def caption(argv: list[str]) -> int:
     paths = expand_inputs(args.inputs, args.list_file)
     if not paths:
         return fail(f"no files found in {args.inputs}")
-    model, tok = load_package(args.model_dir, args.device)
     try:
+        ranks = launch(args.devices, args.num_nodes, resolve_device(args.device).type)
+    except ValueError as err:  # e.g. --devices that do not match torchrun's or SLURM's process count
+        return fail(str(err))
+    try:
+        model, tok = load_package(args.model_dir, str(ranks.device or args.device))
+        apply_speed_args(model, args)
         run = caption_files(
             model, tok, paths, output, gen, args.batch_size, args.workers, args.precision, args.resume,
-            Path(args.attention_maps) if args.attention_maps else None, max_pixels=args.max_image_pixels,
+            Path(args.attention_maps) if args.attention_maps else None, max_pixels=args.max_image_pixels, ranks=ranks,
         )  # fmt: skip
     except ValueError as err:
         return fail(str(err))
+    finally:
+        ranks.close()
+    if ranks.rank != 0:
+        return 0  # rank 0 says how it went, and exits with the status (see captioner.ranks)
     where = f" to {output}" if output else ""
     cut = f" ({run.truncated} cut by the token limit)" if run.truncated else ""
     print(

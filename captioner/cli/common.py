@@ -43,6 +43,29 @@ def load_package(model_dir: str, device: str) -> tuple[Captioner, CaptionTokeniz
     return Captioner.from_pretrained(model_dir, map_location=resolve_device(device))
 
 
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """Inference speed options shared by caption and evaluate (see `captioner.quantize`)."""
+    g = parser.add_argument_group("speed")
+    g.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
+                   help="autocast: bf16 (GPU, or a CPU with AVX512-BF16/AMX), 16 (GPU) or 32")  # fmt: skip
+    g.add_argument("--quantize", choices=["int8"], default=None, help="int8: dynamic int8 linear layers (CPU)")
+
+
+def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
+    """--quantize (in place) and the note on bf16 where this CPU lacks it; ValueError for a combination that
+    cannot run."""
+    from captioner.quantize import bf16_note, quantize_int8
+
+    device = next(model.parameters()).device
+    if args.quantize == "int8":
+        if args.precision != "32":
+            raise ValueError(f"--quantize int8 runs in fp32 around the int8 layers; drop --precision {args.precision}")
+        quantize_int8(model)
+    note = bf16_note(device) if args.precision == "bf16" else None
+    if note:
+        print(f"captioner: note: {note}", file=sys.stderr)
+
+
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
     """Decoding options shared by caption and evaluate (names as in Hugging Face `generate`)."""
     g = parser.add_argument_group("decoding")

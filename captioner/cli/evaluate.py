@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from captioner.cli.common import (
     Parser,
     add_generation_args,
     add_source_args,
+    add_speed_args,
+    apply_speed_args,
     data_source,
     fail,
     generation_config,
@@ -17,6 +20,11 @@ from captioner.cli.common import (
     positive,
 )
 from captioner.data.sources import FORMATS, clean
+
+if TYPE_CHECKING:
+    from captioner.generate import GenerationConfig
+    from captioner.model import Captioner
+    from captioner.tokenizer import CaptionTokenizer
 
 
 def _evaluate_parser() -> argparse.ArgumentParser:
@@ -40,17 +48,14 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    add_speed_args(parser)
     add_generation_args(parser)
     return parser
 
 
 def evaluate(argv: list[str]) -> int:
     args = _evaluate_parser().parse_args(argv)
-    from dataclasses import asdict
-
-    from captioner.evaluate import evaluate_pairs
-    from captioner.outputs import check_writable, write_jsonl, write_text
-    from captioner.shapes.evaluate import evaluate_shapes
+    from captioner.outputs import check_writable
 
     for option, out in (("--output", args.output), ("--report", args.report)):
         if out and Path(out).exists() and not args.overwrite:
@@ -61,7 +66,25 @@ def evaluate(argv: list[str]) -> int:
         gen = generation_config(args)
     except ValueError as err:
         return fail(str(err))
-    model, tok = load_package(args.model_dir, args.device)
+    from captioner.inference import autocast
+
+    try:
+        model, tok = load_package(args.model_dir, args.device)
+        apply_speed_args(model, args)
+        speed = autocast(next(model.parameters()).device, args.precision)
+    except ValueError as err:
+        return fail(str(err))
+    with speed:
+        return _evaluate(args, model, tok, gen)
+
+
+def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer, gen: GenerationConfig) -> int:
+    from dataclasses import asdict
+
+    from captioner.evaluate import evaluate_pairs
+    from captioner.outputs import write_jsonl, write_text
+    from captioner.shapes.evaluate import evaluate_shapes
+
     if args.format == "shapes":
         holdout = _holdout(args.model_dir, args.holdout)
         if args.split == "novel" and not holdout:
@@ -90,7 +113,8 @@ def evaluate(argv: list[str]) -> int:
         data = {"format": args.format, "path": args.data, "split": args.split, "count": len(pairs)}
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)
-    report = {"metrics": metrics, "model": str(args.model_dir), "data": data, "decoding": asdict(gen)}
+    speed = {"precision": args.precision, "quantize": args.quantize}
+    report = {"metrics": metrics, "model": str(args.model_dir), "data": data, "decoding": asdict(gen), "speed": speed}
     if args.report:
         write_text(args.report, json.dumps(report, indent=2) + "\n")
     print(json.dumps({"split": args.split, "blind": args.blind, **metrics}))

@@ -99,6 +99,7 @@ def test_attention_maps_written_and_returned(trained_package, mixed_folder, tmp_
     assert mean_layers[0].shape == (3, 4, 4)
 
 
+@pytest.mark.slow  # two evaluations, each with the Java scorers (about 13 s)
 def test_evaluate_shapes_report_and_imagefolder(trained_package, tmp_path, capsys):
     from captioner.shapes.scenes import write_imagefolder
 
