@@ -79,6 +79,11 @@ class CaptionDataModule(L.LightningDataModule):
     def training_texts(self) -> Iterator[str]:
         raise NotImplementedError
 
+    def training_references(self, limit: int) -> Iterator[list[str]]:
+        """The captions of the first `limit` training images, one list per image (CIDEr-D's document frequencies
+        for self-critical training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its training references")
+
     @property
     def tokenizer(self) -> CaptionTokenizer:
         if self._tokenizer is None:

@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from captioner.data.base import CaptionDataModule
 from captioner.data.examples import PairsDataset
 from captioner.data.images import DEFAULT_MAX_PIXELS
-from captioner.data.shards import iter_shard_captions, shard_dataset
+from captioner.data.shards import iter_shard_captions, iter_shard_references, shard_dataset
 from captioner.data.sources import DataError, DataSource, Pair, clean, coco_image_dir
 from captioner.preprocess import Preprocessing, Transform
 
@@ -144,6 +144,13 @@ class PairsDataModule(CaptionDataModule):
                 return
 
     # ---- datasets ----------------------------------------------------------------------------------------------
+
+    def training_references(self, limit: int) -> Iterator[list[str]]:
+        if self.format == "webdataset":
+            yield from iter_shard_references(self.train_path, limit)
+            return
+        yield from (list(pair.captions) for pair in self.pairs()["train"][:limit])
+
     def make_train_transform(self, preprocessing: Preprocessing) -> Transform:
         return preprocessing.train_transform(self.augment) if self.augment else self.transform
 

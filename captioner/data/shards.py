@@ -83,12 +83,18 @@ def shard_dataset(
 
 def iter_shard_captions(urls: str, limit: int) -> Iterator[str]:
     """Captions of the first `limit` samples (for training a tokenizer)."""
+    for captions in iter_shard_references(urls, limit):
+        yield from captions
+
+
+def iter_shard_references(urls: str, limit: int) -> Iterator[list[str]]:
+    """The caption list of each of the first `limit` samples."""
     n = 0
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
-        yield from sample_captions(sample)
-        n += 1
         if n >= limit:
             return
+        yield list(sample_captions(sample))
+        n += 1
 
 
 def write_shards(

@@ -92,6 +92,10 @@ class ShapesDataModule(CaptionDataModule):
         for i in range(min(self.tokenizer_scenes, self.sizes["train"])):
             yield from captions(scene_objects("train", i, self.holdout, self.max_objects))
 
+    def training_references(self, limit: int) -> Iterator[list[str]]:
+        for i in range(min(limit, self.sizes["train"])):
+            yield captions(scene_objects("train", i, self.holdout, self.max_objects))
+
     def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
         return ShapesDataset(split, self.sizes[split], transform, train, self.holdout, self.max_objects)
 

@@ -10,12 +10,12 @@ import torch
 
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig
-from captioner.inference import caption_batch
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model, grow_vocab
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
 from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
-from captioner.train.samples import report_captions
+from captioner.train.samples import caption_rows, report_captions
+from captioner.train.scst import SCST, SelfCritical
 
 # our checkpoints' hyperparameters hold these dataclasses: allow them under torch.load(weights_only=True), so that
 # resuming never needs arbitrary unpickling
@@ -44,13 +44,13 @@ class CaptionerModule(L.LightningModule):
         caption_metrics_every_n_epochs: every N epochs, validation scores the captions of its `generate_batches`
             subset with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap), logged as `val/CIDEr-D` etc., so
             that `ModelCheckpoint(monitor="val/CIDEr-D", mode="max")` keeps the best model; 0 is off.
-        max_nonfinite_steps: a step whose loss is NaN or infinite is skipped (no update) and counted
-            (`train/skipped_nonfinite`); this many in a row stop the run with a message.
+        max_nonfinite_steps: steps whose loss is NaN or infinite are skipped and counted; this many in a row stop.
         feature_cache: a folder for the frozen encoder's patch tokens of every training image (`train.feature_cache`).
         compile: torch.compile the training loss (captions padded to `data.max_length`: one graph); tf32: on CUDA.
         extend_vocab: fine-tuning on text the package's tokenizer has not seen: add up to this many tokens learned
             from the training captions (the CLI passes it to the data); new embeddings start from their pieces'.
         block_size: grow the package's positions to this many tokens (raise `data.max_length` with it).
+        scst: self-critical training, a second stage that optimises CIDEr-D (`train.scst`; configs/scst.yaml).
     """
 
     def __init__(
@@ -80,6 +80,7 @@ class CaptionerModule(L.LightningModule):
         tf32: bool = True,
         extend_vocab: int = 0,
         block_size: int | None = None,
+        scst: SCST | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -92,6 +93,7 @@ class CaptionerModule(L.LightningModule):
         self.generation = generation or GenerationConfig()
         self.caption_metrics_every_n_epochs = caption_metrics_every_n_epochs
         self.nonfinite = NonFiniteSteps(max_nonfinite_steps)
+        self.self_critical = SelfCritical(scst) if scst is not None else None  # fitted by `connect`
         self.feature_cache, self.feature_cache_dtype = feature_cache, feature_cache_dtype
         self.compile, self.compile_options, self.tf32 = compile, compile_options or {}, tf32
         self._compiled_loss = None  # torch.compile(model.loss), made in setup when `compile`
@@ -132,7 +134,7 @@ class CaptionerModule(L.LightningModule):
         B = batch["input_ids"].size(0)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=stage != "train")
         if stage != "train" and (self.generate_batches < 0 or batch_idx < self.generate_batches):
-            self._outputs.extend(self._caption_batch(batch))
+            self._outputs.extend(caption_rows(self.model, self.tokenizer, batch, self.generation))
         return loss
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -140,7 +142,8 @@ class CaptionerModule(L.LightningModule):
             return None
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("lr", lr, prog_bar=False)
-        loss = self._shared_step(batch, "train", batch_idx)
+        scst = self.self_critical
+        loss = scst.training_step(self, batch) if scst else self._shared_step(batch, "train", batch_idx)
         if self.nonfinite.finite(loss, self.global_step, lr):
             return loss
         self.log("train/skipped_nonfinite", float(self.nonfinite.skipped))
@@ -155,14 +158,7 @@ class CaptionerModule(L.LightningModule):
             self._shared_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> list[dict[str, Any]]:
-        return [] if batch is None else self._caption_batch(batch)
-
-    def _caption_batch(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
-        captions = caption_batch(self.model, self.tokenizer, batch["images"], self.generation)
-        return [
-            {"index": i, "caption": c.text, "score": c.score, "references": refs, "objects": objs}
-            for i, c, refs, objs in zip(batch["index"], captions, batch["references"], batch["objects"], strict=True)
-        ]
+        return [] if batch is None else caption_rows(self.model, self.tokenizer, batch, self.generation)
 
     def on_validation_epoch_end(self) -> None:
         self._caption_epoch_end("val")

@@ -8,6 +8,22 @@ from typing import Any
 
 import lightning as L
 
+from captioner.generate import GenerationConfig
+from captioner.inference import caption_batch
+from captioner.model import Captioner
+from captioner.tokenizer import CaptionTokenizer
+
+
+def caption_rows(
+    model: Captioner, tokenizer: CaptionTokenizer, batch: dict[str, Any], generation: GenerationConfig
+) -> list[dict[str, Any]]:
+    """The captions of a validation/test/predict batch, with what scoring them needs (references, shapes objects)."""
+    captions = caption_batch(model, tokenizer, batch["images"], generation)
+    return [
+        {"index": i, "caption": c.text, "score": c.score, "references": refs, "objects": objs}
+        for i, c, refs, objs in zip(batch["index"], captions, batch["references"], batch["objects"], strict=True)
+    ]
+
 
 def report_captions(
     module: L.LightningModule, stage: str, outputs: list[dict[str, Any]], metrics_every: int, num_samples: int
