@@ -3,11 +3,13 @@ similarity with a Gaussian length penalty, x10) with its document frequencies fi
 references, and the similarities of many hypotheses against their references computed in one batch of tensor
 operations.
 
-The n-grams of a caption are counted in Python (a dictionary per caption); everything after that (tf-idf
-vectors, clipping, norms, penalties, the mean over references and n-gram orders) runs on (S, R, U) tensors, where
-S hypotheses are scored against R references each over the U n-grams that occur in the batch. Captions are
-tokenized with `captioner.metrics.simple_tokenize` (pure Python; the PTB tokenizer of reported scores needs a Java
-process per call). Equal to pycocoevalcap's CiderScorer over the same corpus and tokens (tests/test_cider.py).
+The n-grams of a caption are counted in Python (a dictionary per caption; the references once per distinct
+list: the K samples of an image share its references); everything after that (tf-idf vectors, clipping, norms,
+penalties, the mean over references and n-gram orders) runs on (S, R, U) tensors, where S hypotheses are scored
+against R references each over U n-gram slots (per hypothesis: those of its references, then its own that they
+lack). Captions are tokenized with `captioner.metrics.simple_tokenize` (pure Python; the PTB tokenizer of
+reported scores needs a Java process per call). Equal to pycocoevalcap's CiderScorer over the same corpus and
+tokens (tests/test_cider.py).
 """
 
 from __future__ import annotations
@@ -51,33 +53,56 @@ class CiderD:
         S, n = len(hypotheses), self.n
         if S != len(references) or any(len(r) == 0 for r in references):
             raise ValueError("one non-empty list of references per hypothesis")
-        hyp = [ngrams(self._tok(h), n) for h in hypotheses]
-        refs = [[ngrams(self._tok(r), n) for r in rs] for rs in references]
-        R = max(len(r) for r in refs)
-        ids: dict[tuple[str, ...], int] = {}
-        for counts in [*hyp, *(c for rs in refs for c in rs)]:
-            for g in counts:
-                ids.setdefault(g, len(ids))
-        U = len(ids)
-        idf = torch.tensor([self.log_images - math.log(max(1.0, self.df[g])) for g in ids], dtype=torch.float64)
-        order = torch.tensor([len(g) - 1 for g in ids], dtype=torch.long)  # (U,): 0 for unigrams .. n-1
-        H = torch.zeros(S, U, dtype=torch.float64)  # term frequencies
-        Rf = torch.zeros(S, R, U, dtype=torch.float64)
-        for s, counts in enumerate(hyp):
-            H[s, [ids[g] for g in counts]] = torch.tensor(list(counts.values()), dtype=torch.float64)
-        for s, rs in enumerate(refs):
-            for r, counts in enumerate(rs):
-                Rf[s, r, [ids[g] for g in counts]] = torch.tensor(list(counts.values()), dtype=torch.float64)
-        has_ref = torch.tensor([[r < len(rs) for r in range(R)] for rs in refs])  # (S, R)
-        bigram = order == 1
-        len_h, len_r = H[:, bigram].sum(-1), Rf[:, :, bigram].sum(-1)  # pycocoevalcap's "length": bigram count
-        H, Rf = H * idf, Rf * idf  # tf-idf
-        onehot = torch.nn.functional.one_hot(order, n).to(torch.float64)  # (U, n)
-        clipped = (torch.minimum(H[:, None, :], Rf) * Rf * (H[:, None, :] > 0)) @ onehot  # (S, R, n)
-        norm_h = ((H**2) @ onehot).sqrt()  # (S, n)
-        norm_r = ((Rf**2) @ onehot).sqrt()  # (S, R, n)
+        # n-gram slots per distinct reference list (the K samples of an image share one), then per hypothesis the
+        # slots of its n-grams that its references lack
+        groups: dict[tuple[str, ...], int] = {}
+        group_of = [groups.setdefault(tuple(rs), len(groups)) for rs in references]
+        slots: list[dict[tuple[str, ...], int]] = []
+        ref_g, ref_r, ref_u, ref_c = [], [], [], []  # flat (group, reference, slot, count)
+        for g, rs in enumerate(groups):
+            table: dict[tuple[str, ...], int] = {}
+            for r, ref in enumerate(rs):
+                for gram, c in ngrams(self._tok(ref), n).items():
+                    ref_g.append(g), ref_r.append(r), ref_u.append(table.setdefault(gram, len(table))), ref_c.append(c)
+            slots.append(table)
+        hyp_s, hyp_u, hyp_c, hyp_gram = [], [], [], []  # flat (hypothesis, slot, count, n-gram)
+        for s_, (text, g) in enumerate(zip(hypotheses, group_of, strict=True)):
+            table, extra = slots[g], {}
+            for gram, c in ngrams(self._tok(text), n).items():
+                u = table.get(gram)
+                hyp_s.append(s_), hyp_c.append(c), hyp_gram.append(gram)
+                hyp_u.append(u if u is not None else len(table) + extra.setdefault(gram, len(extra)))
+        G, R = len(groups), max(len(rs) for rs in groups)
+        U = max([len(t) for t in slots] + [u + 1 for u in hyp_u])
+        f64 = torch.float64
+        # idf and n-gram order of every slot: the groups' slots, then each hypothesis's extra ones
+        idf_g, order_g = torch.zeros(G, U, dtype=f64), torch.full((G, U), -1, dtype=torch.long)
+        for g, table in enumerate(slots):
+            idf_g[g, : len(table)] = torch.tensor([self._idf(gram) for gram in table], dtype=f64)
+            order_g[g, : len(table)] = torch.tensor([len(gram) - 1 for gram in table], dtype=torch.long)
+        group = torch.tensor(group_of)
+        idf, order = idf_g[group], order_g[group]  # (S, U)
+        hs, hu = torch.tensor(hyp_s, dtype=torch.long), torch.tensor(hyp_u, dtype=torch.long)
+        idf[hs, hu] = torch.tensor([self._idf(gram) for gram in hyp_gram], dtype=f64)
+        order[hs, hu] = torch.tensor([len(gram) - 1 for gram in hyp_gram], dtype=torch.long)
+        H = torch.zeros(S, U, dtype=f64)  # term frequencies
+        H[hs, hu] = torch.tensor(hyp_c, dtype=f64)
+        Rg = torch.zeros(G, R, U, dtype=f64)
+        Rg[torch.tensor(ref_g), torch.tensor(ref_r), torch.tensor(ref_u)] = torch.tensor(ref_c, dtype=f64)
+        Rf = Rg[group]  # (S, R, U)
+        has_ref = (torch.arange(R)[None] < torch.tensor([len(rs) for rs in groups])[:, None])[group]  # (S, R)
+        bigram = (order == 1).to(f64)  # (S, U)
+        len_h, len_r = (H * bigram).sum(-1), (Rf * bigram[:, None]).sum(-1)  # pycocoevalcap's "length": bigrams
+        H, Rf = H * idf, Rf * idf[:, None]  # tf-idf
+        onehot = torch.nn.functional.one_hot(order.clamp(min=0), n).to(f64) * (order >= 0)[..., None]  # (S, U, n)
+        clipped = torch.einsum("sru,sun->srn", torch.minimum(H[:, None], Rf) * Rf, onehot)  # (S, R, n)
+        norm_h = torch.einsum("su,sun->sn", H**2, onehot).sqrt()  # (S, n)
+        norm_r = torch.einsum("sru,sun->srn", Rf**2, onehot).sqrt()  # (S, R, n)
         denom = norm_h[:, None, :] * norm_r
         val = torch.where(denom > 0, clipped / torch.where(denom > 0, denom, 1.0), clipped)  # (S, R, n)
         penalty = torch.exp(-((len_h[:, None] - len_r) ** 2) / (2 * self.sigma**2))  # (S, R)
         val = val * penalty[:, :, None] * has_ref[:, :, None]
         return val.sum(1).mean(-1) / has_ref.sum(1) * 10.0  # mean over orders, over references; x10
+
+    def _idf(self, gram: tuple[str, ...]) -> float:
+        return self.log_images - math.log(max(1.0, self.df[gram]))

@@ -129,17 +129,20 @@ def run(args: argparse.Namespace) -> dict:
     runs = f"--trainer.logger.init_args.save_dir={work / 'runs'}"
     budget = lambda minutes: [f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",  # noqa: E731
                               "--trainer.max_steps=1000000"]  # fmt: skip
-    result: dict = {"minutes": args.minutes, "base_minutes": args.base_minutes}
+    result: dict = {"minutes": args.minutes, "base_minutes": args.base_minutes, "lr": args.lr}
     # 1. shapes, from the demo package
     base = Path(args.base)
     result["shapes_before"] = shapes_scores(base, args.count)
-    package, log_dir, seconds = fit(["--config", "configs/scst.yaml", f"--model.init_from={base}", runs,
+    lr = [f"--model.lr={args.lr}"]
+    package, log_dir, seconds = fit(["--config", "configs/scst.yaml", f"--model.init_from={base}", runs, *lr,
                                      *budget(args.minutes)])  # fmt: skip
     result["shapes_scst_seconds"] = round(seconds, 1)
     result["shapes_after"] = shapes_scores(package, args.count)
     result["shapes_curve"] = curve(log_dir)
     if args.plot:
         plot_curve(result["shapes_curve"], Path(args.plot))
+    if args.shapes_only:
+        return result
     # 2. varied references: cross-entropy base, then equal time of SCST or of more cross-entropy
     write_varied_set(work / "train", "train", args.train_images)
     refs = write_varied_set(work / "val", "val", args.val_images)
@@ -152,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
     write_text(work / "data.yaml", json.dumps({"data": {"class_path": "captioner.data.PairsDataModule", "init_args": {
         "format": "imagefolder", "train": str(work / "train"), "val": str(work / "val"), "num_workers": 0,
         "batch_size": 32}}}))  # fmt: skip
-    p_scst, _, s_scst = fit(["--config", "configs/scst.yaml", *scst_data, f"--model.init_from={p1}", runs,
+    p_scst, _, s_scst = fit(["--config", "configs/scst.yaml", *scst_data, f"--model.init_from={p1}", runs, *lr,
                              "--trainer.val_check_interval=100", *budget(args.minutes)])  # fmt: skip
     p_ce, _, s_ce = fit([*finetune, f"--model.init_from={p1}", *budget(args.minutes)])
     result["varied"] = {
@@ -170,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="runs/shapes/version_0/model", help="the demo package")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each SCST (and matching CE) run")
     parser.add_argument("--base-minutes", type=float, default=4.0, help="cross-entropy fine-tuning on the varied set")
+    parser.add_argument("--lr", type=float, default=5e-5, help="SCST learning rate (configs/scst.yaml: 5e-5)")
+    parser.add_argument("--shapes-only", action="store_true", help="run part 1 only")
     parser.add_argument("--count", type=int, default=500, help="shapes test and novel scenes scored")
     parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--val-images", type=int, default=300)

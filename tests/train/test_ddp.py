@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 STEPS = 3
 
 
-def run_ddp(tmp: Path, extra_model: dict | None = None) -> list[dict]:
+def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | None = None) -> list[dict]:
     record = tmp / "ranks"
     override = {
         "trainer": {
@@ -27,6 +27,7 @@ def run_ddp(tmp: Path, extra_model: dict | None = None) -> list[dict]:
                           {"class_path": "captioner.train.ExportModelPackage"}],
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                        "init_args": {"save_dir": str(tmp / "runs"), "name": "shapes"}},
+            **(extra_trainer or {}),
         },
         "model": {"config": {"encoder_img_size": 32, "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
                              "n_layer": 1, "n_embd": 32, "n_head": 2}, **(extra_model or {})},
@@ -46,10 +47,17 @@ def run_ddp(tmp: Path, extra_model: dict | None = None) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cached", [False, True], ids=["online", "feature_cache"])
-def test_two_process_ddp(tmp_path, cached):
+@pytest.mark.parametrize("mode", ["online", "feature_cache", "scst_bf16"])
+def test_two_process_ddp(tmp_path, mode):
+    """scst_bf16: self-critical training from the feature cache of a frozen encoder, in bf16-mixed (each rank
+    fits the same CIDEr-D document frequencies from the training references)."""
+    cached = mode != "online"
     extra = {"finetune": "freeze_encoder", "feature_cache": str(tmp_path / "cache")} if cached else None
-    r0, r1 = run_ddp(tmp_path, extra)
+    trainer = None
+    if mode == "scst_bf16":
+        extra = {**extra, "scst": {"samples": 3, "reference_images": 100, "max_new_tokens": 12}}
+        trainer = {"precision": "bf16-mixed"}
+    r0, r1 = run_ddp(tmp_path, extra, trainer)
     assert len(r0["seen"]) == len(r1["seen"]) == STEPS * 8
     assert not set(r0["seen"]) & set(r1["seen"]), "the ranks trained on the same samples"
     assert r0["weights"] == r1["weights"], "the ranks ended with different weights"
