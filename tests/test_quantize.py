@@ -28,7 +28,8 @@ def test_int8_swaps_every_linear_and_keeps_the_outputs(trained_package, images):
     assert sum(a.text == b.text for a, b in zip(got, want, strict=True)) >= 7
 
 
-def test_the_commands_take_the_options(trained_package, tmp_path, capsys):
+def test_the_commands_take_the_options(trained_package, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("captioner.metrics.java_available", lambda: False)  # the Java scorers: tests/test_metrics.py
     image = tmp_path / "a.png"
     make_scene("test", 0).image.save(image)
     out = tmp_path / "c.jsonl"

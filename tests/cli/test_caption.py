@@ -117,6 +117,7 @@ def test_evaluate_shapes_report_and_imagefolder(trained_package, tmp_path, capsy
     assert all(len(r["references"]) == 4 for r in rows(out))
 
 
+@pytest.mark.slow  # a training with the Java scorers at every validation (about 10 s)
 def test_caption_metrics_logged_during_validation(tmp_path):
     from tests.helpers import ROOT, TINY_MODEL
 

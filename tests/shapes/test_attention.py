@@ -51,6 +51,7 @@ def test_shape_words_attend_inside_their_object(attention_package, capsys):
     assert found["pointing_accuracy"] > 0.9, found  # the peak lies on the object
 
 
+@pytest.mark.slow  # an evaluate with the Java scorers and two attention passes (about 10 s)
 def test_evaluate_reports_attention_for_both_layer_choices(trained_package, tmp_path):
     from captioner.cli import main
 
