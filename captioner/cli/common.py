@@ -48,7 +48,9 @@ def add_speed_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("speed")
     g.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
                    help="autocast: bf16 (GPU, or a CPU with AVX512-BF16/AMX), 16 (GPU) or 32")  # fmt: skip
-    g.add_argument("--quantize", choices=["int8"], default=None, help="int8: dynamic int8 linear layers (CPU)")
+    g.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
+                   "change with the batch it is in)")  # fmt: skip
 
 
 def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
