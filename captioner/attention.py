@@ -11,13 +11,16 @@ from captioner.config import CaptionerConfig
 
 class KVCache(nn.Module):
     """Preallocated key/value buffers (B, nh, max_len, hs) for one self-attention layer (litgpt style), and a spare
-    pair that beam search reorders into (only the positions written so far are copied, then the pairs swap)."""
+    pair, made at the first reorder, that beam search reorders into (only the positions written so far are copied,
+    then the pairs swap)."""
 
     def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype) -> None:  # noqa: ANN001
         super().__init__()
         shape = (batch_size, n_head, max_len, head_size)
-        for name in ("k", "v", "k_spare", "v_spare"):
+        for name in ("k", "v"):
             self.register_buffer(name, torch.zeros(shape, device=device, dtype=dtype), persistent=False)
+        self.k_spare: torch.Tensor | None = None
+        self.v_spare: torch.Tensor | None = None
         self.length = 0  # positions written so far
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +34,8 @@ class KVCache(nn.Module):
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search): row i becomes old row index[i], for the positions written so far."""
         n = self.length
+        if self.k_spare is None:  # greedy and sampling never reorder: only beam search pays for the spare pair
+            self.k_spare, self.v_spare = torch.empty_like(self.k), torch.empty_like(self.v)
         torch.index_select(self.k[:, :, :n], 0, index, out=self.k_spare[:, :, :n])
         torch.index_select(self.v[:, :, :n], 0, index, out=self.v_spare[:, :, :n])
         self.k, self.k_spare = self.k_spare, self.k

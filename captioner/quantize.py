@@ -17,8 +17,6 @@ from torch import nn
 
 from captioner.model import Captioner
 
-QUANTIZE = ("int8",)
-
 
 def quantize_int8(model: Captioner) -> Captioner:
     """The model (in place) with dynamic int8 linear layers; CPU only, for inference."""
