@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="runs/shapes/version_0/model", help="the demo package")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each SCST (and matching CE) run")
     parser.add_argument("--base-minutes", type=float, default=4.0, help="cross-entropy fine-tuning on the varied set")
-    parser.add_argument("--lr", type=float, default=5e-5, help="SCST learning rate (configs/scst.yaml: 5e-5)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="SCST learning rate (configs/scst.yaml: 1e-5)")
     parser.add_argument("--shapes-only", action="store_true", help="run part 1 only")
     parser.add_argument("--count", type=int, default=500, help="shapes test and novel scenes scored")
     parser.add_argument("--train-images", type=int, default=3000)
