@@ -17,8 +17,8 @@ def connect(module: CaptionerModule, datamodule: CaptionDataModule, trainer: L.T
     model = module.model
     datamodule.connect(model.preprocessing, model.config.block_size, pad_to_max_length=module.compile)
     module.connect(datamodule.tokenizer)
-    if module.self_critical is not None:  # CIDEr-D's document frequencies: the training references, once
-        module.self_critical.fit(datamodule.training_references(module.self_critical.options.reference_images))
+    if module.self_critical is not None:  # CIDEr-D's document frequencies: the training references, read once
+        module.self_critical.fit(datamodule.training_references)
     if module.feature_cache:
         if trainer is None:
             raise ValueError("model.feature_cache: pass the trainer to connect(module, datamodule, trainer)")

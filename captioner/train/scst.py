@@ -12,6 +12,7 @@ nor the baseline carries a gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,10 +51,20 @@ class SelfCritical:
             raise ValueError("model.scst.samples must be at least 2 with the mean baseline (or use baseline: greedy)")
         self.options = options
         self.cider: CiderD | None = None
+        self._references: Callable[[int], Iterable[list[str]]] | None = None
 
-    def fit(self, references: Any) -> None:  # noqa: ANN401
-        """Document frequencies from the training references (an iterable of caption lists), once."""
-        self.cider = CiderD(references)
+    def fit(self, references: Callable[[int], Iterable[list[str]]]) -> None:
+        """Where the training references come from (`references(limit)`: caption lists, one per image); CIDEr-D's
+        document frequencies are computed from them once, at the first training step (validate, test and predict
+        runs never pay for them)."""
+        self._references = references
+
+    def scorer(self) -> CiderD:
+        if self.cider is None:
+            if self._references is None:
+                raise RuntimeError("SelfCritical.fit(training references) first (captioner.train.connect does it)")
+            self.cider = CiderD(self._references(self.options.reference_images))
+        return self.cider
 
     def training_step(self, module: L.LightningModule, batch: dict[str, Any]) -> torch.Tensor:
         """The loss of a training batch, logged (`train/loss`, `train/scst_reward`, `_baseline`, `_beat_baseline`,
@@ -68,8 +79,7 @@ class SelfCritical:
     def loss(
         self, model: Captioner, tokenizer: CaptionTokenizer, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.cider is None:
-            raise RuntimeError("SelfCritical.fit(training references) first (captioner.train.connect does it)")
+        cider = self.scorer()
         K = self.options.samples
         if "features" in batch:  # the feature cache: the frozen backbone's patch tokens (B, N, De)
             memory = model.encoder.project(batch["features"])  # (B, N, D)
@@ -86,11 +96,11 @@ class SelfCritical:
         model.train(was_training)
         refs = batch["references"]
         texts = [tokenizer.decode(h.tokens) for h in hyps]
-        rewards = self.cider(texts, [refs[i // K] for i in range(B * K)]).view(B, K).float()  # (B, K)
+        rewards = cider(texts, [refs[i // K] for i in range(B * K)]).view(B, K).float()  # (B, K)
         if greedy is None:
             baseline = others_mean(rewards)
         else:
-            g = self.cider([tokenizer.decode(h[0].tokens) for h in greedy], refs).float()  # (B,)
+            g = cider([tokenizer.decode(h[0].tokens) for h in greedy], refs).float()  # (B,)
             baseline = g[:, None].expand(B, K)
         logprobs = sequence_logprobs(model, memory, hyps, tokenizer).view(B, K)  # (B, K), with gradients
         loss = policy_loss(logprobs, rewards.to(memory.device), baseline.to(memory.device))
