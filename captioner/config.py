@@ -22,6 +22,10 @@ class CaptionerConfig:
     encoder_patch_size: int | None = None  # None: the timm model's own patch size
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. embed_dim/depth/num_heads for ViTs
     encoder_checkpoint: str | None = None  # a local weights file for the timm model (instead of the hub)
+    # "sincos": a randomly initialised ViT's learned position embedding starts as the fixed 2D sin-cos table of
+    # MoCo v3 / MAE instead of timm's near-zero noise (std 0.02), so positions are readable from the first step
+    # (it still trains). Ignored when pretrained weights are loaded; "timm" keeps timm's own initialisation.
+    encoder_pos_init: str = "timm"
     # text decoder (GPT)
     vocab_size: int = 512
     block_size: int = 40  # longest caption in tokens, BOS and EOS included
@@ -99,6 +103,7 @@ PRESETS: dict[str, CaptionerConfig] = {
         encoder_img_size=64,
         encoder_patch_size=8,
         encoder_kwargs={"embed_dim": 128, "depth": 3, "num_heads": 4},
+        encoder_pos_init="sincos",  # positions readable from the first step: see configs/shapes.yaml
         vocab_size=384,
         block_size=40,
         n_layer=1,  # one layer, one head: see configs/shapes.yaml

@@ -45,6 +45,32 @@ def create_backbone(config: CaptionerConfig, pretrained: bool) -> nn.Module:
         ) from err
 
 
+POS_INITS = ("timm", "sincos")
+
+
+def init_position_embedding(backbone: nn.Module, mode: str) -> None:
+    """Start a ViT's learned position embedding from timm's 2D sin-cos table ("sincos") or leave timm's
+    initialisation ("timm"). Prefix (class/register) positions start at zero."""
+    if mode not in POS_INITS:
+        raise ValueError(f"config field 'encoder_pos_init' is {mode!r}; choose one of {POS_INITS}")
+    if mode == "timm":
+        return
+    pos = getattr(backbone, "pos_embed", None)
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    if not isinstance(pos, nn.Parameter) or grid is None:
+        raise ValueError(
+            f"encoder_pos_init 'sincos' needs a ViT with a learned position embedding; {type(backbone).__name__} "
+            "has none (use 'timm')"
+        )
+    from timm.layers import build_sincos2d_pos_embed
+
+    table = build_sincos2d_pos_embed(list(grid), pos.shape[-1])  # (h*w, De)
+    prefix = pos.shape[1] - table.shape[0]  # class/register tokens with their own positions (0 when none)
+    with torch.no_grad():
+        pos.zero_()
+        pos[0, prefix:] = table.to(pos.dtype)
+
+
 class ImageEncoder(nn.Module):
     """timm backbone -> patch tokens (B, N, De) -> LayerNorm + Linear -> image memory (B, N, D)."""
 
@@ -53,6 +79,8 @@ class ImageEncoder(nn.Module):
         if pretrained is None:
             pretrained = config.encoder_pretrained or config.encoder_checkpoint is not None
         self.backbone = create_backbone(config, pretrained)
+        if not pretrained:
+            init_position_embedding(self.backbone, config.encoder_pos_init)
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features
         self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)

@@ -1,0 +1,36 @@
+"""The experiment scripts stay runnable: the demo comparison runs both configs end to end (tiny settings)."""
+
+import json
+
+import pytest
+
+from experiments.demo_speed import main as demo_speed
+from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
+
+
+def test_demo_speed_answers_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo_speed(["--help"])
+    assert exit_.value.code == 0 and "side by side" in capsys.readouterr().out
+
+
+def test_demo_speed_refuses_an_existing_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        demo_speed(["--out", str(tmp_path)])
+    assert exit_.value.code == 2 and f"--out {tmp_path} exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two `captioner demo` processes (about 40 s)
+def test_demo_speed_runs_both_configs_and_prints_the_ratio(tmp_path, capsys):
+    tiny = [*TINY_MODEL, *TINY_SHAPES_DATA, "--trainer.max_steps=2", "--trainer.val_check_interval=2"]
+    out = tmp_path / "compare"
+    assert demo_speed(["--out", str(out), "--test-count", "4", "--order", "new,old", "--", *tiny]) == 0
+    summary = json.loads((out / "demo_speed.json").read_text())
+    assert summary["order"] == "new,old" and "cores" in summary["machine"]
+    for label, config in (("old", "configs/shapes_previous.yaml"), ("new", "configs/shapes.yaml")):
+        run = summary[label]
+        assert run["config"] == config and run["steps"] == 2 and run["test"]["count"] == 4
+        assert {"blind_control", "novel", "wall_seconds", "train_seconds"} <= set(run)
+    ratio = summary["old"]["wall_seconds"] / summary["new"]["wall_seconds"]
+    assert summary["old_over_new_wall"] == round(ratio, 2)
+    assert f"wall time old / new: {ratio:.2f}x" in capsys.readouterr().out
