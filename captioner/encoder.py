@@ -48,12 +48,13 @@ def create_backbone(config: CaptionerConfig, pretrained: bool) -> nn.Module:
 POS_INITS = ("timm", "sincos")
 
 
-def init_position_embedding(backbone: nn.Module, mode: str) -> None:
+def init_position_embedding(backbone: nn.Module, mode: str, pretrained: bool) -> None:
     """Start a ViT's learned position embedding from timm's 2D sin-cos table ("sincos") or leave timm's
-    initialisation ("timm"). Prefix (class/register) positions start at zero."""
+    initialisation ("timm"); pretrained weights keep theirs. Prefix (class/register) positions start at zero. The
+    mode is checked either way, so a misspelt value never passes silently."""
     if mode not in POS_INITS:
         raise ValueError(f"config field 'encoder_pos_init' is {mode!r}; choose one of {POS_INITS}")
-    if mode == "timm":
+    if mode == "timm" or pretrained:
         return
     pos = getattr(backbone, "pos_embed", None)
     grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
@@ -79,8 +80,7 @@ class ImageEncoder(nn.Module):
         if pretrained is None:
             pretrained = config.encoder_pretrained or config.encoder_checkpoint is not None
         self.backbone = create_backbone(config, pretrained)
-        if not pretrained:
-            init_position_embedding(self.backbone, config.encoder_pos_init)
+        init_position_embedding(self.backbone, config.encoder_pos_init, pretrained)
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features
         self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)

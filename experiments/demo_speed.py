@@ -68,7 +68,15 @@ def main(argv: list[str]) -> int:
         if not Path(getattr(args, label)).is_file():
             parser.error(f"--{label} {getattr(args, label)} not found; run from the repository root")
     extra = ["--test-count", str(args.test_count), *args.extra]
-    results = {label: run(getattr(args, label), out / label, extra) for label in args.order.split(",")}
+    try:
+        results = {label: run(getattr(args, label), out / label, extra) for label in args.order.split(",")}
+    except subprocess.CalledProcessError as err:  # the demo said why above; one line here, no traceback
+        print(
+            f"demo_speed: error: `captioner demo --config {err.cmd[5]}` exited with {err.returncode} (its message is "
+            "above); nothing was compared",
+            file=sys.stderr,
+        )
+        return 2
     results = {"old": results["old"], "new": results["new"]}
     ratio = results["old"]["wall_seconds"] / results["new"]["wall_seconds"]
     summary = {"machine": machine(), "date": datetime.now().isoformat(timespec="seconds"), "order": args.order,

@@ -25,6 +25,15 @@ def test_unknown_position_init_names_the_field(tiny_config: CaptionerConfig):
         ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_pos_init": "sinus"}))
 
 
+def test_unknown_position_init_is_refused_with_pretrained_weights_too(tiny_config: CaptionerConfig, monkeypatch):
+    import captioner.encoder as encoder
+
+    backbone = ImageEncoder(tiny_config).backbone  # stands in for hub weights (no download here)
+    monkeypatch.setattr(encoder, "create_backbone", lambda config, pretrained: backbone)
+    with pytest.raises(ValueError, match="encoder_pos_init"):
+        ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_pos_init": "sinus"}), pretrained=True)
+
+
 def test_sincos_needs_a_learned_position_embedding():
     config = CaptionerConfig(encoder_name="resnet18", encoder_pos_init="sincos")
     with pytest.raises(ValueError, match="learned position embedding.*ResNet"):

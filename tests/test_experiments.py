@@ -20,6 +20,15 @@ def test_demo_speed_refuses_an_existing_folder(tmp_path, capsys):
     assert exit_.value.code == 2 and f"--out {tmp_path} exists" in capsys.readouterr().err
 
 
+def test_demo_speed_reports_a_failed_demo_in_one_line(tmp_path, capsys):
+    assert demo_speed(["--out", str(tmp_path / "c"), "--", "--trainer.no_such_option=1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "demo_speed: error: `captioner demo --config configs/shapes_previous.yaml` exited with 2" in err
+        and "Traceback" not in err
+    )
+
+
 @pytest.mark.slow  # two `captioner demo` processes (about 40 s)
 def test_demo_speed_runs_both_configs_and_prints_the_ratio(tmp_path, capsys):
     tiny = [*TINY_MODEL, *TINY_SHAPES_DATA, "--trainer.max_steps=2", "--trainer.val_check_interval=2"]
