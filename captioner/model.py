@@ -120,14 +120,17 @@ class Captioner(nn.Module):
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, map_location: str | torch.device = "cpu"
+        cls, name_or_path: str | Path, map_location: str | torch.device = "cpu", revision: str | None = None
     ) -> tuple[Captioner, CaptionTokenizer]:
-        """Load a model package; returns the model (eval mode) and its tokenizer."""
-        directory = Path(directory)
+        """Load a model package, a folder or a Hub repo id (`org/name`, at `revision`; see `captioner.hub`);
+        returns the model (eval mode) and its tokenizer."""
+        from captioner.hub import resolve_package
+
+        directory = resolve_package(name_or_path, revision)
         for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
             if not (directory / name).is_file():
                 raise FileNotFoundError(
-                    f"{directory} is not a captioner model package: {name} is missing "
+                    f"{name_or_path} is not a captioner model package: {name} is missing "
                     f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
                 )
         config = CaptionerConfig.load(directory / CONFIG_FILE)

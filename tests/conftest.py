@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# no test reaches the Hugging Face Hub: huggingface_hub reads this when it is first imported (the tests' Hub
+# downloads come from caches the tests lay out; see tests/test_hub.py)
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

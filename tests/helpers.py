@@ -101,3 +101,26 @@ def tiny_shapes(train_size: int, **overrides):  # noqa: ANN003, ANN201
     defaults = {"val_size": 8, "batch_size": 8, "num_workers": 0, "vocab_size": 300, "tokenizer_scenes": 100,
                 "max_length": 24, "truncate": True}  # fmt: skip
     return ShapesDataModule(train_size=train_size, **{**defaults, **overrides})
+
+
+def hub_cache(cache: Path, repo_id: str, package: Path, refs: tuple[str, ...] = ("main",)) -> str:
+    """Put `package` into a Hugging Face cache at `cache` as huggingface_hub lays a download out: content in
+    blobs/ (named by sha256), the commit's snapshot as symlinks into them, and refs/<name> holding the commit. The
+    commit hash is returned."""
+    import hashlib
+    import os
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(f"{repo_id}:{sorted(p.name for p in package.iterdir())}".encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in package.iterdir():
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    for ref in refs:
+        (repo / "refs" / ref).write_text(commit)
+    return commit

@@ -9,6 +9,7 @@ from pathlib import Path
 from captioner.cli.common import (
     Parser,
     add_generation_args,
+    add_package_args,
     add_speed_args,
     apply_speed_args,
     fail,
@@ -24,7 +25,7 @@ def caption(argv: list[str]) -> int:
         description="Caption images with a model package: files, folders (recursive), globs or a list file. "
         "Exit code 0 when every file was captioned, 1 when any failed (they get a row with an `error`).",
     )
-    parser.add_argument("model_dir", help="model package folder (config.json, model.safetensors, tokenizer.json)")
+    add_package_args(parser)
     parser.add_argument("inputs", nargs="*", help="image files, folders (every file, recursively) or globs")
     parser.add_argument("--list", dest="list_file", help="a text file with one image path per line")
     parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
@@ -72,7 +73,7 @@ def caption(argv: list[str]) -> int:
     except ValueError as err:  # e.g. --devices that do not match torchrun's or SLURM's process count
         return fail(str(err))
     try:
-        model, tok = load_package(args.model_dir, str(ranks.device or args.device))
+        model, tok = load_package(args.model_dir, str(ranks.device or args.device), args.revision)
         apply_speed_args(model, args)
         run = caption_files(
             model, tok, paths, output, gen, args.batch_size, args.workers, args.precision, args.resume,

@@ -36,11 +36,20 @@ def positive(text: str) -> int:
     return value
 
 
-def load_package(model_dir: str, device: str) -> tuple[Captioner, CaptionTokenizer]:
+def add_package_args(parser: argparse.ArgumentParser) -> None:
+    """The model package a command uses: a folder or a Hub repo id, and the Hub revision."""
+    parser.add_argument("model_dir", metavar="MODEL",
+                        help="model package: a folder (config.json, model.safetensors, tokenizer.json) or a Hub "
+                        "repo id (org/name; downloaded once into the Hugging Face cache)")  # fmt: skip
+    parser.add_argument("--revision", help="with a Hub repo id: its branch, tag or commit (default: main)")
+
+
+def load_package(model_dir: str, device: str, revision: str | None = None) -> tuple[Captioner, CaptionTokenizer]:
+    """A package folder or Hub repo id (captioner.hub), on `device`."""
     from captioner.inference import resolve_device
     from captioner.model import Captioner
 
-    return Captioner.from_pretrained(model_dir, map_location=resolve_device(device))
+    return Captioner.from_pretrained(model_dir, map_location=resolve_device(device), revision=revision)
 
 
 def add_speed_args(parser: argparse.ArgumentParser) -> None:

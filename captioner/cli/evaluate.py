@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from captioner.cli.common import (
     Parser,
     add_generation_args,
+    add_package_args,
     add_source_args,
     add_speed_args,
     apply_speed_args,
@@ -20,6 +21,7 @@ from captioner.cli.common import (
     positive,
 )
 from captioner.data.sources import FORMATS, clean
+from captioner.hub import resolve_package
 
 if TYPE_CHECKING:
     from captioner.generate import GenerationConfig
@@ -34,7 +36,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
         "without Java a pure-Python tokenizer is used and METEOR skipped), plus exact match and attribute "
         "accuracy on the built-in shapes data.",
     )
-    parser.add_argument("model_dir", help="model package folder")
+    add_package_args(parser)
     add_source_args(parser, ["shapes", *FORMATS], default="shapes", split="test")
     parser.add_argument("--count", type=positive, default=500, help="shapes: number of scenes (default 500)")
     parser.add_argument("--holdout", help="shapes: held-out pairs colour:shape,...; default from training.json")
@@ -69,7 +71,7 @@ def evaluate(argv: list[str]) -> int:
     from captioner.inference import autocast
 
     try:
-        model, tok = load_package(args.model_dir, args.device)
+        model, tok = load_package(args.model_dir, args.device, args.revision)
         apply_speed_args(model, args)
         speed = autocast(next(model.parameters()).device, args.precision)
     except ValueError as err:
@@ -86,7 +88,7 @@ def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer,
     from captioner.shapes.evaluate import evaluate_shapes
 
     if args.format == "shapes":
-        holdout = _holdout(args.model_dir, args.holdout)
+        holdout = _holdout(resolve_package(args.model_dir, args.revision), args.holdout)
         if args.split == "novel" and not holdout:
             return fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
         metrics, records = evaluate_shapes(
@@ -121,7 +123,7 @@ def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer,
     return 0
 
 
-def _holdout(model_dir: str, given: str | None) -> list[tuple[str, str]]:
+def _holdout(model_dir: str | Path, given: str | None) -> list[tuple[str, str]]:
     if given is not None:
         return [tuple(p.split(":", 1)) for p in given.split(",") if p]  # type: ignore[misc]
     info = Path(model_dir) / "training.json"

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from captioner.data.base import CaptionDataModule
+from captioner.hub import resolve_package
 from captioner.model import TOKENIZER_FILE
 from captioner.train.connect import connect
 from captioner.train.module import CaptionerModule
@@ -71,6 +72,8 @@ class CaptionerCLI(LightningCLI):
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config)
         package = config.model.get("init_from")
+        if package:  # a Hub repo id (org/name or org/name@revision) becomes its downloaded folder
+            package = config.model["init_from"] = str(resolve_package(package))
         data_args = config.data.get("init_args") if hasattr(config.data, "get") else None
         model_config = config.model.get("config")
         gpt2 = model_config.get("decoder_init_from") if model_config is not None else None
