@@ -73,14 +73,18 @@ def _heat(values: np.ndarray) -> np.ndarray:
     return rgb.astype(np.uint8)
 
 
+def overlay(image: Image.Image, attention: torch.Tensor, size: int = 128) -> Image.Image:
+    """The image at `size` x `size` with an (h, w) attention map over it as a heatmap (scaled to its maximum)."""
+    base = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    values = attention.numpy() / max(float(attention.max()), 1e-8)
+    heat = Image.fromarray(_heat(values)).resize((size, size), Image.NEAREST)
+    return Image.blend(base, heat, 0.5)
+
+
 def attention_figure(image: Image.Image, panels: list[tuple[str, torch.Tensor]], size: int = 128) -> Image.Image:
     """The image, then one panel per word with its heatmap overlaid, in rows of 6."""
     base = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    tiles = [("(image)", base)]
-    for word, m in panels:
-        values = m.numpy() / max(float(m.max()), 1e-8)
-        heat = Image.fromarray(_heat(values)).resize((size, size), Image.NEAREST)
-        tiles.append((word, Image.blend(base, heat, 0.5)))
+    tiles = [("(image)", base)] + [(word, overlay(image, m, size)) for word, m in panels]
     cols = min(6, len(tiles))
     rows = math.ceil(len(tiles) / cols)
     fig = Image.new("RGB", (cols * size, rows * (size + 16)), "white")

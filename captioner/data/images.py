@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 import warnings
 from collections.abc import Callable
@@ -23,6 +24,10 @@ class ImageDecodeError(ValueError):
     """An image that cannot be used: unreadable, truncated, not an image, or too large."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image over the pixel limit, or one Pillow refuses as a possible decompression bomb."""
+
+
 def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image file (or its bytes) to an RGB image with its EXIF orientation applied.
 
@@ -37,18 +42,19 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
                 if img.width * img.height > max_pixels:
-                    raise ImageDecodeError(f"{name}: {img.width}x{img.height} exceeds the {max_pixels:,}-pixel limit")
+                    raise ImageTooLarge(f"{name}: {img.width}x{img.height} exceeds the {max_pixels:,}-pixel limit")
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageDecodeError(f"{name}: refused as a possible decompression bomb ({err})") from err
+        raise ImageTooLarge(f"{name}: refused as a possible decompression bomb ({err})") from err
     except FileNotFoundError as err:
         raise ImageDecodeError(f"{name}: file not found") from err
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {err})") from err
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(err))  # bytes: no object address
+        raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {reason})") from err
 
 
 def _check_regular_file(path: str | Path) -> None:

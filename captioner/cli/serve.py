@@ -1,0 +1,57 @@
+"""`captioner serve MODEL`: a web page and a JSON HTTP API for a model package (needs `pip install -e .[serve]`)."""
+
+from __future__ import annotations
+
+import sys
+
+from captioner.cli.common import Parser, add_package_args, fail, load_package, positive
+
+
+def serve(argv: list[str]) -> int:
+    parser = Parser(
+        prog="captioner serve",
+        description="Serve a model package: a web page at / (drop an image: caption, n-best, each word's "
+        "cross-attention) and a JSON API (POST /caption with image files, GET /health, docs at /api/docs), with "
+        "dynamic batching: requests that arrive within --max-wait-ms are captioned in one batch.",
+    )
+    add_package_args(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves other machines too)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--no-page", action="store_true", help="the JSON API only, no web page")
+    g = parser.add_argument_group("batching and limits")
+    g.add_argument("--max-batch-size", type=positive, default=32, help="images per batch (1: no dynamic batching)")
+    g.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join it")
+    g.add_argument("--max-queue", type=positive, default=256, help="waiting requests; more get 503 + Retry-After")
+    g.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its captions (504)")
+    g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (413)")
+    g.add_argument("--max-image-pixels", type=positive, default=16_000_000, help="refuse larger images (413)")
+    args = parser.parse_args(argv)
+    try:
+        import uvicorn
+
+        from captioner.serve.api import Limits, Service, create_api
+    except ImportError as err:
+        return fail(f"serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'")
+    if not 0 < args.port < 65536:
+        return fail(f"--port {args.port}: give a port between 1 and 65535")
+    limits = Limits(
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_image_pixels, timeout_s=args.timeout,
+        max_queue=args.max_queue, max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+    )  # fmt: skip
+    model, tok = load_package(args.model_dir, args.device, args.revision)
+    service = Service(model, tok, args.model_dir, limits)
+    app = create_api(service)
+    if not args.no_page:
+        try:
+            import gradio as gr
+
+            from captioner.serve.page import create_page
+        except ImportError as err:
+            return fail(f"the page needs gradio ({err.name} is missing): pip install -e '.[serve]', or --no-page")
+        app = gr.mount_gradio_app(app, create_page(service), path="/", max_file_size=limits.max_upload_bytes)
+    print(f"captioner: serving {args.model_dir} on http://{args.host}:{args.port} (page: /, API: POST /caption, "
+          "docs: /api/docs); Ctrl+C stops", file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    service.batcher.stop()
+    return 0

@@ -1,0 +1,127 @@
+"""The JSON API in process (FastAPI's TestClient): the rows of `captioner caption`, and a 4xx for bad input."""
+
+import io
+import json
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+
+from benchmarks.serve import header_only_png
+from captioner.cli import main
+from captioner.model import Captioner
+from captioner.serve.api import Limits, Service, create_api
+from captioner.serve.batcher import Batcher
+from captioner.shapes.scenes import make_scene
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_package):
+    return Captioner.from_pretrained(trained_package)
+
+
+def client_for(loaded, **limits) -> tuple[TestClient, Service]:
+    model, tok = loaded
+    service = Service(model, tok, "tiny", Limits(**limits))
+    return TestClient(create_api(service)), service
+
+
+def png(index: int) -> bytes:
+    buf = io.BytesIO()
+    make_scene("test", index).image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_rows_are_those_of_the_caption_command(loaded, trained_package, tmp_path):
+    client, _ = client_for(loaded)
+    files = []
+    for i in range(3):
+        (tmp_path / f"scene{i}.png").write_bytes(png(i))
+        files.append(tmp_path / f"scene{i}.png")
+    out = tmp_path / "rows.jsonl"
+    assert main(["caption", str(trained_package), *map(str, files), "-o", str(out), "--workers", "0",
+                 "--num-beams", "2", "--num-return-sequences", "2"]) == 0  # fmt: skip
+    expected = [json.loads(line) for line in out.read_text().splitlines()]
+    for row in expected:
+        row["path"] = row["path"].rsplit("/", 1)[-1]
+    upload = [("image", (f.name, f.read_bytes(), "image/png")) for f in files]
+    answer = client.post("/caption", files=upload, params={"num_beams": 2, "num_return_sequences": 2})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["results"] == expected
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["images"] == 3 and health["queue"] == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "limits", "status", "says"),
+    [
+        ({"files": [("image", ("notes.png", b"hello", "image/png"))]}, {}, 400, "notes.png: cannot decode image"),
+        ({"files": [("image", ("cut.png", png(0)[:200], "image/png"))]}, {}, 400, "cut.png: cannot decode image"),
+        (
+            {"files": [("image", ("bomb.png", header_only_png(40_000, 40_000), "image/png"))]},
+            {},
+            413,
+            "decompression bomb",
+        ),
+        (
+            {"files": [("image", ("big.png", header_only_png(5_000, 5_000), "image/png"))]},
+            {},
+            413,
+            "big.png: 5000x5000 exceeds the 16,000,000-pixel limit",
+        ),
+        (
+            {"files": [("image", ("big.png", png(0) + bytes(20_000), "image/png"))]},
+            {"max_upload_bytes": 20_000},
+            413,
+            "the limit is 20,000",
+        ),
+        ({"files": [("photo", ("a.png", png(0), "image/png"))]}, {}, 400, "no file field named `image`"),
+        ({"json": {"image": "a.png"}}, {}, 400, "multipart/form-data"),
+        ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"num_beams": "two"}}, {}, 422, "num_beams"),
+        ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"top_k": 0}}, {}, 422, "top_k=0"),
+        ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"num_beams": 64}}, {}, 422, "at most 16"),
+        ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"beams": 2}}, {}, 422, "unknown option"),
+    ],
+)
+def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(loaded, body, limits, status, says):
+    client, _ = client_for(loaded, **limits)
+    answer = client.post("/caption", **body)
+    assert answer.status_code == status and says in answer.json()["error"], answer.text
+    good = client.post("/caption", files=[("image", ("ok.png", png(1), "image/png"))])
+    assert good.status_code == 200 and len(good.json()["results"]) == 1
+
+
+def test_an_upload_without_length_is_refused(loaded):
+    client, _ = client_for(loaded)
+
+    def chunks():
+        yield b"--x\r\n"
+
+    answer = client.post("/caption", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 411
+
+
+def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(loaded):
+    client, service = client_for(loaded, timeout_s=0.5)
+    release = threading.Event()
+
+    def blocked(images, generation):
+        release.wait(10)
+        return service._run(images, generation)
+
+    service.batcher.stop()
+    service.batcher = Batcher(blocked, max_batch=1, max_wait_s=0, max_queue=1)
+    upload = [("image", ("a.png", png(0), "image/png"))]
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(client.post("/caption", files=upload))) for _ in range(2)]
+    for t in threads:  # one request on the model, one waiting in the queue
+        t.start()
+    while service.batcher.pending < 1:
+        threading.Event().wait(0.01)
+    refused = client.post("/caption", files=upload)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]
+    for t in threads:
+        t.join(10)
+    assert sorted(a.status_code for a in answers) == [504, 504]  # neither was done within 0.5 s
+    release.set()
+    service.batcher.stop()
