@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("evaluate", "evaluate", "caption a data set split and score it: captioner evaluate MODEL_DIR"),
     "demo": ("demo", "demo", "train on shapes, evaluate on 500 test scenes (what `make demo` runs)"),
     "serve": ("serve", "serve", "a web page and a JSON API with dynamic batching: captioner serve MODEL_DIR"),
+    "export-hf": ("export", "export_hf", "write a folder transformers loads (AutoModelForImageTextToText)"),
     "push": ("push", "push", "upload a model package to the Hugging Face Hub with a model card"),
     "plot": ("plot", "plot", "draw a run's training curves as PNGs: captioner plot runs/shapes/version_0"),
     "shapes": ("data", "shapes", "write shapes scenes to disk as an imagefolder"),

@@ -1,0 +1,91 @@
+"""`captioner export-hf PACKAGE OUT`: a folder transformers loads with its Auto classes (trust_remote_code=True).
+
+Written: config.json (with auto_map) and model.safetensors through `save_pretrained`, which also copies the two
+self-contained code files of this folder; the tokenizer (`PreTrainedTokenizerFast` over the package's
+tokenizer.json); the image processor that equals the package's preprocessing (`ViTImageProcessor` for captioner's
+default "squash" resize, `CLIPImageProcessor` for a resize + centre crop); generation_config.json (BOS as the
+decoder start, EOS, pad, at most block_size tokens). The folder is written beside OUT and renamed into place.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from captioner.model import TOKENIZER_FILE, Captioner
+from captioner.outputs import atomic_folder
+from captioner.preprocess import Preprocessing
+from captioner.tokenizer import CaptionTokenizer
+
+RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL's numbers, as transformers stores them
+
+
+def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # noqa: ANN201 - the remote-code config class
+    from captioner.hf.configuration_captioner import CaptionerConfig
+
+    c = model.config
+    return CaptionerConfig(
+        encoder_name=c.encoder_name, encoder_img_size=c.encoder_img_size, encoder_patch_size=c.encoder_patch_size,
+        encoder_kwargs=dict(c.encoder_kwargs), vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer,
+        n_head=c.n_head, n_embd=c.n_embd, bias=c.bias, gelu_approximate=c.gelu_approximate, cross_gate=c.cross_gate,
+        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+
+
+def image_processor(pre: Preprocessing):  # noqa: ANN201
+    """The transformers image processor that does what `pre.eval_transform()` does."""
+    from transformers import CLIPImageProcessor, ViTImageProcessor
+
+    _, h, w = pre.input_size
+    common = {"resample": RESAMPLE.get(pre.interpolation, 3), "do_rescale": True, "rescale_factor": 1 / 255,
+              "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std)}  # fmt: skip
+    if pre.crop_mode == "squash":  # the whole image, resized to the input size
+        return ViTImageProcessor(do_resize=True, size={"height": h, "width": w}, **common)
+    if pre.crop_mode == "center" and h == w:
+        edge = math.floor(h / pre.crop_pct)  # timm's eval resize: the shorter side to size / crop_pct
+        return CLIPImageProcessor(size={"shortest_edge": edge}, crop_size={"height": h, "width": w},
+                                  do_center_crop=True, do_convert_rgb=True, **common)  # fmt: skip
+    raise ValueError(
+        f"preprocessing crop_mode={pre.crop_mode!r} with input {h}x{w} has no transformers image processor; "
+        "export-hf supports 'squash' and square 'center' crops"
+    )
+
+
+def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the transformers folder of `package` (a folder or Hub repo id) to `out`."""
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+    from captioner.hf.modeling_captioner import CaptionerForConditionalGeneration
+    from captioner.hub import resolve_package
+
+    folder = resolve_package(package)
+    model, tokenizer = Captioner.from_pretrained(folder)
+    processor = image_processor(model.preprocessing)
+    config = hf_config(model, tokenizer)
+    config.register_for_auto_class()
+    CaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+    hf = CaptionerForConditionalGeneration(config).eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state["decoder.lm_head.weight"] = state["decoder.wte.weight"].clone()  # tied in captioner; its own tensor here
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"the transformers model does not match the package: missing {missing}, extra {unexpected}")
+    hf.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+        decoder_start_token_id=tokenizer.bos_id, max_length=model.config.block_size,
+    )  # fmt: skip
+    fast = PreTrainedTokenizerFast(
+        tokenizer_file=str(folder / TOKENIZER_FILE),
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        model_max_length=model.config.block_size,
+    )
+    with atomic_folder(Path(out), overwrite) as tmp, torch.no_grad():
+        hf.save_pretrained(tmp, safe_serialization=True)
+        fast.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    return Path(out)

@@ -1,0 +1,194 @@
+"""A captioner model for transformers (`AutoModelForImageTextToText`, trust_remote_code=True).
+
+Self-contained: written by `captioner export-hf`, it imports torch, timm and transformers only. The parameter
+names are captioner's own (encoder.backbone/ln/proj; decoder.wte/wpe/h/ln_f/lm_head, nanoGPT's), so the weights are
+the package's, unchanged. `generate(pixel_values=...)` is transformers' own: the image is encoded once, each step
+runs the decoder on the new token with a key/value cache, and beam search reorders that cache.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+
+from .configuration_captioner import CaptionerConfig
+
+# transformers 5 names the cache `cache`; transformers 4 named it `past_key_values`
+CACHE_FIELD = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
+
+class ImageEncoder(nn.Module):
+    """timm backbone -> patch tokens (B, N, De), class/register tokens dropped -> LayerNorm + Linear -> (B, N, D)."""
+
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        kwargs = dict(config.encoder_kwargs)
+        if config.encoder_img_size is not None:
+            kwargs["img_size"] = config.encoder_img_size
+        if config.encoder_patch_size is not None:
+            kwargs["patch_size"] = config.encoder_patch_size
+        self.backbone = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
+        self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
+        width = self.backbone.num_features
+        self.ln = nn.LayerNorm(width)
+        self.proj = nn.Linear(width, config.n_embd)
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutput:  # noqa: ANN003
+        feats = self.backbone.forward_features(pixel_values)
+        tokens = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats[:, self.num_prefix_tokens :]
+        return BaseModelOutput(last_hidden_state=self.proj(self.ln(tokens.to(self.ln.weight.dtype))))  # (B, N, D)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: CaptionerConfig, layer: int) -> None:
+        super().__init__()
+        self.n_head, self.layer = config.n_head, layer
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        past = 0
+        if cache is not None:
+            past = cache.get_seq_length(self.layer)
+            k, v = cache.update(k, v, self.layer)  # (B, nh, past + T, hs)
+        mask = None
+        if T > 1:  # query t sees keys [0, past + t]
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.kv_proj = nn.Linear(config.n_embd, 2 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q = self.q_proj(x).view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k, v = (t.view(B, -1, self.n_head, hs).transpose(1, 2) for t in self.kv_proj(memory).split(C, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, T, hs): every patch, no mask
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN: causal self-attention, cross-attention to the image (gated by tanh(cross_gate) if set), MLP."""
+
+    def __init__(self, config: CaptionerConfig, layer: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.cross = CrossAttention(config)
+        self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.cross_gate = nn.Parameter(torch.zeros(1)) if config.cross_gate else None
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+        x = x + self.attn(self.ln_1(x), cache)
+        cross = self.cross(self.ln_2(x), memory)
+        x = x + (cross if self.cross_gate is None else torch.tanh(self.cross_gate) * cross)
+        return x + self.mlp(self.ln_3(x))
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__()
+        self.block_size = config.block_size
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # a copy of wte (tied in captioner)
+
+    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+        """(B, T) new token ids, (B, N, D) image memory -> (B, T, V) logits."""
+        past = cache.get_seq_length(0) if cache is not None else 0
+        T = input_ids.size(1)
+        if past + T > self.block_size:
+            raise ValueError(f"{past + T} tokens is longer than the model's block_size={self.block_size}")
+        pos = torch.arange(past, past + T, device=input_ids.device)
+        x = self.wte(input_ids) + self.wpe(pos)  # (B, T, D)
+        for block in self.h:
+            x = block(x, memory, cache)
+        return self.lm_head(self.ln_f(x))
+
+
+class CaptionerPreTrainedModel(PreTrainedModel):
+    config_class = CaptionerConfig
+    base_model_prefix = "captioner"
+    main_input_name = "pixel_values"
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:  # what the weights file does not hold starts as in GPT-2
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+
+class CaptionerForConditionalGeneration(CaptionerPreTrainedModel, GenerationMixin):
+    """Image -> caption. `model.generate(pixel_values=processor(images, return_tensors="pt").pixel_values)`."""
+
+    def __init__(self, config: CaptionerConfig) -> None:
+        super().__init__(config)
+        self.encoder = ImageEncoder(config)
+        self.decoder = TextDecoder(config)
+        self.post_init()
+
+    def get_encoder(self, *args, **kwargs) -> nn.Module:  # noqa: ANN002, ANN003
+        return self.encoder
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.decoder.wte
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,  # noqa: ANN003 - the cache (`cache` or `past_key_values`), masks generate passes
+    ) -> Seq2SeqLMOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(pixel_values)
+        memory = encoder_outputs[0]  # (B, N, D)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self_cache = getattr(cache, "self_attention_cache", cache) if use_cache is not False else None
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids are needed (generate() starts them with the BOS token)")
+        logits = self.decoder(decoder_input_ids, memory, self_cache)  # (B, T, V)
+        loss = None
+        if labels is not None:  # labels aligned with decoder_input_ids; position t predicts token t + 1
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
+                                   ignore_index=-100)  # fmt: skip
+        out = {"loss": loss, "logits": logits, "encoder_last_hidden_state": memory, CACHE_FIELD: cache}
+        return Seq2SeqLMOutput(**out)
+
+
+__all__ = ["CaptionerForConditionalGeneration", "CaptionerPreTrainedModel"]
