@@ -68,6 +68,27 @@ class Preprocessing:
         """Resize (and crop per `crop_pct` / `crop_mode`), to tensor, normalise: timm's evaluation transform."""
         return create_transform(**asdict(self), is_training=False)
 
+    def eval_stages(self) -> tuple[Callable[[Image.Image], Image.Image], Callable[[torch.Tensor], torch.Tensor]]:
+        """`eval_transform()` in two parts, for a server that batches: the PIL steps (resize, crop) per image, then
+        to-tensor and normalisation as one tensor op on a (B, H, W, 3) uint8 batch of their outputs. The result
+        equals stacking `eval_transform()` of each image, bit for bit (the same float ops)."""
+        from timm.data.transforms import MaybeToTensor
+        from torchvision import transforms as T
+
+        steps = list(self.eval_transform().transforms)
+        cut = next(i for i, t in enumerate(steps) if isinstance(t, MaybeToTensor | T.ToTensor))
+        rest = steps[cut + 1 :]
+        if len(rest) != 1 or not isinstance(rest[0], T.Normalize):
+            raise ValueError(f"eval_stages: expected to-tensor then Normalize after the PIL steps, got {rest}")
+        mean = torch.as_tensor(rest[0].mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.as_tensor(rest[0].std, dtype=torch.float32).view(1, -1, 1, 1)
+
+        def to_batch(pixels: torch.Tensor) -> torch.Tensor:
+            """(B, H, W, 3) uint8 -> (B, 3, H, W) normalised float32."""
+            return pixels.permute(0, 3, 1, 2).contiguous().float().div(255).sub(mean).div(std)
+
+        return T.Compose(steps[:cut]), to_batch
+
     def to_image(self, tensor: torch.Tensor) -> Image.Image:
         """A (3, H, W) input tensor back to the picture the encoder saw (normalisation undone), for figures."""
         mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]

@@ -50,7 +50,7 @@ def test_from_pretrained_by_repo_id_loads_the_same_model(hub, trained_package):
         assert folder == cache / "models--acme--tiny-shapes" / "snapshots" / commit
 
 
-def test_caption_and_evaluate_take_a_repo_id(hub, trained_package, tmp_path, capsys):
+def test_caption_takes_a_repo_id(hub, trained_package, tmp_path):
     image = tmp_path / "scene.png"
     make_scene("test", 3).image.save(image)
     rows = {}
@@ -59,6 +59,10 @@ def test_caption_and_evaluate_take_a_repo_id(hub, trained_package, tmp_path, cap
         assert main(["caption", name, str(image), "-o", str(out), "--workers", "0"]) == 0
         rows[name] = json.loads(out.read_text())["caption"]
     assert rows["acme/tiny-shapes"] == rows[str(trained_package)]
+
+
+@pytest.mark.slow  # the caption metrics' Java scorer: several seconds
+def test_evaluate_takes_a_repo_id_and_revision(hub, capsys):
     assert main(["evaluate", "acme/tiny-shapes", "--revision", "v1", "--count", "4", "--workers", "0"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["count"] == 4
 
@@ -83,6 +87,7 @@ def test_hub_failures_are_one_line(hub, trained_package, tmp_path, capsys, args,
     assert err.startswith("captioner: error: ") and says in err and "\n" not in err, err
 
 
+@pytest.mark.slow  # a fresh process or a Java scorer: several seconds
 def test_a_subprocess_reads_the_cache_from_the_environment(hub, tmp_path):
     """The command line as a user runs it: HF_HUB_CACHE and HF_HUB_OFFLINE from the environment."""
     import subprocess

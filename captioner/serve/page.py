@@ -33,8 +33,9 @@ def create_page(service: Service) -> gr.Blocks:
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column():
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption")
-                table = gr.Dataframe(headers=["caption", "score"], label="n-best", interactive=False, elem_id="nbest")
-                maps = gr.Gallery(label="Cross-attention of each word", columns=6, height="auto", elem_id="maps")
+                table = gr.Dataframe(headers=["caption", "score"], label="n-best", interactive=False, wrap=True,
+                                     column_widths=["82%", "18%"], elem_id="nbest")  # fmt: skip
+                maps = gr.Gallery(label="Cross-attention of each word", columns=4, height="auto", elem_id="maps")
         inputs = [image, beams, n_best, sample, temperature, max_tokens]
         button.click(lambda *a: caption_image(service, *a), inputs, [caption, table, maps], api_visibility="private")
     return page
@@ -55,16 +56,15 @@ def caption_image(
     try:
         generation.validate()
         data = Path(path).read_bytes()
-        tensor = service.preprocess(data, Path(path).name)
+        pixels = service.preprocess(data, Path(path).name)  # (H, W, 3) uint8
     except (ImageDecodeError, ValueError) as err:
         raise gr.Error(str(err)) from err
-    result = service.submit(tensor, generation).result(timeout=service.limits.timeout_s)
+    result = service.submit(pixels, generation).result(timeout=service.limits.timeout_s)
     picture = load_rgb(data, service.limits.max_pixels)
+    image = service.to_batch(pixels[None]).to(service.device)  # (1, 3, H, W)
     with torch.inference_mode():
-        (attention,) = cross_attention_maps(
-            service.model, tensor[None].to(service.device), [result.tokens or [service.tokenizer.eos_id]],
-            service.tokenizer.bos_id,
-        )  # fmt: skip  # (T, h, w)
+        tokens = [result.tokens or [service.tokenizer.eos_id]]
+        (attention,) = cross_attention_maps(service.model, image, tokens, service.tokenizer.bos_id)  # (T, h, w)
     words = word_maps(service.tokenizer, result.tokens, attention) if result.tokens else []
     rows = [[text, round(score, 4)] for text, score in result.n_best]
     return result.text, rows, [(overlay(picture, m, 192), word) for word, m in words]

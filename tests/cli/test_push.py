@@ -8,6 +8,7 @@ from huggingface_hub import ModelCard
 from captioner.cli import main
 
 
+@pytest.mark.slow  # a fresh process or a Java scorer: several seconds
 def test_dry_run_lists_the_package_and_prints_a_card_with_the_report(trained_package, tmp_path, capsys):
     report = tmp_path / "report.json"
     assert main(["evaluate", str(trained_package), "--count", "4", "--workers", "0", "--report", str(report)]) == 0

@@ -73,6 +73,7 @@ def test_generate_gives_the_captions_of_caption_batch_token_for_token(exported, 
     assert sum(len(c.tokens) for c in ours) > 0  # something was compared
 
 
+@pytest.mark.slow  # a fresh process or a Java scorer: several seconds
 def test_the_export_loads_where_captioner_cannot_be_imported(exported):
     code = (
         "import sys; sys.modules['captioner'] = None\n"  # any `import captioner` now fails

@@ -20,10 +20,20 @@ def loaded(trained_package):
     return Captioner.from_pretrained(trained_package)
 
 
-def client_for(loaded, **limits) -> tuple[TestClient, Service]:
-    model, tok = loaded
-    service = Service(model, tok, "tiny", Limits(**limits))
-    return TestClient(create_api(service)), service
+@pytest.fixture
+def client_for(loaded):
+    """A factory of (TestClient, Service); every service's worker thread is stopped after the test (a live thread
+    that has run torch ops slows the torch work of other threads down, here about 2.4x)."""
+    services = []
+
+    def make(**limits) -> tuple[TestClient, Service]:
+        model, tok = loaded
+        services.append(Service(model, tok, "tiny", Limits(**limits)))
+        return TestClient(create_api(services[-1])), services[-1]
+
+    yield make
+    for service in services:
+        service.batcher.stop()
 
 
 def png(index: int) -> bytes:
@@ -32,8 +42,8 @@ def png(index: int) -> bytes:
     return buf.getvalue()
 
 
-def test_rows_are_those_of_the_caption_command(loaded, trained_package, tmp_path):
-    client, _ = client_for(loaded)
+def test_rows_are_those_of_the_caption_command(client_for, trained_package, tmp_path):
+    client, _ = client_for()
     files = []
     for i in range(3):
         (tmp_path / f"scene{i}.png").write_bytes(png(i))
@@ -83,16 +93,16 @@ def test_rows_are_those_of_the_caption_command(loaded, trained_package, tmp_path
         ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"beams": 2}}, {}, 422, "unknown option"),
     ],
 )
-def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(loaded, body, limits, status, says):
-    client, _ = client_for(loaded, **limits)
+def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(client_for, body, limits, status, says):
+    client, _ = client_for(**limits)
     answer = client.post("/caption", **body)
     assert answer.status_code == status and says in answer.json()["error"], answer.text
     good = client.post("/caption", files=[("image", ("ok.png", png(1), "image/png"))])
     assert good.status_code == 200 and len(good.json()["results"]) == 1
 
 
-def test_an_upload_without_length_is_refused(loaded):
-    client, _ = client_for(loaded)
+def test_an_upload_without_length_is_refused(client_for):
+    client, _ = client_for()
 
     def chunks():
         yield b"--x\r\n"
@@ -101,8 +111,8 @@ def test_an_upload_without_length_is_refused(loaded):
     assert answer.status_code == 411
 
 
-def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(loaded):
-    client, service = client_for(loaded, timeout_s=0.5)
+def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(client_for):
+    client, service = client_for(timeout_s=0.5)
     release = threading.Event()
 
     def blocked(images, generation):
