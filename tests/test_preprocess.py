@@ -111,3 +111,19 @@ def test_a_package_from_before_still_loads_with_a_notice(tiny_model, tokenizer, 
     assert (model.preprocessing.crop_pct, model.preprocessing.crop_mode) == (1.0, "center")  # as captioned then
     for name, tensor in tiny_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize(("crop_mode", "crop_pct"), [("squash", 1.0), ("center", 0.9), ("center", 1.0)])
+def test_the_two_stages_of_the_eval_transform_equal_it_bit_for_bit(tiny_model, crop_mode, crop_pct):
+    """What `captioner serve` batches: PIL resize/crop per image, then to-tensor + normalise on the batch."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from captioner.shapes import make_scene
+
+    pre = replace(tiny_model.preprocessing, crop_mode=crop_mode, crop_pct=crop_pct)
+    resize, to_batch = pre.eval_stages()
+    images = [make_scene("test", i).image.resize((60 + 7 * i, 50 + 3 * i)) for i in range(4)]  # odd sizes
+    staged = to_batch(torch.stack([torch.from_numpy(np.array(resize(im))) for im in images]))
+    assert torch.equal(staged, torch.stack([pre.eval_transform()(im) for im in images]))
