@@ -13,6 +13,7 @@ import torch
 from captioner.data.images import ImageDecodeError, load_rgb
 from captioner.generate import GenerationConfig
 from captioner.serve.api import MAX_BEAMS, Service
+from captioner.serve.batcher import QueueFull
 from captioner.viz import cross_attention_maps, overlay, word_maps
 
 
@@ -59,7 +60,12 @@ def caption_image(
         pixels = service.preprocess(data, Path(path).name)  # (H, W, 3) uint8
     except (ImageDecodeError, ValueError) as err:
         raise gr.Error(str(err)) from err
-    result = service.submit(pixels, generation).result(timeout=service.limits.timeout_s)
+    try:
+        result = service.submit(pixels, generation).result(timeout=service.limits.timeout_s)
+    except QueueFull as err:
+        raise gr.Error(f"busy: {err}; try again in a moment") from err
+    except TimeoutError as err:
+        raise gr.Error(f"the caption was not ready within {service.limits.timeout_s:g} s; try again") from err
     picture = load_rgb(data, service.limits.max_pixels)
     image = service.to_batch(pixels[None]).to(service.device)  # (1, 3, H, W)
     with torch.inference_mode():
