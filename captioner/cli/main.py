@@ -35,7 +35,7 @@ Using a trained model package, and data:
     + "\n".join(f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items())
     + """
 
-Benchmarks print numbers and live outside the library: python scripts/benchmark.py decode|data|train|epoch
+Benchmarks print numbers, outside the library: python scripts/benchmark.py decode|caption|folder|data|train|epoch|serve
 Run `captioner COMMAND --help` for the options of a command.
 """
 )
