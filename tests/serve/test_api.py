@@ -3,6 +3,7 @@
 import io
 import json
 import threading
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -113,9 +114,10 @@ def test_an_upload_without_length_is_refused(client_for):
 
 def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(client_for):
     client, service = client_for(timeout_s=0.5)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def blocked(images, generation):
+        entered.set()
         release.wait(10)
         return service._run(images, generation)
 
@@ -123,15 +125,22 @@ def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(client_for):
     service.batcher = Batcher(blocked, max_batch=1, max_wait_s=0, max_queue=1)
     upload = [("image", ("a.png", png(0), "image/png"))]
     answers = []
-    threads = [threading.Thread(target=lambda: answers.append(client.post("/caption", files=upload))) for _ in range(2)]
-    for t in threads:  # one request on the model, one waiting in the queue
-        t.start()
-    while service.batcher.pending < 1:
-        threading.Event().wait(0.01)
+
+    def post() -> None:
+        answers.append(client.post("/caption", files=upload))
+
+    first = threading.Thread(target=post)
+    first.start()
+    assert entered.wait(10)  # the first request is on the model
+    second = threading.Thread(target=post)
+    second.start()
+    deadline = time.monotonic() + 10
+    while service.batcher.pending < 1:  # the second waits in the queue (a cancelled one stays there too)
+        assert time.monotonic() < deadline, "the second request never reached the queue"
+        time.sleep(0.01)
     refused = client.post("/caption", files=upload)
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1" and "busy" in refused.json()["error"]
-    for t in threads:
+    for t in (first, second):
         t.join(10)
     assert sorted(a.status_code for a in answers) == [504, 504]  # neither was done within 0.5 s
     release.set()
-    service.batcher.stop()
