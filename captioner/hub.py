@@ -38,7 +38,8 @@ def resolve_package(name_or_path: str | Path, revision: str | None = None) -> Pa
         name = str(name_or_path)
     if path.exists() or not is_repo_id(name):
         if revision is not None:
-            raise ValueError(f"--revision {revision}: {name_or_path} is a local folder, not a Hub repo id")
+            what = "a local folder" if path.exists() else "neither a folder here nor a Hub repo id (org/name)"
+            raise ValueError(f"--revision {revision}: {name_or_path} is {what}")
         return path
     return _download(name, revision)
 
