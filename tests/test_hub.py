@@ -33,8 +33,10 @@ def test_repo_ids_and_folders_are_told_apart(tmp_path, monkeypatch):
     (tmp_path / "acme" / "here").mkdir(parents=True)
     assert not is_repo_id("acme/here")  # an existing folder wins
     assert resolve_package("acme/here").resolve() == tmp_path / "acme" / "here"
-    with pytest.raises(ValueError, match="local folder, not a Hub repo id"):
+    with pytest.raises(ValueError, match="acme/here is a local folder"):
         resolve_package("acme/here", revision="v1")
+    with pytest.raises(ValueError, match="neither a folder here nor a Hub repo id"):
+        resolve_package("runs/a/model", revision="v1")
 
 
 def test_from_pretrained_by_repo_id_loads_the_same_model(hub, trained_package):
