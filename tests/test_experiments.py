@@ -20,6 +20,7 @@ def test_demo_speed_refuses_an_existing_folder(tmp_path, capsys):
     assert exit_.value.code == 2 and f"--out {tmp_path} exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fresh `captioner demo` process: about 10 s
 def test_demo_speed_reports_a_failed_demo_in_one_line(tmp_path, capsys):
     assert demo_speed(["--out", str(tmp_path / "c"), "--", "--trainer.no_such_option=1"]) == 2
     err = capsys.readouterr().err
