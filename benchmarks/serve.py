@@ -29,6 +29,8 @@ import zlib
 from datetime import datetime
 from pathlib import Path
 
+from captioner.outputs import write_text
+
 
 def scene_pngs(n: int) -> list[bytes]:
     from captioner.shapes.scenes import make_scene
@@ -206,5 +208,5 @@ def main(argv: list[str]) -> int:
     ratio = rows[0]["images_per_s"] / rows[1]["images_per_s"]
     print(f"dynamic batching (max batch {args.batch}) / batch size 1: {ratio:.2f}x images/s")
     if args.report:
-        args.report.write_text(json.dumps({"rows": rows, "ratio": ratio}, indent=2) + "\n")
+        write_text(args.report, json.dumps({"rows": rows, "ratio": ratio}, indent=2) + "\n")  # atomic
     return 0

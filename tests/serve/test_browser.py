@@ -4,7 +4,6 @@ image on the page and reads back the caption `captioner caption` gives for the s
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.serve import free_port
 from captioner.cli import main
 from captioner.shapes.scenes import make_scene
 from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit_shapes_package
@@ -29,12 +29,6 @@ def talking_package(tmp_path_factory) -> Path:
     """A tiny model trained long enough (150 steps) to say words, so that the page has a caption to show."""
     steps = ["--trainer.max_steps=150", "--trainer.val_check_interval=150", "--data.init_args.train_size=4000"]
     return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
