@@ -12,7 +12,7 @@ queue is full, 504 when the captions are not ready within the request timeout.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -69,11 +69,7 @@ class Service:
             raise type(err)(str(err).replace("<bytes>", name, 1)) from err
 
     def submit(self, image: torch.Tensor, generation: GenerationConfig):  # noqa: ANN201 - a concurrent Future
-        return self.batcher.submit(image, key=_key(generation), options=generation)
-
-
-def _key(generation: GenerationConfig) -> tuple:
-    return tuple(sorted(asdict(generation).items()))
+        return self.batcher.submit(image, generation)
 
 
 def error(status: int, message: str, **headers: str) -> JSONResponse:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +23,8 @@ class QueueFull(RuntimeError):
 
 @dataclass
 class Request:
-    item: Any  # what the run function needs for one request, e.g. a (3, H, W) image tensor
-    key: Hashable  # requests are batched only with requests of the same key (the decoding options)
-    options: Any  # passed to the run function with the batch (the same for every request of a batch)
+    item: Any  # what the run function needs for one request, e.g. an image
+    options: Any  # passed to the run function with the batch; only requests with equal options share a batch
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
 
@@ -47,9 +46,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="captioner-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, item: Any, key: Hashable = None, options: Any = None) -> Future:
+    def submit(self, item: Any, options: Any = None) -> Future:
         """Queue one request; its Future gets the result (or the run's exception). QueueFull when full."""
-        request = Request(item, key, options)
+        request = Request(item, options)
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
@@ -70,8 +69,8 @@ class Batcher:
         self._thread.join(timeout=10)
 
     def _take(self) -> list[Request] | None:
-        """The next batch: the oldest request and those after it with its key, once the batch is full or the
-        oldest has waited `max_wait_s`."""
+        """The next batch: the oldest request and those after it with equal options, once the batch is full or
+        the oldest has waited `max_wait_s`."""
         with self._cond:
             while not self._queue and not self._stopped:
                 self._cond.wait()
@@ -79,12 +78,12 @@ class Batcher:
                 return None
             first = self._queue[0]
             deadline = first.arrived + self.max_wait_s
-            while sum(r.key == first.key for r in self._queue) < self.max_batch and not self._stopped:
+            while sum(r.options == first.options for r in self._queue) < self.max_batch and not self._stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch = [r for r in self._queue if r.key == first.key][: self.max_batch]
+            batch = [r for r in self._queue if r.options == first.options][: self.max_batch]
             for r in batch:
                 self._queue.remove(r)
         return [r for r in batch if r.future.set_running_or_notify_cancel()]  # a timed-out caller cancelled

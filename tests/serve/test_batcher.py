@@ -32,7 +32,7 @@ def test_requests_arriving_together_share_a_batch_and_get_their_own_result():
 def test_decoding_options_never_share_a_batch():
     run, batches = recording()
     batcher = Batcher(run, max_batch=32, max_wait_s=0.1)
-    futures = [batcher.submit(i, key=i % 2, options=f"beams={1 + i % 2}") for i in range(10)]
+    futures = [batcher.submit(i, options=f"beams={1 + i % 2}") for i in range(10)]
     assert [f.result(timeout=5) for f in futures] == [(i, f"beams={1 + i % 2}") for i in range(10)]
     assert sorted((sorted(items), opt) for items, opt in batches) == [([0, 2, 4, 6, 8], "beams=1"),
                                                                      ([1, 3, 5, 7, 9], "beams=2")]  # fmt: skip
