@@ -71,7 +71,8 @@ def evaluate(argv: list[str]) -> int:
     from captioner.inference import autocast
 
     try:
-        model, tok = load_package(args.model_dir, args.device, args.revision)
+        args.folder = resolve_package(args.model_dir, args.revision)  # once: the model and training.json
+        model, tok = load_package(str(args.folder), args.device)
         apply_speed_args(model, args)
         speed = autocast(next(model.parameters()).device, args.precision)
     except ValueError as err:
@@ -88,7 +89,7 @@ def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer,
     from captioner.shapes.evaluate import evaluate_shapes
 
     if args.format == "shapes":
-        holdout = _holdout(resolve_package(args.model_dir, args.revision), args.holdout)
+        holdout = _holdout(args.folder, args.holdout)
         if args.split == "novel" and not holdout:
             return fail("the novel split needs held-out pairs: train with data.holdout_pairs or pass --holdout")
         metrics, records = evaluate_shapes(

@@ -35,6 +35,9 @@ def serve(argv: list[str]) -> int:
         return fail(f"serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'")
     if not 0 < args.port < 65536:
         return fail(f"--port {args.port}: give a port between 1 and 65535")
+    taken = _cannot_bind(args.host, args.port)  # before the model loads, not after
+    if taken:
+        return fail(f"--host {args.host} --port {args.port}: {taken}; choose another --port")
     limits = Limits(
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_image_pixels, timeout_s=args.timeout,
         max_queue=args.max_queue, max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms,
@@ -55,3 +58,14 @@ def serve(argv: list[str]) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     service.batcher.stop()
     return 0
+
+
+def _cannot_bind(host: str, port: int) -> str | None:
+    """Why (host, port) cannot be served, or None (uvicorn would log the error and exit 3 after the model loaded)."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            return None
+    except OSError as err:
+        return err.strerror or str(err)

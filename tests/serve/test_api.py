@@ -144,3 +144,13 @@ def test_a_full_queue_is_503_with_retry_after_and_a_slow_answer_504(client_for):
         t.join(10)
     assert sorted(a.status_code for a in answers) == [504, 504]  # neither was done within 0.5 s
     release.set()
+
+
+def test_serve_on_a_taken_port_is_one_line_before_the_model_loads(capsys):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "no/such-package-needed", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("captioner: error: ") and f"--port {port}" in err and "\n" not in err
