@@ -102,7 +102,7 @@ PRESETS: dict[str, CaptionerConfig] = {
     "shapes": CaptionerConfig(
         encoder_img_size=64,
         encoder_patch_size=8,
-        encoder_kwargs={"embed_dim": 128, "depth": 3, "num_heads": 4},
+        encoder_kwargs={"embed_dim": 128, "depth": 2, "num_heads": 4},  # two layers: see configs/shapes.yaml
         encoder_pos_init="sincos",  # positions readable from the first step: see configs/shapes.yaml
         vocab_size=384,
         block_size=40,

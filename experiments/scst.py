@@ -129,13 +129,19 @@ def run(args: argparse.Namespace) -> dict:
     runs = f"--trainer.logger.init_args.save_dir={work / 'runs'}"
     budget = lambda minutes: [f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",  # noqa: E731
                               "--trainer.max_steps=1000000"]  # fmt: skip
-    result: dict = {"minutes": args.minutes, "base_minutes": args.base_minutes, "lr": args.lr}
+    result: dict = {
+        "minutes": args.minutes,
+        "base_minutes": args.base_minutes,
+        "lr": args.lr,
+        "base": args.base,
+        "overrides": args.overrides,
+    }
     # 1. shapes, from the demo package
     base = Path(args.base)
     result["shapes_before"] = shapes_scores(base, args.count)
     lr = [f"--model.lr={args.lr}"]
     package, log_dir, seconds = fit(["--config", "configs/scst.yaml", f"--model.init_from={base}", runs, *lr,
-                                     *budget(args.minutes)])  # fmt: skip
+                                     *budget(args.minutes), *args.overrides])  # fmt: skip
     result["shapes_scst_seconds"] = round(seconds, 1)
     result["shapes_after"] = shapes_scores(package, args.count)
     result["shapes_curve"] = curve(log_dir)
@@ -180,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=300)
     parser.add_argument("--plot", default=None, help="write the shapes reward / val CIDEr-D curve here (PNG)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument("overrides", nargs="*", help="passed to the shapes SCST run, after --, e.g. "
+                        "-- --data.init_args.batch_size=64")  # fmt: skip
     args = parser.parse_args(argv)
     result = run(args)
     text = json.dumps(result, indent=2)
