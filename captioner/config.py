@@ -26,6 +26,10 @@ class CaptionerConfig:
     # MoCo v3 / MAE instead of timm's near-zero noise (std 0.02), so positions are readable from the first step
     # (it still trains). Ignored when pretrained weights are loaded; "timm" keeps timm's own initialisation.
     encoder_pos_init: str = "timm"
+    # channels of a convolutional stem in place of a ViT's one-layer patchify (Xiao et al. 2021, "Early convolutions
+    # help transformers see better"): one 3x3 stride-2 conv + BatchNorm + ReLU per entry, then a 1x1 conv to the ViT
+    # width; 2 ** len(channels) must equal the patch size. None keeps timm's patch embedding.
+    encoder_conv_stem: list[int] | None = None
     # text decoder (GPT)
     vocab_size: int = 512
     block_size: int = 40  # longest caption in tokens, BOS and EOS included
@@ -104,6 +108,7 @@ PRESETS: dict[str, CaptionerConfig] = {
         encoder_patch_size=8,
         encoder_kwargs={"embed_dim": 128, "depth": 2, "num_heads": 4},  # two layers: see configs/shapes.yaml
         encoder_pos_init="sincos",  # positions readable from the first step: see configs/shapes.yaml
+        encoder_conv_stem=[16, 32, 64],  # shapes learnt in half the steps: see configs/shapes.yaml
         vocab_size=384,
         block_size=40,
         n_layer=1,  # one layer, one head: see configs/shapes.yaml

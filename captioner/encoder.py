@@ -72,6 +72,34 @@ def init_position_embedding(backbone: nn.Module, mode: str, pretrained: bool) ->
         pos[0, prefix:] = table.to(pos.dtype)
 
 
+def install_conv_stem(backbone: nn.Module, channels: list[int] | None) -> None:
+    """Replace a timm ViT's patchify conv (kernel = stride = patch) with timm's `ConvStem`: a 3x3 stride-2 conv +
+    BatchNorm + ReLU per entry of `channels`, then a 1x1 conv to the ViT width. Tokens, grid and positions stay."""
+    if channels is None:
+        return
+    proj = getattr(getattr(backbone, "patch_embed", None), "proj", None)
+    if not isinstance(proj, nn.Conv2d) or proj.kernel_size != proj.stride:
+        raise ValueError(
+            f"encoder_conv_stem needs a ViT with a patchify conv; {type(backbone).__name__} has none (set it to null)"
+        )
+    patch = proj.stride[0]
+    if not channels or 2 ** len(channels) != patch:
+        raise ValueError(
+            f"encoder_conv_stem {channels} has {len(channels)} stride-2 stages; the patch size {patch} needs "
+            f"{patch.bit_length() - 1} (one per halving)"
+        )
+    from timm.models.vision_transformer_hybrid import ConvStem
+
+    depth = len(channels) + 1
+    backbone.patch_embed.proj = ConvStem(  # (B, 3, H, W) -> (B, De, H / patch, W / patch)
+        in_chans=proj.in_channels,
+        depth=depth,
+        channels=(*channels, proj.out_channels),
+        kernel_size=(3,) * len(channels) + (1,),
+        stride=(2,) * len(channels) + (1,),
+    )
+
+
 class ImageEncoder(nn.Module):
     """timm backbone -> patch tokens (B, N, De) -> LayerNorm + Linear -> image memory (B, N, D)."""
 
@@ -80,11 +108,25 @@ class ImageEncoder(nn.Module):
         if pretrained is None:
             pretrained = config.encoder_pretrained or config.encoder_checkpoint is not None
         self.backbone = create_backbone(config, pretrained)
+        install_conv_stem(self.backbone, config.encoder_conv_stem)
         init_position_embedding(self.backbone, config.encoder_pos_init, pretrained)
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features
         self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)
         self.proj = nn.Linear(width, config.n_embd)
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """A frozen BatchNorm layer (a conv stem's, a ResNet's: its weights do not train) stays in eval mode, so its
+        running statistics stay those the weights were trained with (mmdetection's `norm_eval`); the rest follows
+        `mode`. Frozen weights with moving statistics would change the image features of a frozen encoder."""
+        super().train(mode)
+        if mode:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    params = list(m.parameters()) or list(self.backbone.parameters())  # affine=False: the backbone's
+                    if not any(p.requires_grad for p in params):
+                        m.eval()
+        return self
 
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, De) patch tokens, class/register tokens dropped."""

@@ -158,6 +158,7 @@ class Captioner(nn.Module):
 
 
 FLOAT_DTYPES = ("F32", "F16", "BF16")
+COUNTERS = (".num_batches_tracked",)  # BatchNorm's step counter (a conv stem, a ResNet): the one integer tensor
 
 
 def check_header(config: CaptionerConfig, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -165,7 +166,9 @@ def check_header(config: CaptionerConfig, path: Path) -> dict[str, tuple[str, tu
     decoder sizes disagree with it, or a tensor that is not floating point, is named before anything is built."""
     with safe_open(str(path), framework="pt") as f:
         header = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
-    not_float = [(k, d) for k, (d, _) in header.items() if d not in FLOAT_DTYPES]
+    not_float = [
+        (k, d) for k, (d, _) in header.items() if d not in FLOAT_DTYPES and not (k.endswith(COUNTERS) and d == "I64")
+    ]
     if not_float:
         raise ValueError(f"{path}: tensor {not_float[0][0]!r} is stored as {not_float[0][1]}; weights are floats")
     tied = header.get("decoder.wte.weight") or header.get("decoder.lm_head.weight") or ("", ())  # saved once

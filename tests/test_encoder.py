@@ -38,3 +38,43 @@ def test_sincos_needs_a_learned_position_embedding():
     config = CaptionerConfig(encoder_name="resnet18", encoder_pos_init="sincos")
     with pytest.raises(ValueError, match="learned position embedding.*ResNet"):
         ImageEncoder(config)
+
+
+def test_conv_stem_replaces_the_patchify_and_keeps_the_tokens(tiny_config: CaptionerConfig):
+    from timm.models.vision_transformer_hybrid import ConvStem
+
+    encoder = ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_conv_stem": [4, 8, 16]}))
+    stem = encoder.backbone.patch_embed.proj
+    assert isinstance(stem, ConvStem)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (4, (3, 3), (2, 2)), (8, (3, 3), (2, 2)), (16, (3, 3), (2, 2)), (32, (1, 1), (1, 1))]  # fmt: skip
+    memory = encoder(torch.randn(2, 3, 32, 32))
+    assert memory.shape == (2, 16, tiny_config.n_embd)  # 32 px / 8 px patches: 4 x 4 tokens, as without a stem
+
+
+def test_conv_stem_needs_one_stage_per_halving_of_the_patch(tiny_config: CaptionerConfig):
+    message = r"encoder_conv_stem \[8, 16\] has 2 stride-2 stages; the patch size 8 needs 3"
+    with pytest.raises(ValueError, match=message):
+        ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_conv_stem": [8, 16]}))
+
+
+def test_conv_stem_needs_a_vit():
+    with pytest.raises(ValueError, match="encoder_conv_stem needs a ViT.*ResNet"):
+        ImageEncoder(CaptionerConfig(encoder_name="resnet18", encoder_conv_stem=[8, 16, 32]))
+
+
+def test_frozen_batchnorm_keeps_its_statistics(tiny_config: CaptionerConfig):
+    encoder = ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_conv_stem": [4, 8, 16]}))
+    bn = next(m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    encoder.backbone.requires_grad_(False)
+    encoder.backbone.norm.requires_grad_(True)  # the `cross_attention` policy trains the LayerNorms only
+    encoder.train()
+    before = bn.running_mean.clone()
+    encoder(torch.randn(4, 3, 32, 32))
+    assert not bn.training and encoder.backbone.blocks.training and encoder.proj.training
+    assert torch.equal(bn.running_mean, before)
+    encoder.backbone.requires_grad_(True)  # thawed: its statistics move again
+    encoder.train()
+    encoder(torch.randn(4, 3, 32, 32))
+    assert bn.training and not torch.equal(bn.running_mean, before)

@@ -75,6 +75,17 @@ def test_package_round_trip_gives_identical_logits(tiny_model, tokenizer, images
     assert tok.encode("a red square") == tokenizer.encode("a red square")
 
 
+def test_package_with_a_conv_stem_keeps_its_batchnorm_statistics(tiny_config, tokenizer, images, tmp_path):
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig.from_dict({**tiny_config.to_dict(), "encoder_conv_stem": [4, 8, 16]}))
+    model(images, torch.zeros(3, 2, dtype=torch.long))  # a training-mode forward moves BatchNorm's statistics
+    model.eval()
+    ids = torch.randint(0, tokenizer.vocab_size, (3, 5))
+    loaded, _ = Captioner.from_pretrained(model.save_pretrained(tmp_path / "pkg", tokenizer))  # an I64 step counter
+    assert loaded.config.encoder_conv_stem == [4, 8, 16]
+    assert torch.equal(loaded(images, ids), model(images, ids))
+
+
 def test_package_is_not_overwritten_silently(tiny_model, tokenizer, tmp_path):
     tiny_model.save_pretrained(tmp_path / "pkg", tokenizer)
     with pytest.raises(FileExistsError, match="pkg"):

@@ -10,7 +10,8 @@ from transformers import PretrainedConfig
 
 
 class CaptionerConfig(PretrainedConfig):
-    """A timm ViT encoder (`encoder_name` with `encoder_kwargs`, `encoder_img_size`, `encoder_patch_size`) and a
+    """A timm ViT encoder (`encoder_name` with `encoder_kwargs`, `encoder_img_size`, `encoder_patch_size`; with
+    `encoder_conv_stem` channels, timm's `ConvStem` in place of its patchify conv) and a
     GPT-style decoder of `n_layer` blocks (causal self-attention, cross-attention to the image, MLP)."""
 
     model_type = "captioner"
@@ -24,6 +25,7 @@ class CaptionerConfig(PretrainedConfig):
         encoder_img_size: int | None = None,
         encoder_patch_size: int | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
+        encoder_conv_stem: list[int] | None = None,
         vocab_size: int = 384,
         block_size: int = 40,
         n_layer: int = 1,
@@ -43,6 +45,7 @@ class CaptionerConfig(PretrainedConfig):
             encoder_patch_size,
         )
         self.encoder_kwargs = dict(encoder_kwargs or {})
+        self.encoder_conv_stem = list(encoder_conv_stem) if encoder_conv_stem else None
         self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd = (
             vocab_size,
             block_size,

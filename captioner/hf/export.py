@@ -28,7 +28,8 @@ def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # noqa: ANN201 - 
     c = model.config
     return CaptionerConfig(
         encoder_name=c.encoder_name, encoder_img_size=c.encoder_img_size, encoder_patch_size=c.encoder_patch_size,
-        encoder_kwargs=dict(c.encoder_kwargs), vocab_size=c.vocab_size, block_size=c.block_size, n_layer=c.n_layer,
+        encoder_kwargs=dict(c.encoder_kwargs), encoder_conv_stem=c.encoder_conv_stem, vocab_size=c.vocab_size,
+        block_size=c.block_size, n_layer=c.n_layer,
         n_head=c.n_head, n_embd=c.n_embd, bias=c.bias, gelu_approximate=c.gelu_approximate, cross_gate=c.cross_gate,
         bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
         tie_word_embeddings=False,

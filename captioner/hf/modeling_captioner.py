@@ -34,6 +34,14 @@ class ImageEncoder(nn.Module):
         if config.encoder_patch_size is not None:
             kwargs["patch_size"] = config.encoder_patch_size
         self.backbone = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
+        if config.encoder_conv_stem:  # 3x3 stride-2 conv + BatchNorm + ReLU stages, then a 1x1 conv to the width
+            from timm.models.vision_transformer_hybrid import ConvStem
+
+            proj, n = self.backbone.patch_embed.proj, len(config.encoder_conv_stem)
+            self.backbone.patch_embed.proj = ConvStem(
+                in_chans=proj.in_channels, depth=n + 1, channels=(*config.encoder_conv_stem, proj.out_channels),
+                kernel_size=(3,) * n + (1,), stride=(2,) * n + (1,),
+            )  # fmt: skip
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
         width = self.backbone.num_features
         self.ln = nn.LayerNorm(width)

@@ -60,6 +60,7 @@ def cache_parts(module: Any, datamodule: Any, dataset: Any, dtype: str, precisio
             "img_size": cfg.encoder_img_size,
             "patch_size": cfg.encoder_patch_size,
             "kwargs": cfg.encoder_kwargs,
+            "conv_stem": cfg.encoder_conv_stem,
         },  # fmt: skip
         "weights": weights_digest(module.model.encoder.backbone),
         "transform": repr(datamodule.transform),

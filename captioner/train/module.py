@@ -184,6 +184,9 @@ class CaptionerModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         if self.encoder_frozen_epochs > 0 and self.finetune == "full":  # frozen: no gradient, AdamW leaves them
             self.model.encoder.backbone.requires_grad_(self.current_epoch >= self.encoder_frozen_epochs)
+        # Lightning keeps the modules' modes (it never calls train() itself): frozen BatchNorm layers to eval mode,
+        # thawed ones back to training; Lightning restores these modes after each validation
+        self.model.encoder.train(self.training)
 
     def configure_optimizers(self) -> dict[str, Any]:
         return configure_adamw(self, self.model, self.hparams)

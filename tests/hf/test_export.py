@@ -22,7 +22,7 @@ def exported(trained_package, tmp_path_factory):
     return out
 
 
-def test_the_folder_holds_what_transformers_reads(exported):
+def test_the_folder_holds_what_transformers_reads(exported, trained_package):
     names = {p.name for p in exported.iterdir()}
     assert {
         "config.json",
@@ -36,6 +36,9 @@ def test_the_folder_holds_what_transformers_reads(exported):
     } <= names
     assert json.loads((exported / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
         "modeling_captioner.CaptionerForConditionalGeneration")  # fmt: skip
+    package = json.loads((trained_package / "config.json").read_text())
+    assert package["encoder_conv_stem"]  # the demo config's conv stem travels (and generate below runs through it)
+    assert json.loads((exported / "config.json").read_text())["encoder_conv_stem"] == package["encoder_conv_stem"]
     for code in ("configuration_captioner.py", "modeling_captioner.py"):  # self-contained: no captioner import
         tree = ast.parse((exported / code).read_text())
         imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
@@ -69,7 +72,8 @@ def test_generate_gives_the_captions_of_caption_batch_token_for_token(exported, 
         tokens = row[1:]
         tokens = tokens[: tokens.index(tok.eos_id)] if tok.eos_id in tokens else tokens
         assert tokens == caption.tokens
-        assert hf_tok.decode(row, skip_special_tokens=True).strip() == caption.text
+        # a random model's stray bytes: transformers decodes them to U+FFFD, captioner drops them (its decode)
+        assert hf_tok.decode(row, skip_special_tokens=True).replace("\ufffd", "").strip() == caption.text
     assert sum(len(c.tokens) for c in ours) > 0  # something was compared
 
 

@@ -158,3 +158,14 @@ def test_refuses_a_training_encoder_or_augmented_images(tmp_path):
                           max_length=24, truncate=True)  # fmt: skip
     with pytest.raises(ValueError, match="unaugmented"):
         fit(L.Trainer(max_steps=1, **TRAINER, default_root_dir=tmp_path), _module(tmp_path), augmented)
+
+
+def test_weights_digest_reads_batchnorm_counters():
+    from torch import nn
+
+    from captioner.data.feature_cache import weights_digest
+
+    bn = nn.BatchNorm2d(4)  # its num_batches_tracked is a 0-dim int64 tensor
+    before = weights_digest(bn)
+    bn(torch.randn(2, 4, 3, 3))  # one training step moves the statistics and the counter
+    assert weights_digest(bn) != before
