@@ -83,6 +83,8 @@ def install_conv_stem(backbone: nn.Module, channels: list[int] | None) -> None:
             f"encoder_conv_stem needs a ViT with a patchify conv; {type(backbone).__name__} has none (set it to null)"
         )
     patch = proj.stride[0]
+    if patch & (patch - 1):
+        raise ValueError(f"encoder_conv_stem halves the image per stage; the patch size {patch} is not a power of two")
     if not channels or 2 ** len(channels) != patch:
         raise ValueError(
             f"encoder_conv_stem {channels} has {len(channels)} stride-2 stages; the patch size {patch} needs "

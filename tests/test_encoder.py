@@ -59,6 +59,12 @@ def test_conv_stem_needs_one_stage_per_halving_of_the_patch(tiny_config: Caption
         ImageEncoder(CaptionerConfig(**{**tiny_config.to_dict(), "encoder_conv_stem": [8, 16]}))
 
 
+def test_conv_stem_needs_a_power_of_two_patch(tiny_config: CaptionerConfig):
+    config = {**tiny_config.to_dict(), "encoder_patch_size": 14, "encoder_img_size": 28, "encoder_conv_stem": [8]}
+    with pytest.raises(ValueError, match="patch size 14 is not a power of two"):
+        ImageEncoder(CaptionerConfig(**config))
+
+
 def test_conv_stem_needs_a_vit():
     with pytest.raises(ValueError, match="encoder_conv_stem needs a ViT.*ResNet"):
         ImageEncoder(CaptionerConfig(encoder_name="resnet18", encoder_conv_stem=[8, 16, 32]))

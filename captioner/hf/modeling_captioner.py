@@ -34,6 +34,7 @@ class ImageEncoder(nn.Module):
         if config.encoder_patch_size is not None:
             kwargs["patch_size"] = config.encoder_patch_size
         self.backbone = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
+        # captioner.encoder.install_conv_stem, repeated here: this file imports no captioner code
         if config.encoder_conv_stem:  # 3x3 stride-2 conv + BatchNorm + ReLU stages, then a 1x1 conv to the width
             from timm.models.vision_transformer_hybrid import ConvStem
 
