@@ -87,5 +87,20 @@ class PreemptionCheckpoint(L.Callback):
             return
         folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.log_dir)
         path = folder / "last.ckpt"
+        _at_epoch_end_start_the_next(trainer)
         trainer.save_checkpoint(path)
         rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")
+
+
+def _at_epoch_end_start_the_next(trainer: L.Trainer) -> None:
+    """A SIGTERM during an epoch's last batch is raised after the epoch has completed (Lightning's fit loop,
+    `on_advance_end`) but before the next epoch resets the batch counters; a checkpoint of that state resumes into
+    an epoch that believes its batches are done and ends it after one. Reset the counters as the next epoch's start
+    would (the run stops right after), so that the resumed run trains the same batches as an uninterrupted one."""
+    fit, epoch = trainer.fit_loop, trainer.fit_loop.epoch_loop
+    finished = fit.epoch_progress.current.completed == fit.epoch_progress.current.processed
+    if finished and epoch.batch_progress.current.completed >= trainer.num_training_batches:
+        epoch.batch_progress.reset_on_run()
+        epoch.scheduler_progress.reset_on_run()
+        epoch.automatic_optimization.optim_progress.reset_on_run()
+        epoch.val_loop.batch_progress.total.reset()

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from captioner.data.base import CaptionDataModule
 from captioner.data.feature_cache import FeatureCache, weights_digest
+from captioner.train.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def prepare(trainer: L.Trainer, module: Any, datamodule: CaptionDataModule, root
     strategy = trainer.strategy
 
     def encode(images: torch.Tensor) -> torch.Tensor:
-        with trainer.precision_plugin.forward_context():
+        # eval mode: a frozen encoder's features as training would see them, BatchNorm statistics untouched
+        with trainer.precision_plugin.forward_context(), eval_mode(encoder):
             return encoder.patch_tokens(images)  # (B, N, C)
 
     size = module.model.preprocessing.input_size

@@ -24,6 +24,7 @@ from captioner.cider import CiderD
 from captioner.generate import GenerationConfig, Hypothesis, SpecialIds, generate
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
+from captioner.train.modes import eval_mode
 
 
 @dataclass
@@ -87,13 +88,12 @@ class SelfCritical:
             memory = model.encode(batch["images"])  # (B, N, D), with gradients where the encoder trains
         B = memory.size(0)
         sampling = GenerationConfig(max_new_tokens=self.options.max_new_tokens, do_sample=True, num_return_sequences=K)
-        was_training = model.training
-        model.eval()  # sampling without dropout, as the captions will be used
-        hyps = [h for image in generate(model, None, tokenizer, sampling, memory.detach()) for h in image]  # B*K
         greedy = None
-        if self.options.baseline == "greedy":
-            greedy = generate(model, None, tokenizer, GenerationConfig(self.options.max_new_tokens), memory.detach())
-        model.train(was_training)
+        with eval_mode(model):  # sampling without dropout, as the captions will be used
+            hyps = [h for image in generate(model, None, tokenizer, sampling, memory.detach()) for h in image]  # B*K
+            if self.options.baseline == "greedy":
+                plain = GenerationConfig(self.options.max_new_tokens)
+                greedy = generate(model, None, tokenizer, plain, memory.detach())
         refs = batch["references"]
         texts = [tokenizer.decode(h.tokens) for h in hyps]
         rewards = cider(texts, [refs[i // K] for i in range(B * K)]).view(B, K).float()  # (B, K)

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor
 
 from captioner.flops import StepFlops, step_flops
 from captioner.tokenizer import IGNORE_INDEX
+from captioner.train.modes import eval_mode
 
 
 def batch_images(batch: dict[str, Any]) -> int:
@@ -43,7 +44,9 @@ class TrainingThroughput(ThroughputMonitor):
             return
         model = pl_module.model
         if self._image_tokens is None:
-            with torch.no_grad():  # (1, N, D): the image tokens the decoder attends to
+            # (1, N, D): the image tokens the decoder attends to; in eval mode, so that measuring moves no BatchNorm
+            # statistics and draws no random numbers (a resumed run measures again and must train the same)
+            with torch.no_grad(), eval_mode(model):
                 shape = torch.zeros(1, *model.preprocessing.input_size, device=pl_module.device)
                 self._image_tokens = (model.encode(shape).size(1), model.encoder.num_prefix_tokens)
         frozen = not any(p.requires_grad for p in model.encoder.backbone.parameters())

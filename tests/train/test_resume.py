@@ -91,3 +91,48 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert 3 <= ckpt["global_step"] < STEPS
     assert run_fit(tmp_path, runs, resume=True) == 0
     assert weights(runs)  # finished at STEPS from the preemption checkpoint
+
+
+def fit_demo_config(tmp: Path, runs: Path, extra: list[str]) -> int:
+    """`captioner fit --config configs/shapes.yaml` as shipped (its callbacks, its conv stem with BatchNorm), with
+    a small encoder and a few steps; `extra` flags go last."""
+    from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
+
+    steps = [f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=6", "--trainer.limit_val_batches=1",
+             "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.deterministic=true",
+             f"--trainer.logger.init_args.save_dir={runs}", "--model.generate_batches=1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "captioner", "fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY_MODEL,
+           *TINY_SHAPES_DATA, *steps, *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300).returncode
+
+
+def package_tensors(runs: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    (package,) = runs.glob("shapes/version_*/model")
+    return load_file(package / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def demo_config_straight(tmp_path_factory) -> dict[str, torch.Tensor]:
+    tmp = tmp_path_factory.mktemp("straight")
+    assert fit_demo_config(tmp, tmp / "runs", []) == 0
+    return package_tensors(tmp / "runs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [5, 6, 8])  # mid-epoch; right after a validation; the last batch of an epoch
+def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights(tmp_path, demo_config_straight, stop):
+    """Black box, with the shipped config's own callbacks (throughput, figures, export, ...) and its conv stem:
+    nothing that measures the model may move its state, BatchNorm's running statistics included."""
+    runs = tmp_path / "runs"
+    kill = ["--trainer.callbacks+=tests.train.kill_helper.KillAt", f"--trainer.callbacks.step={stop}",
+            f"--trainer.callbacks.signal={int(signal.SIGTERM)}"]  # fmt: skip
+    assert fit_demo_config(tmp_path, runs, kill) == 0  # SIGTERM: last.ckpt saved, a clean exit, no package
+    assert not list(runs.glob("shapes/version_*/model"))
+    assert fit_demo_config(tmp_path, runs, ["--ckpt_path=last"]) == 0
+    a, b = demo_config_straight, package_tensors(runs)
+    assert any(k.endswith("running_mean") for k in a)  # the conv stem's BatchNorm is there
+    assert a.keys() == b.keys()
+    assert max(float((a[k].double() - b[k].double()).abs().max()) for k in a) <= 1e-6
