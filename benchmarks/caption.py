@@ -1,11 +1,17 @@
 """`python scripts/benchmark.py caption`: images/s of the captioning path (encoder + decoding of images already
-decoded and resized) with this project's CPU options against Hugging Face's VisionEncoderDecoderModel in fp32, at
-the ViT-tiny sizes of `benchmark.py decode`, greedy and beam search, every side timed alternately in one run.
+decoded and resized) with this project's CPU options against Hugging Face's VisionEncoderDecoderModel, at the
+ViT-tiny sizes of `benchmark.py decode` (both size sets: "default", where Hugging Face projects the image memory
+at every decoding step, and "equal", where it needs no projection), greedy and beam search, every side timed
+alternately in one run.
 
-Rows: ours fp32; ours with --quantize int8; ours with bf16 autocast (timed only where the CPU has AVX512-BF16 or
-AMX, unless --bf16-anyway); ours fp32 with the per-image Python beam loop this project had before (the oracle of
-tests/beam_reference.py), to show what the tensor beam search buys; with --compile, ours with a torch.compile'd
-encoder. Random weights, exactly --new-tokens tokens per caption, so every side does the same work.
+Rows: Hugging Face fp32; Hugging Face int8, PyTorch's `quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)` as a
+user would call it (GPT-2's attention and MLP matrices are transformers' `Conv1D`, not `nn.Linear`, so that call
+leaves them fp32); Hugging Face int8 with those `Conv1D` layers turned into `nn.Linear` first, so that every matrix
+of both models is int8 (the peer's best int8); ours fp32; ours with --quantize int8 (the same `quantize_dynamic`
+call); ours with bf16 autocast (timed only where the CPU has AVX512-BF16 or AMX, unless --bf16-anyway); ours fp32
+with the per-image Python beam loop this project had before (the oracle of tests/beam_reference.py); with
+--compile, ours with a torch.compile'd encoder. Random weights, dropout 0, exactly --new-tokens tokens per caption,
+so every side does the same work. Speed-ups are medians of the paired repeats, with their spread (min-max).
 """
 
 from __future__ import annotations
@@ -16,11 +22,34 @@ import platform
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-from benchmarks.common import add_size_args, timed_all
+from benchmarks.common import add_size_args, describe_peer, describe_sizes, fmt_speedup, sized, timed_all
 from benchmarks.decode import IDS, hugging_face, ours
 from captioner.generate import GenerationConfig, generate
 from captioner.quantize import cpu_has_bf16, quantize_int8
+
+HF_FP32, HF_INT8, HF_INT8_ALL = "Hugging Face fp32", "Hugging Face int8 (nn.Linear)", "Hugging Face int8 (all)"
+
+
+def hf_int8(model: nn.Module, conv1d_as_linear: bool) -> nn.Module:
+    """A copy of a transformers model with dynamic int8 linears; with `conv1d_as_linear`, GPT-2's `Conv1D` layers
+    (y = x W + b, W of shape (in, out)) become equal `nn.Linear` layers first, so that they are quantized too."""
+    from transformers.pytorch_utils import Conv1D
+
+    model = copy.deepcopy(model)
+    if conv1d_as_linear:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, Conv1D):
+                    linear = nn.Linear(child.weight.size(0), child.weight.size(1))
+                    with torch.no_grad():
+                        linear.weight.copy_(child.weight.t())
+                        linear.bias.copy_(child.bias)
+                    setattr(parent, name, linear)
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
 def sides(args: argparse.Namespace, x: torch.Tensor, beams: int) -> dict[str, Callable[[], object]]:
@@ -28,12 +57,17 @@ def sides(args: argparse.Namespace, x: torch.Tensor, beams: int) -> dict[str, Ca
     torch.manual_seed(0)
     fp32, hf = ours(args).eval(), hugging_face(args).eval()
     int8 = quantize_int8(copy.deepcopy(fp32))
+    hf8, hf8_all = hf_int8(hf, conv1d_as_linear=False).eval(), hf_int8(hf, conv1d_as_linear=True).eval()
     n = args.new_tokens
     cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, num_beams=beams)
     hf_kw = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False, "num_beams": beams}
-    out: dict[str, Callable[[], object]] = {"Hugging Face fp32": lambda: hf.generate(pixel_values=x, **hf_kw)}
-    out["captioner fp32"] = lambda: generate(fp32, x, IDS, cfg)
-    out["captioner int8"] = lambda: generate(int8, x, IDS, cfg)
+    out: dict[str, Callable[[], object]] = {
+        HF_FP32: lambda: hf.generate(pixel_values=x, **hf_kw),
+        HF_INT8: lambda: hf8.generate(pixel_values=x, **hf_kw),
+        HF_INT8_ALL: lambda: hf8_all.generate(pixel_values=x, **hf_kw),
+        "captioner fp32": lambda: generate(fp32, x, IDS, cfg),
+        "captioner int8": lambda: generate(int8, x, IDS, cfg),
+    }
     if cpu_has_bf16() or args.bf16_anyway:
 
         def bf16() -> object:
@@ -52,25 +86,38 @@ def sides(args: argparse.Namespace, x: torch.Tensor, beams: int) -> dict[str, Ca
     return out
 
 
+def report(args: argparse.Namespace, label: str, times: dict) -> None:
+    hf = times[HF_FP32]
+    title = f"{args.size_name} sizes, {label}"
+    print(f"\n| {title:<48} | images/s | vs Hugging Face fp32 (min-max) |")
+    print(f"|{'-' * 50}|---------:|-------------------------------:|")
+    for name, t in times.items():
+        print(f"| {name:<48} | {args.batch / t.median:8.1f} | {fmt_speedup(t, hf):>30} |")
+    best_hf8 = min((HF_INT8, HF_INT8_ALL), key=lambda n: times[n].median)
+    print(f"{args.size_name} sizes, {label}: fp32 against fp32 {fmt_speedup(times['captioner fp32'], hf)}; int8 "
+          f"against int8 {fmt_speedup(times['captioner int8'], times[best_hf8])} (against {best_hf8}, the faster "
+          "of Hugging Face's int8 rows)")  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py caption", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py caption", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_size_args(parser)
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd encoder")
     parser.add_argument("--bf16-anyway", action="store_true", help="time bf16 even where the CPU emulates it")
     args = parser.parse_args(argv)
     where = platform.processor() or platform.machine()
     bf16 = "AVX512-BF16/AMX" if cpu_has_bf16() else "no AVX512-BF16/AMX: bf16 emulated"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {where} ({bf16}), batch {args.batch}")
-    x = torch.randn(args.batch, 3, args.image_size, args.image_size)
-    for beams, label in ((1, "greedy"), (args.beams, f"beam ({args.beams})")):
-        with torch.inference_mode():
-            calls = sides(args, x, beams)
-            times = dict(zip(calls, timed_all(list(calls.values()), args.repeats), strict=True))
-        hf = times["Hugging Face fp32"]
-        print(f"\n| {label:<46} | images/s | vs Hugging Face fp32 |")
-        print(f"|{'-' * 48}|---------:|---------------------:|")
-        for name, seconds in times.items():
-            print(f"| {name:<46} | {args.batch / seconds:8.1f} | {hf / seconds:19.2f}x |")
-        best = min((s, n) for n, s in times.items() if n.startswith("captioner") and "before" not in n)
-        print(f"{label} {hf / best[0]:.2f}x: {best[1]} against Hugging Face fp32")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {where} ({bf16}), batch {args.batch}, "
+          f"{args.warmup} warm-up calls, then {args.repeats} timed repeats per row (sides alternating)")  # fmt: skip
+    for size in args.sizes.split(","):
+        s = sized(args, size)
+        print("\n" + describe_peer(hugging_face(s)))
+        print(describe_sizes(s).replace(": rows marked *", ""))
+        x = torch.randn(args.batch, 3, args.image_size, args.image_size)
+        for beams, label in ((1, "greedy"), (args.beams, f"beam ({args.beams})")):
+            with torch.inference_mode():
+                calls = sides(s, x, beams)
+                times = dict(zip(calls, timed_all(list(calls.values()), args.repeats, args.warmup), strict=True))
+            report(s, label, times)
     return 0

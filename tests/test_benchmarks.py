@@ -1,6 +1,8 @@
-"""The benchmarks stay runnable (their numbers are printed, never asserted): each one answers --help."""
+"""The benchmarks stay runnable (their numbers are printed, never asserted): each one answers --help, and every
+place that lists them (the script's table, its help, the package docstring, the README) names the same set."""
 
 import importlib
+import re
 import runpy
 import sys
 
@@ -8,16 +10,37 @@ import pytest
 
 from tests.helpers import ROOT
 
+NAMES = runpy.run_path(str(ROOT / "scripts/benchmark.py"), run_name="listing")["NAMES"]
 
-@pytest.mark.parametrize("name", ["decode", "caption", "folder", "data", "train", "epoch"])
+
+def test_the_table_names_every_benchmark_module_and_only_those():
+    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__", "common"}
+    assert set(NAMES) == modules
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_each_benchmark_answers_help(name, capsys):
     with pytest.raises(SystemExit) as exit_:
         importlib.import_module(f"benchmarks.{name}").main(["--help"])
     assert exit_.value.code == 0 and f"benchmark.py {name}" in capsys.readouterr().out
 
 
+def test_the_readme_layout_and_the_docstrings_name_every_benchmark():
+    readme = (ROOT / "README.md").read_text()
+    (layout,) = re.findall(r"^benchmarks/ +(.*)$", readme, flags=re.M)
+    listed = {
+        "README layout": set(re.findall(r"\w+", layout.split("(")[0])),
+        "README commands": set(re.findall(r"scripts/benchmark\.py (\w+)", readme)),
+        "benchmarks/__init__.py": set(re.findall(r"\w+", importlib.import_module("benchmarks").__doc__.split(":")[-1])),
+        "scripts/benchmark.py usage": set(re.search(r"benchmark\.py ([\w|]+)", runpy.run_path(
+            str(ROOT / "scripts/benchmark.py"), run_name="listing")["__doc__"]).group(1).split("|")),
+    }  # fmt: skip
+    for where, names in listed.items():
+        assert set(NAMES) <= names, f"{where} misses {sorted(set(NAMES) - names)}"
+
+
 def test_the_script_refuses_an_unknown_benchmark(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "nope"])
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(ROOT / "scripts/benchmark.py"), run_name="__main__")
-    assert exit_.value.code == 2 and "decode|caption|folder|data|train|epoch" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "|".join(NAMES) in capsys.readouterr().err
