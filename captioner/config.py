@@ -75,6 +75,7 @@ class CaptionerConfig:
                 or (value is None and default is not None)
             ):
                 raise ValueError(f"config field {name!r} is {value!r}; expected a {type(default).__name__}")
+        check_preprocessing(data.get("preprocessing") or {})
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -88,6 +89,40 @@ class CaptionerConfig:
             raise ValueError(f"{path}: not valid JSON ({err}); a model package's config.json was changed") from err
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
+
+
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")  # timm's, for evaluation
+CROP_MODES = ("center", "squash", "border")
+
+
+def check_preprocessing(values: dict[str, Any]) -> None:
+    """Refuse preprocessing values (any subset of `captioner.preprocess.Preprocessing`'s fields) that no transform
+    can use, naming the field: an RGB input size of positive sides, a known interpolation and crop mode, one finite
+    mean and one positive std per channel, a crop_pct in [0.1, 2]."""
+    import math
+
+    def number(x: Any) -> bool:  # noqa: ANN401
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    def fail(name: str, why: str) -> ValueError:
+        return ValueError(f"preprocessing {name} is {values[name]!r}; {why}")
+
+    if "input_size" in values:
+        size = values["input_size"]
+        if not (isinstance(size, list | tuple) and len(size) == 3 and size[0] == 3
+                and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16384 for n in size)):  # fmt: skip
+            raise fail("input_size", "give [3, height, width] with sides from 1 to 16384")
+    if "interpolation" in values and values["interpolation"] not in INTERPOLATIONS:
+        raise fail("interpolation", f"choose one of {', '.join(INTERPOLATIONS)}")
+    if "crop_mode" in values and values["crop_mode"] not in CROP_MODES:
+        raise fail("crop_mode", f"choose one of {', '.join(CROP_MODES)}")
+    if "crop_pct" in values and not (number(values["crop_pct"]) and 0.1 <= values["crop_pct"] <= 2):
+        raise fail("crop_pct", "give a number from 0.1 to 2 (1.0 keeps the whole image)")
+    for name, low in (("mean", -math.inf), ("std", 0.0)):
+        value = values.get(name)
+        if name in values and not (isinstance(value, list | tuple) and len(value) == 3
+                                   and all(number(v) and v > low for v in value)):  # fmt: skip
+            raise fail(name, f"give three finite numbers, one per RGB channel{' (each > 0)' if low == 0 else ''}")
 
 
 PRESETS: dict[str, CaptionerConfig] = {

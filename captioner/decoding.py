@@ -39,29 +39,50 @@ class GenerationConfig:
     seed: int | None = None  # sampling: a fixed seed gives the same samples
 
     def validate(self) -> None:
-        """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside), naming them."""
+        """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside), naming them;
+        every number must lie in a range where the decoding arithmetic stays finite (`LIMITS`)."""
         import math
 
-        for name in ("max_new_tokens", "num_beams", "num_return_sequences"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.min_new_tokens < 0 or self.no_repeat_ngram_size < 0:
-            raise ValueError("min_new_tokens and no_repeat_ngram_size must be >= 0")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k}: must be at least 1 (or unset)")
-        for name in ("temperature", "repetition_penalty"):
+        for name, (low, high, why) in LIMITS.items():
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                off = " (1.0 is off)" if name == "repetition_penalty" else ""
-                raise ValueError(f"{name}={value}: must be a finite number > 0{off}")
-        if not math.isfinite(self.length_penalty):
-            raise ValueError(f"length_penalty={self.length_penalty}: must be a finite number")
+            if value is None and name in OPTIONAL:
+                continue
+            whole = name in WHOLE
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise ValueError(f"{name}={value!r}: must be a {'whole' if whole else 'decimal'} number")
+            if not (math.isfinite(value) and low <= value <= high):
+                raise ValueError(f"{name}={value!r}: must be between {_number(low)} and {_number(high)} ({why})")
+        for name in ("do_sample", "early_stopping"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ValueError(f"num_return_sequences={self.num_return_sequences} needs num_beams >= that (or sampling)")
         if self.do_sample and self.num_beams > 1:
             raise ValueError("beam sampling is not supported: use num_beams > 1 or do_sample, not both")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
+
+
+# the range of each number (low, high, why); beyond them a score, a seed or a buffer would overflow or run out
+HUGE = 10**9  # token counts: more than any block size
+LIMITS: dict[str, tuple[float, float, str]] = {
+    "max_new_tokens": (1, HUGE, "tokens per caption; the model's block size caps it anyway"),
+    "min_new_tokens": (0, HUGE, "tokens before EOS is allowed"),
+    "num_beams": (1, 256, "each beam is a row of the batch"),
+    "num_return_sequences": (1, 256, "each sequence is a row of the batch"),
+    "temperature": (1e-6, 1e6, "log-probs are divided by it: a smaller one overflows"),
+    "top_k": (1, HUGE, "tokens kept"),
+    "top_p": (1e-6, 1.0, "the probability mass kept"),
+    "length_penalty": (-10.0, 10.0, "scores divide by length ** length_penalty: a larger one overflows"),
+    "no_repeat_ngram_size": (0, HUGE, "0 is off"),
+    "repetition_penalty": (1e-6, 1e6, "1.0 is off; logits are multiplied or divided by it"),
+    "seed": (0, 2**63 - 1, "the generator's seed is a 64-bit integer"),
+}
+WHOLE = {"max_new_tokens", "min_new_tokens", "num_beams", "num_return_sequences", "top_k", "no_repeat_ngram_size",
+         "seed"}  # fmt: skip
+OPTIONAL = {"max_new_tokens", "top_k", "top_p", "seed"}  # None: unset
+
+
+def _number(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 @dataclass
@@ -97,6 +118,10 @@ def process(logits: torch.Tensor, history: torch.Tensor, step: int, special: Spe
         logits[:, special.eos_id] = float("-inf")
     if config.no_repeat_ngram_size > 0:
         ban_repeated_ngrams(logits, history, config.no_repeat_ngram_size)
+        # a row whose every token is banned (a small vocabulary, EOS not allowed yet or banned too) ends here with
+        # EOS, instead of a row of NaN log-probs
+        stuck = torch.isneginf(logits).all(dim=-1)  # (R,)
+        logits[:, special.eos_id] = torch.where(stuck, 0.0, logits[:, special.eos_id])
     return F.log_softmax(logits, dim=-1)
 
 
@@ -122,6 +147,7 @@ def warp(logprobs: torch.Tensor, config: GenerationConfig) -> torch.Tensor:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cum - sorted_logits.softmax(dim=-1) >= config.top_p  # keep the smallest set reaching top_p
+        drop[:, 0] = False  # and always the most likely token (a top_p that rounds to 0 in float32 would drop it)
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
     return logits
 

@@ -8,6 +8,7 @@ preprocessed with the model's own recorded preprocessing (`model.preprocessing`)
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,10 @@ def caption_batch(
 
 
 def caption_row(path: str, caption: Caption) -> dict[str, Any]:
-    """The output row of `captioner caption` (and of evaluate's predictions) for one image."""
+    """The output row of `captioner caption` (and of evaluate's predictions) for one image; a score that is not
+    finite is a bug (the decoding options are range-checked so that none can be), never written as NaN."""
+    if not all(math.isfinite(s) for s in (caption.score, *(s for _, s in caption.n_best))):
+        raise RuntimeError(f"{path}: decoding gave a score that is not finite ({caption.score}); please report this")
     row: dict[str, Any] = {"path": path, "caption": caption.text, "score": round(caption.score, 4)}
     if len(caption.n_best) > 1:
         row["n_best"] = [{"caption": c, "score": round(s, 4)} for c, s in caption.n_best]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -20,6 +21,7 @@ from captioner.encoder import ImageEncoder
 from captioner.outputs import atomic_folder
 from captioner.preprocess import LEGACY_DEFAULTS, Preprocessing
 from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
+from captioner.weights import read_header
 
 log = logging.getLogger(__name__)
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
@@ -133,6 +135,7 @@ class Captioner(nn.Module):
                     f"{name_or_path} is not a captioner model package: {name} is missing "
                     f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
                 )
+        check_inside(directory, (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, "training.json"))
         config = CaptionerConfig.load(directory / CONFIG_FILE)
         if not json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("preprocessing"):
             config = replace(config, preprocessing=dict(LEGACY_DEFAULTS))
@@ -161,11 +164,33 @@ FLOAT_DTYPES = ("F32", "F16", "BF16")
 COUNTERS = (".num_batches_tracked",)  # BatchNorm's step counter (a conv stem, a ResNet): the one integer tensor
 
 
+def package_root(directory: Path) -> Path:
+    """The folder a package's files must resolve inside: the package folder itself, or for a snapshot in the Hugging
+    Face cache (`models--org--name/snapshots/<commit>`, whose files link into the repo's `blobs/`) the repo's cache
+    folder."""
+    real = Path(os.path.realpath(directory))
+    if real.parent.name == "snapshots" and real.parent.parent.name.startswith("models--"):
+        return real.parent.parent
+    return real
+
+
+def check_inside(directory: Path, names: tuple[str, ...]) -> None:
+    """Refuse a package file that is a link leading outside the package (`package_root`): a package is read as
+    given, never a file elsewhere on this machine that a link in it points at."""
+    root = package_root(directory)
+    for name in names:
+        path = directory / name
+        if not os.path.lexists(path):
+            continue
+        real = Path(os.path.realpath(path))
+        if root != real and root not in real.parents:
+            raise ValueError(f"{path} is a link to {real}, outside the package; a package's files are its own")
+
+
 def check_header(config: CaptionerConfig, path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     """The weights file's header (tensor name -> dtype, shape), read without loading a tensor; a config.json whose
     decoder sizes disagree with it, or a tensor that is not floating point, is named before anything is built."""
-    with safe_open(str(path), framework="pt") as f:
-        header = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    header = read_header(path)
     not_float = [
         (k, d) for k, (d, _) in header.items() if d not in FLOAT_DTYPES and not (k.endswith(COUNTERS) and d == "I64")
     ]
@@ -209,7 +234,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 def _load_checked(model: nn.Module, path: Path) -> None:
     """Load weights whose header was checked already; refuse missing, unexpected and non-finite tensors."""
-    missing, unexpected = load_model(model, str(path), strict=False)  # knows the tied lm_head / wte weights
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)  # knows the tied lm_head / wte weights
+    except SafetensorError as err:  # what the header check cannot see, e.g. tensors whose bytes overlap
+        raise ValueError(f"{path}: the weights cannot be read ({err}); the file is damaged") from err
     if missing or unexpected:
         raise ValueError(f"{path}: missing tensors {sorted(missing)[:5]}, unexpected tensors {sorted(unexpected)[:5]}")
     for name, tensor in model.state_dict().items():

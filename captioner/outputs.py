@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +49,9 @@ def write_text(path: str | Path, text: str, overwrite: bool = True) -> Path:
 
 def write_jsonl(path: str | Path, records: Sequence[dict[str, Any]], overwrite: bool = False) -> Path:
     """Records as JSON lines, atomically; an existing file is replaced only with `overwrite`."""
-    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), overwrite)
+    return write_text(
+        path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records), overwrite
+    )
 
 
 @contextlib.contextmanager
@@ -106,6 +108,21 @@ def check_writable(path: str | Path, option: str, folder: bool = False) -> None:
     os.unlink(tmp)
 
 
+def check_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], option: str) -> None:
+    """Refuse an output that is one of the command's inputs, lies inside an input folder, or is a folder that holds
+    an input: writing it (or replacing it with --overwrite) could destroy what the command only reads. Paths are
+    compared after resolving symbolic links; each input is resolved once, however many outputs there are."""
+    sources = {Path(os.path.realpath(item)): item for item in inputs}
+    holders = {parent: item for src, item in sources.items() for parent in src.parents}
+    for output in outputs:
+        out = Path(os.path.realpath(output))
+        inside = next((sources[p] for p in out.parents if p in sources), None)
+        for found, where in ((sources.get(out), "is"), (inside, "lies inside"), (holders.get(out), "holds")):
+            if found is not None:
+                raise OutputError(f"{option} {output} {where} the input {found}; the command only reads that, so "
+                                  "choose an output outside it")  # fmt: skip
+
+
 class OutputError(ValueError):
     """An output file that a run must not write to (someone else's rows, another run holds it); nothing changed."""
 
@@ -156,7 +173,7 @@ class OutputWriter:
                         "truncated": "true" if row.get("truncated") else ""}  # fmt: skip
                 writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
         else:
-            text.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            text.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
         self._append(text.getvalue().encode("utf-8"))
 
     def _append(self, data: bytes) -> None:

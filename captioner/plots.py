@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from captioner.outputs import OutputError, atomic_file
+
+log = logging.getLogger(__name__)
 
 # panel file name -> (title, y label, [(metric column, legend label)]); a panel is drawn when any column was logged
 PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
@@ -27,29 +32,91 @@ PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
 }
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every metric of the run as (step, value) points: metrics.partN.csv (earlier parts of a resumed run) in
-    order, then metrics.csv."""
+# per curve: a longer run is thinned as it is read (every 2nd, 4th, ... point), so memory stays bounded
+MAX_POINTS = 4096
+
+
+class Curve:
+    """(step, value) points of one metric, read one at a time and thinned to at most 2 x MAX_POINTS."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, float]] = []
+        self.stride, self.seen = 1, 0
+
+    def add(self, step: float, value: float) -> None:
+        if self.seen % self.stride == 0:
+            self.points.append((step, value))
+            if len(self.points) > 2 * MAX_POINTS:
+                self.points, self.stride = self.points[::2], self.stride * 2
+        self.seen += 1
+
+
+@dataclass
+class Metrics:
+    """What `read_metrics` found: the plotted metrics' curves and what it had to leave out."""
+
+    curves: dict[str, list[tuple[float, float]]]
+    nonfinite: int = 0  # values (or steps) that are NaN or infinite
+    unreadable: int = 0  # values (or steps) that are not numbers
+    columns: list[str] = field(default_factory=list)  # every column of the files
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def read_metrics(run_dir: str | Path) -> Metrics:
+    """The plotted metrics of a run (PANELS' columns) as (step, value) points: metrics.partN.csv (earlier parts of a
+    resumed run) in order, then metrics.csv, read row by row in bounded memory. Steps and values that are not finite
+    numbers are left out and counted; a file that is not CSV text is an OutputError naming it and the line."""
     run_dir = Path(run_dir)
-    parts = sorted(run_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part") or 0))
-    files = [*parts, run_dir / "metrics.csv"]
-    if not any(f.is_file() for f in files):
+    parts = sorted(run_dir.glob("metrics.part*.csv"), key=lambda p: _part_number(p.stem))
+    files = [p for p in (*parts, run_dir / "metrics.csv") if p.is_file()]
+    if not files:
         raise OutputError(f"{run_dir}: no metrics.csv (give a run folder, e.g. runs/shapes/version_0)")
-    series: dict[str, list[tuple[int, float]]] = {}
+    wanted = {k for _, _, cols in PANELS.values() for k, _ in cols}
+    curves = {k: Curve() for k in wanted}
+    found = Metrics({})
     for path in files:
-        if not path.is_file():
-            continue
-        with path.open(newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                step = row.get("step")
-                for key, value in row.items():
-                    if key in ("step", "epoch") or not value or not step:
-                        continue
-                    try:
-                        series.setdefault(key, []).append((int(float(step)), float(value)))
-                    except ValueError:
-                        continue
-    return series
+        reader = None
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                found.columns.extend(c for c in reader.fieldnames or [] if c not in found.columns)
+                for row in reader:
+                    _add_row(row, wanted, curves, found)
+        except (UnicodeDecodeError, csv.Error) as err:
+            line = f" line {reader.line_num}" if reader is not None else ""
+            raise OutputError(f"{path}{line}: not a metrics CSV ({err}); it was not written by the CSV logger") from err
+    found.curves = {k: c.points for k, c in curves.items() if c.points}
+    return found
+
+
+def _add_row(row: dict[str, Any], wanted: set[str], curves: dict[str, Curve], found: Metrics) -> None:
+    values = {k: row.get(k) for k in wanted if row.get(k)}
+    if not values:
+        return
+    step = _number(row.get("step"))
+    if step is None or not math.isfinite(step):
+        found.unreadable += step is None
+        found.nonfinite += step is not None
+        return
+    for key, text in values.items():
+        value = _number(text) if isinstance(text, str) else None
+        if value is None:
+            found.unreadable += 1
+        elif not math.isfinite(value):
+            found.nonfinite += 1
+        else:
+            curves[key].add(step, value)
+
+
+def _part_number(stem: str) -> int:
+    digits = stem.removeprefix("metrics.part")
+    return int(digits) if digits.isascii() and digits.isdigit() else 0
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: bool = False) -> list[Path]:
@@ -60,13 +127,21 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = read_metrics(run_dir)
+    found = read_metrics(run_dir)
+    series = found.curves
     out = Path(out_dir) if out_dir else Path(run_dir) / "plots"
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"{out} holds plots already; pass --overwrite to redraw them")
+    if found.nonfinite or found.unreadable:
+        log.warning("captioner: note: %s: left out %d values that are NaN or infinite and %d that are not numbers "
+                    "(in the metric or its step)", run_dir, found.nonfinite, found.unreadable)  # fmt: skip
     panels = {name: spec for name, spec in PANELS.items() if any(series.get(k) for k, _ in spec[2])}
     if not panels:
-        raise OutputError(f"{run_dir}: metrics.csv holds none of {sorted(k for p in PANELS.values() for k, _ in p[2])}")
+        wanted = sorted(k for p in PANELS.values() for k, _ in p[2])
+        there = sorted(set(wanted) & set(found.columns))
+        why = (f"its columns {there} hold no finite number at a numeric step" if there
+               else f"it has none of the columns {wanted}")  # fmt: skip
+        raise OutputError(f"{run_dir}: nothing to plot: {why}")
     written = []
     for name, spec in panels.items():
         fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)

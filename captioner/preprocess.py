@@ -19,6 +19,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 from torch import nn
 
+from captioner.config import check_preprocessing
+
 Transform = Callable[[Image.Image], torch.Tensor]
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ class Preprocessing:
     std: tuple[float, ...]
     crop_pct: float = 1.0
     crop_mode: str = "squash"  # timm: center | squash | border
+
+    def __post_init__(self) -> None:
+        check_preprocessing(asdict(self))  # ValueError naming a field no transform can use
 
     @classmethod
     def resolve(cls, backbone: nn.Module, img_size: int | None, overrides: dict[str, Any] | None) -> Preprocessing:

@@ -112,3 +112,81 @@ def test_weights_that_cannot_caption_are_refused(edit, message, trained_package,
 
     with pytest.raises(ValueError, match=message):
         Captioner.from_pretrained(_edit_package(trained_package, tmp_path, tensors=edit))
+
+
+def _preprocessing(package, **values):  # noqa: ANN001, ANN003, ANN202
+    return {"preprocessing": {**json.loads((package / "config.json").read_text())["preprocessing"], **values}}
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"interpolation": "evil"}, "interpolation"),
+        ({"mean": [0.5, 0.5]}, "mean"),
+        ({"input_size": [3, -8, 32]}, "input_size"),
+        ({"std": [1.0, 0.0, 1.0]}, "std"),
+        ({"crop_pct": float("inf")}, "crop_pct"),
+    ],  # fmt: skip
+    ids=["interpolation", "mean", "input_size", "std", "crop_pct"],
+)
+def test_preprocessing_no_transform_can_use_is_named_at_load(values, field, trained_package, tmp_path, capsys):
+    from captioner.model import Captioner
+
+    edited = _edit_package(trained_package, tmp_path, config=_preprocessing(trained_package, **values))
+    with pytest.raises(ValueError, match=f"preprocessing {field} is"):
+        Captioner.from_pretrained(edited)
+    make_scene("test", 0).image.save(tmp_path / "a.png")
+    assert main(["caption", str(edited), str(tmp_path / "a.png")]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].startswith("captioner: error: ") and f"preprocessing {field}" in said[0]
+
+
+def test_a_weights_link_outside_the_package_is_refused(trained_package, tmp_path, capsys):
+    import shutil
+
+    from captioner.model import Captioner
+
+    edited = _edit_package(trained_package, tmp_path)
+    outside = tmp_path / "elsewhere.safetensors"
+    shutil.move(edited / "model.safetensors", outside)  # valid weights: the link itself is what is refused
+    (edited / "model.safetensors").symlink_to(outside)
+    with pytest.raises(ValueError, match="outside the package"):
+        Captioner.from_pretrained(edited)
+    (edited / "model.safetensors").unlink()
+    (edited / "model.safetensors").symlink_to("/etc/passwd")
+    make_scene("test", 0).image.save(tmp_path / "a.png")
+    assert main(["caption", str(edited), str(tmp_path / "a.png")]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "/etc/passwd, outside the package" in said[0]
+
+
+def test_a_hugging_face_cache_snapshot_whose_files_link_into_blobs_loads(trained_package, tmp_path):
+    import hashlib
+
+    from captioner.model import Captioner
+
+    repo = tmp_path / "hub" / "models--someone--captioner"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in trained_package.iterdir():
+        if file.is_file():
+            blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+            blob.write_bytes(file.read_bytes())
+            (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    assert Captioner.from_pretrained(snapshot)[0].config == Captioner.from_pretrained(trained_package)[0].config
+
+
+def test_a_header_claiming_a_100_gb_tensor_is_refused_at_once(trained_package, tmp_path, capsys, deadline):
+    from captioner.model import Captioner
+
+    edited = _edit_package(trained_package, tmp_path)
+    header = json.dumps({"decoder.ln_f.weight": {"dtype": "F32", "shape": [25_000_000_000],
+                                                 "data_offsets": [0, 100_000_000_000]}}).encode()  # fmt: skip
+    (edited / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 64)
+    with pytest.raises(ValueError, match="claims bytes 0..100,000,000,000 for shape"):
+        Captioner.from_pretrained(edited)
+    make_scene("test", 0).image.save(tmp_path / "a.png")
+    assert main(["caption", str(edited), str(tmp_path / "a.png")]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "damaged or truncated" in said[0]

@@ -59,15 +59,21 @@ def caption(argv: list[str]) -> int:
         return fail(f"--output {output}: use a .jsonl or .csv file name")
     if output is not None and output.exists() and not (args.overwrite or args.resume):
         return fail(f"{output} exists; pass --resume to continue it or --overwrite to replace it")
-    from captioner.outputs import check_writable
+    paths = expand_inputs(args.inputs, args.list_file)
+    if not paths:
+        return fail(f"no files found in {args.inputs}")
+    from captioner.outputs import check_apart, check_writable
 
+    package = [args.model_dir] if Path(args.model_dir).is_dir() else []
+    listed = [args.list_file] if args.list_file else []
+    reads = [*package, *(i for i in args.inputs if Path(i).is_dir()), *listed, *paths]
+    for option, out in (("--output", output), ("--attention-maps", args.attention_maps)):
+        if out is not None:  # an output among the inputs would destroy one, or be read as input next time
+            check_apart([out], reads, option)
     if output is not None:
         check_writable(output, "--output")
     if args.attention_maps:
         check_writable(args.attention_maps, "--attention-maps", folder=True)
-    paths = expand_inputs(args.inputs, args.list_file)
-    if not paths:
-        return fail(f"no files found in {args.inputs}")
     try:
         ranks = launch(args.devices, args.num_nodes, resolve_device(args.device).type)
     except ValueError as err:  # e.g. --devices that do not match torchrun's or SLURM's process count

@@ -77,21 +77,38 @@ def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
         print(f"captioner: note: {note}", file=sys.stderr)
 
 
+def option_type(name: str):  # noqa: ANN201 - an argparse type
+    """argparse type for decoding option `name`: plain ASCII numbers (captioner.options), argparse's one line."""
+
+    def parse(text: str):  # noqa: ANN202
+        from captioner.options import PARSERS
+
+        try:
+            return PARSERS[name](text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
     """Decoding options shared by caption and evaluate (names as in Hugging Face `generate`)."""
     g = parser.add_argument_group("decoding")
-    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: greedy)")
+    t = option_type
+    g.add_argument("--num-beams", type=t("num_beams"), default=1, help="beam search with this many beams (1: greedy)")
     g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=None, help="sampling seed, for reproducible samples")
-    g.add_argument("--num-return-sequences", type=int, default=1, help="n-best captions per image")
-    g.add_argument("--length-penalty", type=float, default=1.0)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--min-new-tokens", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=None,
+    g.add_argument("--temperature", type=t("temperature"), default=1.0)
+    g.add_argument("--top-k", type=t("top_k"), default=None)
+    g.add_argument("--top-p", type=t("top_p"), default=None)
+    g.add_argument("--seed", type=t("seed"), default=None, help="sampling seed, for reproducible samples")
+    g.add_argument(
+        "--num-return-sequences", type=t("num_return_sequences"), default=1, help="n-best captions per image"
+    )
+    g.add_argument("--length-penalty", type=t("length_penalty"), default=1.0)
+    g.add_argument("--no-repeat-ngram-size", type=t("no_repeat_ngram_size"), default=0)
+    g.add_argument("--repetition-penalty", type=t("repetition_penalty"), default=1.0)
+    g.add_argument("--min-new-tokens", type=t("min_new_tokens"), default=0)
+    g.add_argument("--max-new-tokens", type=t("max_new_tokens"), default=None,
                    help="token limit of a caption (default: what the model's block size allows)")  # fmt: skip
     g.add_argument("--early-stopping", action="store_true")
 

@@ -45,15 +45,16 @@ def shards(argv: list[str]) -> int:
     parser.add_argument("--drop-missing", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    from captioner.data.shards import write_shards
+    from captioner.data.shard_writer import write_shards
     from captioner.data.sources import DataError, clean
+    from captioner.outputs import OutputError
 
     if not args.data:
         return fail("--data (or --input) is required: the folder, table, COCO annotations or Karpathy file to read")
     try:
         items = clean(data_source(args).read(args.data, args.split.split(",")), args.data, args.drop_missing)
-        written, skipped = write_shards(items, args.pattern, args.max_count, args.overwrite)
-    except (DataError, FileExistsError) as err:
+        written, skipped = write_shards(items, args.pattern, args.max_count, args.overwrite, inputs=[args.data])
+    except (DataError, FileExistsError, OutputError) as err:
         return fail(str(err))
     if skipped:
         print(f"left out {len(skipped)} file(s) that do not decode as images, e.g. {skipped[:3]}", file=sys.stderr)

@@ -57,7 +57,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
 
 def evaluate(argv: list[str]) -> int:
     args = _evaluate_parser().parse_args(argv)
-    from captioner.outputs import check_writable
+    from captioner.outputs import check_apart, check_writable
 
     for option, out in (("--output", args.output), ("--report", args.report)):
         if out and Path(out).exists() and not args.overwrite:
@@ -72,6 +72,10 @@ def evaluate(argv: list[str]) -> int:
 
     try:
         args.folder = resolve_package(args.model_dir, args.revision)  # once: the model and training.json
+        reads = [args.folder, *(p for p in (args.data, args.root) if p)]
+        for option, out in (("--output", args.output), ("--report", args.report)):
+            if out:
+                check_apart([out], reads, option)
         model, tok = load_package(str(args.folder), args.device)
         apply_speed_args(model, args)
         speed = autocast(next(model.parameters()).device, args.precision)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from pathlib import Path
 
 from captioner.cli.common import Parser, add_package_args, fail, load_package, positive
 
@@ -26,6 +28,15 @@ def serve(argv: list[str]) -> int:
     g.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its captions (504)")
     g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (413)")
     g.add_argument("--max-image-pixels", type=positive, default=16_000_000, help="refuse larger images (413)")
+    g.add_argument(
+        "--max-request-pixels",
+        type=positive,
+        default=128_000_000,
+        help="refuse a request whose images hold more pixels together (413), measured before decoding",
+    )
+    g.add_argument("--header-timeout", type=float, default=10.0,
+                   help="close a connection whose next request's headers have not arrived within this many seconds "
+                   "(slow or idle clients); an idle keep-alive connection is closed after 5 s")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         import uvicorn
@@ -38,12 +49,17 @@ def serve(argv: list[str]) -> int:
     taken = _cannot_bind(args.host, args.port)  # before the model loads, not after
     if taken:
         return fail(f"--host {args.host} --port {args.port}: {taken}; choose another --port")
+    for flag, value in (("--timeout", args.timeout), ("--header-timeout", args.header_timeout),
+                        ("--max-wait-ms", args.max_wait_ms), ("--max-upload-mb", args.max_upload_mb)):  # fmt: skip
+        if not (math.isfinite(value) and value > 0 or flag == "--max-wait-ms" and value == 0):
+            return fail(f"{flag} {value}: give a positive number")
     limits = Limits(
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_image_pixels, timeout_s=args.timeout,
         max_queue=args.max_queue, max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_request_pixels=args.max_request_pixels,
     )  # fmt: skip
     model, tok = load_package(args.model_dir, args.device, args.revision)
-    service = Service(model, tok, args.model_dir, limits)
+    service = Service(model, tok, shown_name(args.model_dir), limits)
     app = create_api(service)
     if not args.no_page:
         try:
@@ -53,9 +69,12 @@ def serve(argv: list[str]) -> int:
         except ImportError as err:
             return fail(f"the page needs gradio ({err.name} is missing): pip install -e '.[serve]', or --no-page")
         app = gr.mount_gradio_app(app, create_page(service), path="/", max_file_size=limits.max_upload_bytes)
-    print(f"captioner: serving {args.model_dir} on http://{args.host}:{args.port} (page: /, API: POST /caption, "
+    print(f"captioner: serving {service.name} on http://{args.host}:{args.port} (page: /, API: POST /caption, "
           "docs: /api/docs); Ctrl+C stops", file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    from captioner.serve.protocol import with_header_timeout
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=with_header_timeout(args.header_timeout),
+                timeout_keep_alive=5)  # fmt: skip
     service.batcher.stop()
     return 0
 
@@ -69,3 +88,14 @@ def _cannot_bind(host: str, port: int) -> str | None:
             return None
     except OSError as err:
         return err.strerror or str(err)
+
+
+def shown_name(model: str) -> str:
+    """What the page, /health and the API docs call the model: a Hub repo id as given, a folder by its own name and
+    its parent's (never the path from the root of this machine)."""
+    from captioner.hub import is_repo_id
+
+    if is_repo_id(model.partition("@")[0]):
+        return model
+    path = Path(model).resolve()
+    return "/".join(p.name for p in (path.parent, path) if p.name)

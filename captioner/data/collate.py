@@ -13,7 +13,8 @@ from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
 
 
 class DecodeFailures:
-    """Counts examples whose image failed to decode; warns naming each, stops when too many fail.
+    """Counts examples that could not be read (an image that failed to decode, a shard member that is not a
+    caption); warns naming each, stops when too many fail.
 
     Each DataLoader worker holds its own copy, so the rate is checked per worker (each sees a random share). The
     check applies once `min_seen` examples were seen: 100, or a worker's whole share of a smaller split (the loader
@@ -33,14 +34,14 @@ class DecodeFailures:
         for f in failures:
             if f["error"] not in self.warned:
                 self.warned.add(f["error"])
-                warnings.warn(f"skipped an image that failed to decode: {f['error']}", stacklevel=2)
+                warnings.warn(f"skipped an example that could not be read: {f['error']}", stacklevel=2)
             if len(self.examples) < 5:
                 self.examples.append(f["error"])
         if self.seen >= self.min_seen and self.failed > self.max_rate * self.seen:
             raise DataError(
-                f"{self.failed} of {self.seen} images failed to decode ({self.failed / self.seen:.1%} > "
+                f"{self.failed} of {self.seen} examples could not be read ({self.failed / self.seen:.1%} > "
                 f"max_failure_rate {self.max_rate:.1%}), e.g. {'; '.join(self.examples[:3])}. Fix or remove these "
-                "files, or raise data.init_args.max_failure_rate."
+                "files or shards, or raise data.init_args.max_failure_rate."
             )
 
 

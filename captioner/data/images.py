@@ -57,6 +57,20 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {reason})") from err
 
 
+def image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
+    """(width, height) from an image's header, without decoding its pixels; ImageDecodeError when the bytes are
+    not an image Pillow can open (ImageTooLarge for one it refuses as a decompression bomb)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_rgb applies the limit
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except Image.DecompressionBombError as err:
+        raise ImageTooLarge(f"{name}: refused as a possible decompression bomb ({err})") from err
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+        raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__})") from err
+
+
 def _check_regular_file(path: str | Path) -> None:
     """Only regular files are opened: a FIFO would block forever, a device could be endless."""
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from captioner.model import TOKENIZER_FILE, Captioner
-from captioner.outputs import atomic_folder
+from captioner.outputs import atomic_folder, check_apart
 from captioner.preprocess import Preprocessing
 from captioner.tokenizer import CaptionTokenizer
 
@@ -56,13 +56,15 @@ def image_processor(pre: Preprocessing):  # noqa: ANN201
 
 
 def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the transformers folder of `package` (a folder or Hub repo id) to `out`."""
+    """Write the transformers folder of `package` (a folder or Hub repo id) to `out`; `out` may not be the package,
+    lie inside it or hold it (OutputError)."""
     from transformers import GenerationConfig, PreTrainedTokenizerFast
 
     from captioner.hf.modeling_captioner import CaptionerForConditionalGeneration
     from captioner.hub import resolve_package
 
     folder = resolve_package(package)
+    check_apart([out], [folder], "out")  # --overwrite must never replace the package it reads
     model, tokenizer = Captioner.from_pretrained(folder)
     processor = image_processor(model.preprocessing)
     config = hf_config(model, tokenizer)

@@ -4,45 +4,51 @@
 
 answers {"results": [row, ...]}, one row per image in order, each the row `captioner caption` writes (path = the
 upload's file name). Bad input is a 4xx whose JSON says what and what to do, and the server stays up: 400 for a
-file that is not an image or is truncated, 411 without Content-Length, 413 for an upload over the size limit or an
-image over the pixel limit (decompression bombs), 422 for a bad decoding option, 503 with Retry-After when the
-queue is full, 504 when the captions are not ready within the request timeout.
+file that is not an image or is truncated, 411 without Content-Length, 413 for an upload over the size limit, an
+image over the pixel limit (decompression bombs) or a request whose images hold more pixels than the request
+limit, 422 for a bad, unknown or repeated decoding option, 503 with Retry-After when the queue is full, 504 when
+the request is not answered within the request timeout (reading the body, decoding and captioning all count).
+
+One client cannot freeze the server: images are decoded in worker threads (at most `decode_threads` at a time),
+never on the event loop, so `GET /health` and other requests are answered while a request decodes; a request's
+images are measured from their headers before any is decoded.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, fields
+import os
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
-from captioner.data.images import ImageDecodeError, ImageTooLarge, load_rgb
+from captioner.data.images import ImageDecodeError, ImageTooLarge, image_size, load_rgb
 from captioner.generate import GenerationConfig
 from captioner.inference import Caption, caption_batch, caption_row
 from captioner.model import Captioner
+from captioner.options import PARSERS, generation_from_text
 from captioner.serve.batcher import Batcher, QueueFull
 from captioner.tokenizer import CaptionTokenizer
 
-# the decoding options a request may set (query parameters, named as for `captioner caption`)
-OPTIONS = {f.name: f.type for f in fields(GenerationConfig)}
 MAX_IMAGES = 64  # per request
 MAX_BEAMS = 16
-INLINE_DECODE_BYTES = 256 * 1024  # uploads up to this size are decoded on the event loop (well under 10 ms)
 
 
 @dataclass
 class Limits:
     max_upload_bytes: int = 10 * 2**20  # the whole request body
     max_pixels: int = 16_000_000  # per image: larger ones are refused (decompression bombs)
-    timeout_s: float = 30.0  # a request whose captions are not ready by then gets 504
+    max_request_pixels: int = 128_000_000  # all images of one request together, measured before decoding
+    timeout_s: float = 30.0  # a request not answered by then (body, decoding, captions) gets 504
     max_queue: int = 256  # requests waiting for the model; more get 503
     max_batch: int = 32  # images captioned together (1: no dynamic batching)
     max_wait_ms: float = 5.0  # how long the oldest request waits for others to join its batch
+    decode_threads: int = os.cpu_count() or 2  # images decoded at once, over all requests
 
 
 class Service:
@@ -55,6 +61,7 @@ class Service:
         self.resize, self.to_batch = model.preprocessing.eval_stages()
         self.device = next(model.parameters()).device
         self.batcher = Batcher(self._run, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+        self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
 
     def _run(self, images: list[torch.Tensor], generation: GenerationConfig) -> list[Caption]:
         batch = self.to_batch(torch.stack(images)).to(self.device)  # (B, H, W, 3) uint8 -> (B, 3, H, W)
@@ -68,6 +75,12 @@ class Service:
         except ImageDecodeError as err:  # the same kind, naming the upload instead of "<bytes>"
             raise type(err)(str(err).replace("<bytes>", name, 1)) from err
 
+    async def in_worker(self, fn: Any, *args: Any) -> Any:  # noqa: ANN401
+        """`fn(*args)` in a worker thread, at most `decode_threads` at a time: off the event loop."""
+        if self._decoders is None:
+            self._decoders = anyio.CapacityLimiter(self.limits.decode_threads)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._decoders)
+
     def submit(self, image: torch.Tensor, generation: GenerationConfig):  # noqa: ANN201 - a concurrent Future
         return self.batcher.submit(image, generation)
 
@@ -76,24 +89,14 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def generation_from(query: dict[str, str]) -> GenerationConfig:
-    """Decoding options from query parameters; ValueError naming an unknown or bad one."""
-    values: dict[str, Any] = {}
-    for name, text in query.items():
-        if name not in OPTIONS:
-            raise ValueError(f"unknown option {name!r}; the options are {', '.join(OPTIONS)}")
-        kind = str(OPTIONS[name])
-        try:
-            if "bool" in kind:
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                values[name] = text.lower() in ("true", "1")
-            else:
-                values[name] = int(text) if "int" in kind and "float" not in kind else float(text)
-        except ValueError as err:
-            raise ValueError(f"{name}={text!r} is not a {kind.split('|')[0].strip()}") from err
-    generation = GenerationConfig(**values)
-    generation.validate()
+def generation_from(query: list[tuple[str, str]]) -> GenerationConfig:
+    """Decoding options from the query's (name, value) pairs (captioner.options: plain ASCII numbers); ValueError
+    naming an unknown, repeated or bad one."""
+    names = [name for name, _ in query]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]} is given {names.count(repeated[0])} times; give each option once")
+    generation = generation_from_text(dict(query))
     for name in ("num_beams", "num_return_sequences"):  # one request must not hold the model for long
         if getattr(generation, name) > MAX_BEAMS:
             raise ValueError(f"{name}={getattr(generation, name)}: at most {MAX_BEAMS} here")
@@ -119,48 +122,49 @@ def create_api(service: Service) -> FastAPI:
         length = request.headers.get("content-length")
         if length is None:
             return error(411, "send Content-Length (an upload of known size)")
-        if not length.isdigit() or int(length) > limits.max_upload_bytes:
-            return error(413, f"the upload is {length} bytes; the limit is {limits.max_upload_bytes:,}")
+        if not (length.isascii() and length.isdigit()) or int(length) > limits.max_upload_bytes:
+            return error(413, f"the upload is {length[:20]} bytes; the limit is {limits.max_upload_bytes:,}")
         try:
-            generation = generation_from(dict(request.query_params))
+            generation = generation_from(request.query_params.multi_items())
         except ValueError as err:
             return error(422, str(err))
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return error(400, "send the images as multipart/form-data file fields named `image`")
+        try:  # --timeout covers all of it: reading the body, decoding, captioning
+            return await asyncio.wait_for(answer(request, generation), limits.timeout_s)
+        except TimeoutError:
+            return error(504, f"not answered within {limits.timeout_s:g} s (reading, decoding and captioning); retry, "
+                         "or send fewer or smaller images")  # fmt: skip
+
+    async def answer(request: Request, generation: GenerationConfig) -> JSONResponse:
         try:
-            form = await request.form(max_files=MAX_IMAGES, max_fields=len(OPTIONS) + MAX_IMAGES)
+            form = await request.form(max_files=MAX_IMAGES, max_fields=len(PARSERS) + MAX_IMAGES)
         except Exception as err:  # noqa: BLE001 - starlette's parser raises several kinds for a broken body
             return error(400, f"the multipart body cannot be read: {err}")
         uploads = [v for v in form.getlist("image") if hasattr(v, "read")]
         if not uploads:
             return error(400, "no file field named `image`: curl -F image=@photo.jpg URL/caption")
-        images = []
-        for upload in uploads:
-            data, name = await upload.read(), upload.filename or "image"
-            try:  # a small file is decoded here (a thread hop costs more); a large one in a worker thread
-                small = len(data) <= INLINE_DECODE_BYTES
-                images.append(
-                    service.preprocess(data, name) if small else await run_in_threadpool(service.preprocess, data, name)
-                )
-            except ImageDecodeError as err:
-                return error(413 if isinstance(err, ImageTooLarge) else 400, str(err))
+        names = [u.filename or "image" for u in uploads]
+        data = [await u.read() for u in uploads]
+        try:
+            sizes = await service.in_worker(lambda: [image_size(d, n) for d, n in zip(data, names, strict=True)])
+            pixels = sum(w * h for w, h in sizes)
+            if pixels > limits.max_request_pixels:
+                return error(413, f"the {len(sizes)} images hold {pixels:,} pixels; a request may hold "
+                             f"{limits.max_request_pixels:,}: send fewer or smaller images")  # fmt: skip
+            images = [await service.in_worker(service.preprocess, d, n) for d, n in zip(data, names, strict=True)]
+        except ImageDecodeError as err:
+            return error(413 if isinstance(err, ImageTooLarge) else 400, str(err))
         futures = []
         try:
             for image in images:
                 futures.append(service.submit(image, generation))
+            captions = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         except QueueFull as err:
-            for f in futures:
-                f.cancel()
             return error(503, f"busy: {err}; retry shortly", **{"Retry-After": "1"})
-        try:
-            captions = await asyncio.wait_for(
-                asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), limits.timeout_s
-            )
-        except TimeoutError:
+        finally:  # a full queue, or the timeout cancelling this task: the queued images are not captioned
             for f in futures:
                 f.cancel()
-            return error(504, f"the captions were not ready within {limits.timeout_s:g} s; retry, or send fewer images")
-        names = [u.filename or "image" for u in uploads]
         return JSONResponse({"results": [caption_row(n, c) for n, c in zip(names, captions, strict=True)]})
 
     return app

@@ -6,6 +6,7 @@ A scene is 1-3 non-overlapping objects on a light grey, slightly noisy 64x64 bac
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from collections.abc import Sequence
@@ -168,6 +169,9 @@ def write_imagefolder(
     meta = directory / "metadata.jsonl"
     if meta.exists() and not overwrite:
         raise FileExistsError(f"{meta} exists; pass overwrite=True (or --overwrite) to replace it")
+    if meta.exists() and not _written_by_shapes(meta):
+        raise FileExistsError(f"{meta} is not the metadata of shapes scenes; {directory} is left as it is, choose "
+                              "another folder")  # fmt: skip
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):
@@ -178,3 +182,15 @@ def write_imagefolder(
         rows.append({"file_name": name, "text": scene.captions, "objects": [o.to_dict() for o in scene.objects]})
     write_jsonl(meta, rows, overwrite=True)
     return directory
+
+
+def _written_by_shapes(meta: Path) -> bool:
+    """Whether metadata.jsonl is one `write_imagefolder` wrote (its rows carry the scene's objects): only such a
+    folder is overwritten."""
+    with meta.open("rb") as f:
+        first = f.readline(1 << 20)
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and isinstance(row.get("objects"), list) and "file_name" in row

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from captioner.outputs import write_jsonl
+from captioner.outputs import check_apart, write_jsonl
 
 TRAINING_FILE = "training.json"
 
@@ -33,8 +33,15 @@ class ExportModelPackage(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = self.target(trainer)
-        if trainer.is_global_zero and target.exists() and not self.overwrite:  # fail now, not after hours of training
+        if not trainer.is_global_zero:
+            return
+        if target.exists() and not self.overwrite:  # fail now, not after hours of training
             raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
+        # overwrite: true must never replace the package the run starts from or the data it trains on
+        describe = getattr(trainer.datamodule, "describe", dict)()
+        reads = [pl_module.hparams.get("init_from"), describe.get("train"), describe.get("val")]
+        reads = [p for p in reads if isinstance(p, str) and Path(p).exists()]
+        check_apart([target], reads, "ExportModelPackage dirpath")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = self.target(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP

@@ -168,7 +168,7 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
             f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
     assert main(args) == 2
     said = capsys.readouterr().err.strip().splitlines()[-1]  # after the run's "run folder ..." line
-    assert said.startswith("captioner: error: 3 of 3 images failed to decode") and "val_000000.png" in said
+    assert said.startswith("captioner: error: 3 of 3 examples could not be read") and "val_000000.png" in said
     assert "ModelCheckpoint" not in said
 
 

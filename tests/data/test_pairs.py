@@ -144,7 +144,7 @@ def test_corrupt_images_are_skipped_counted_and_named(shapes_folder, tokenizer):
         batch = collate([ds[i] for i in range(12)])
     assert batch["images"].shape[0] == 11 and failures.failed == 1
     strict = CaptionCollator(tokenizer, 40, DecodeFailures(max_rate=0.05, min_seen=1))
-    with pytest.warns(UserWarning), pytest.raises(DataError, match="1 of 4 images failed to decode"):
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="1 of 4 examples could not be read"):
         strict([ds[i] for i in range(4)])
 
 

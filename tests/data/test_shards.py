@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from captioner.data.shards import shard_dataset, write_shards
+from captioner.data.shard_writer import write_shards
+from captioner.data.shards import shard_dataset
 from captioner.data.sources import read_imagefolder
 
 

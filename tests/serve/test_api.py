@@ -92,7 +92,39 @@ def test_rows_are_those_of_the_caption_command(client_for, trained_package, tmp_
         ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"top_k": 0}}, {}, 422, "top_k=0"),
         ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"num_beams": 64}}, {}, 422, "at most 16"),
         ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"beams": 2}}, {}, 422, "unknown option"),
-    ],
+        # plain ASCII decimals only: Python's int() would take these as 16
+        ({"files": [("image", ("a.png", png(0), "image/png"))], "params": {"num_beams": "1_6"}}, {}, 422, "1_6"),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png"))], "params": {"num_beams": "\u0661\u0666"}},
+            {},
+            422,
+            "num_beams",
+        ),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png"))], "params": {"temperature": "nan", "do_sample": 1}},
+            {},
+            422,
+            "temperature",
+        ),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png"))], "params": [("num_beams", "2"), ("num_beams", "3")]},
+            {},
+            422,
+            "num_beams is given 2 times",
+        ),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png")), ("image", ("b.png", png(1), "image/png"))]},
+            {"max_request_pixels": 5000},
+            413,
+            "the 2 images hold 8,192 pixels; a request may hold 5,000",
+        ),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png"))], "params": {"length_penalty": "1e308"}},
+            {},
+            422,
+            "length_penalty",
+        ),
+    ],  # fmt: skip
 )
 def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(client_for, body, limits, status, says):
     client, _ = client_for(**limits)
@@ -154,3 +186,34 @@ def test_serve_on_a_taken_port_is_one_line_before_the_model_loads(capsys):
         assert main(["serve", "no/such-package-needed", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("captioner: error: ") and f"--port {port}" in err and "\n" not in err
+
+
+def test_a_request_whose_decoding_outlasts_the_timeout_is_504_in_time(client_for):
+    client, service = client_for(timeout_s=0.5)
+    slow = service.preprocess
+
+    def preprocess(data, name):  # noqa: ANN001, ANN202 - a decode that takes 0.4 s an image
+        time.sleep(0.4)
+        return slow(data, name)
+
+    service.preprocess = preprocess
+    start = time.monotonic()
+    answer = client.post("/caption", files=[("image", (f"{i}.png", png(i), "image/png")) for i in range(4)])
+    assert answer.status_code == 504 and "decoding" in answer.json()["error"]
+    assert time.monotonic() - start < 1.2  # not after all four images (1.6 s)
+
+
+def test_health_and_the_api_docs_name_the_model_not_its_path(trained_package):
+    from captioner.cli.serve import shown_name
+
+    name = shown_name(str(trained_package))
+    assert name == f"{trained_package.parent.name}/{trained_package.name}"
+    assert shown_name("org/some-model") == "org/some-model"
+    model, tok = Captioner.from_pretrained(trained_package)
+    service = Service(model, tok, name, Limits())
+    try:
+        client = TestClient(create_api(service))
+        for page in (client.get("/health").text, client.get("/openapi.json").text):
+            assert name in page and str(trained_package.parent.parent) not in page
+    finally:
+        service.batcher.stop()
