@@ -118,11 +118,12 @@ def check_preprocessing(values: dict[str, Any]) -> None:
         raise fail("crop_mode", f"choose one of {', '.join(CROP_MODES)}")
     if "crop_pct" in values and not (number(values["crop_pct"]) and 0.1 <= values["crop_pct"] <= 2):
         raise fail("crop_pct", "give a number from 0.1 to 2 (1.0 keeps the whole image)")
-    for name, low in (("mean", -math.inf), ("std", 0.0)):
+    # pixels in [0, 1] become (x - mean) / std in float32: these ranges keep that finite (timm's are ~0.5 and ~0.25)
+    for name, low, high in (("mean", -100.0, 100.0), ("std", 1e-3, 100.0)):
         value = values.get(name)
         if name in values and not (isinstance(value, list | tuple) and len(value) == 3
-                                   and all(number(v) and v > low for v in value)):  # fmt: skip
-            raise fail(name, f"give three finite numbers, one per RGB channel{' (each > 0)' if low == 0 else ''}")
+                                   and all(number(v) and low <= v <= high for v in value)):  # fmt: skip
+            raise fail(name, f"give three numbers from {low:g} to {high:g}, one per RGB channel")
 
 
 PRESETS: dict[str, CaptionerConfig] = {

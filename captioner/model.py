@@ -126,7 +126,7 @@ class Captioner(nn.Module):
     ) -> tuple[Captioner, CaptionTokenizer]:
         """Load a model package, a folder or a Hub repo id (`org/name`, at `revision`; see `captioner.hub`);
         returns the model (eval mode) and its tokenizer."""
-        from captioner.hub import resolve_package
+        from captioner.hub import PACKAGE_FILES, resolve_package
 
         directory = resolve_package(name_or_path, revision)
         for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
@@ -135,7 +135,7 @@ class Captioner(nn.Module):
                     f"{name_or_path} is not a captioner model package: {name} is missing "
                     f"(a package holds {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE})"
                 )
-        check_inside(directory, (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, "training.json"))
+        check_inside(directory, PACKAGE_FILES)
         config = CaptionerConfig.load(directory / CONFIG_FILE)
         if not json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("preprocessing"):
             config = replace(config, preprocessing=dict(LEGACY_DEFAULTS))

@@ -85,7 +85,7 @@ def read_metrics(run_dir: str | Path) -> Metrics:
         try:
             with path.open(newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)
-                found.columns.extend(c for c in reader.fieldnames or [] if c not in found.columns)
+                found.columns = list(dict.fromkeys([*found.columns, *(reader.fieldnames or [])]))
                 for row in reader:
                     _add_row(row, wanted, curves, found)
         except (UnicodeDecodeError, csv.Error) as err:

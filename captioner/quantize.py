@@ -5,7 +5,7 @@ int8 linear (weights stored in int8 per tensor, activations quantized per batch 
 the layers that are nearly all of a captioning call's time. We use `torch.ao.quantization.quantize_dynamic`: it is
 deprecated in favour of torchao, but torchao's int8 CPU path is built for `torch.compile`, while this one runs
 fast in eager mode and is still shipped with torch 2.14. Measured cost on the shapes test set and speed:
-docs/BENCHMARKS.md ("CPU inference options").
+docs/BENCHMARKS.md ("Captioning on the CPU: int8, bf16, many processes").
 """
 
 from __future__ import annotations

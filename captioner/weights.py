@@ -26,8 +26,8 @@ def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
             raise ValueError(f"{path}: not a safetensors file (its header length does not fit its {size:,} bytes)")
         try:
             entries = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a safetensors file (its header is not JSON)") from err
+        except (ValueError, RecursionError):  # not UTF-8 or JSON, nested too deep, a 5,000-digit number
+            raise ValueError(f"{path}: not a safetensors file (its header is not readable JSON)") from None
     data = size - 8 - length
     header = {}
     for name, entry in entries.items() if isinstance(entries, dict) else [("", None)]:

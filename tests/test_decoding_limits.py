@@ -31,7 +31,7 @@ def test_each_range_end_decodes_to_finite_scores(images, name):
     model = make_model(0, eos_bias=1.0)
     low, high, _ = LIMITS[name]
     for value in (low, high):
-        options = {name: int(value) if isinstance(low, int) else float(value), "max_new_tokens": 6}
+        options = {"max_new_tokens": 6, name: int(value) if isinstance(low, int) else float(value)}  # the value wins
         if name in ("temperature", "top_k", "top_p", "seed"):
             options["do_sample"] = True
         if name == "num_return_sequences":

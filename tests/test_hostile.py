@@ -126,8 +126,9 @@ def _preprocessing(package, **values):  # noqa: ANN001, ANN003, ANN202
         ({"input_size": [3, -8, 32]}, "input_size"),
         ({"std": [1.0, 0.0, 1.0]}, "std"),
         ({"crop_pct": float("inf")}, "crop_pct"),
+        ({"std": [1e-300, 0.2, 0.2]}, "std"),
     ],  # fmt: skip
-    ids=["interpolation", "mean", "input_size", "std", "crop_pct"],
+    ids=["interpolation", "mean", "input_size", "std", "crop_pct", "tiny-std"],
 )
 def test_preprocessing_no_transform_can_use_is_named_at_load(values, field, trained_package, tmp_path, capsys):
     from captioner.model import Captioner
@@ -190,3 +191,13 @@ def test_a_header_claiming_a_100_gb_tensor_is_refused_at_once(trained_package, t
     assert main(["caption", str(edited), str(tmp_path / "a.png")]) == 2
     said = capsys.readouterr().err.strip().splitlines()
     assert len(said) == 1 and "damaged or truncated" in said[0]
+
+
+@pytest.mark.parametrize("header", [b"[" * 100_000, b'{"a": ' + b"9" * 5000 + b"}"], ids=["deep", "digits"])
+def test_a_weights_header_that_is_not_readable_json_is_named(header, tmp_path):
+    from captioner.weights import read_header
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ValueError, match="model.safetensors: not a safetensors file"):
+        read_header(path)

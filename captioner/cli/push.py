@@ -30,12 +30,16 @@ def push(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from captioner.card import model_card
     from captioner.hub import PACKAGE_FILES, is_repo_id
-    from captioner.model import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+    from captioner.model import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_inside
 
     package = Path(args.package)
     missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (package / n).is_file()]
     if missing:
         return fail(f"{package} is not a captioner model package: {missing[0]} is missing")
+    try:  # a link to a file elsewhere on this machine (~/.ssh/id_rsa as training.json) is never uploaded
+        check_inside(package, PACKAGE_FILES)
+    except ValueError as err:
+        return fail(str(err))
     if "/" not in args.repo_id or not is_repo_id(args.repo_id):
         return fail(f"{args.repo_id!r} is not a Hub repo id; give org/name (your user name or an organisation)")
     report = None

@@ -49,10 +49,11 @@ def serve(argv: list[str]) -> int:
     taken = _cannot_bind(args.host, args.port)  # before the model loads, not after
     if taken:
         return fail(f"--host {args.host} --port {args.port}: {taken}; choose another --port")
-    for flag, value in (("--timeout", args.timeout), ("--header-timeout", args.header_timeout),
-                        ("--max-wait-ms", args.max_wait_ms), ("--max-upload-mb", args.max_upload_mb)):  # fmt: skip
-        if not (math.isfinite(value) and value > 0 or flag == "--max-wait-ms" and value == 0):
-            return fail(f"{flag} {value}: give a positive number")
+    for flag, value, high in (("--timeout", args.timeout, 86_400), ("--header-timeout", args.header_timeout, 3_600),
+                              ("--max-wait-ms", args.max_wait_ms, 60_000),
+                              ("--max-upload-mb", args.max_upload_mb, 2**20)):  # fmt: skip
+        if not (math.isfinite(value) and (value > 0 or flag == "--max-wait-ms" and value == 0) and value <= high):
+            return fail(f"{flag} {value}: give a positive number up to {high:,}")
     limits = Limits(
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_image_pixels, timeout_s=args.timeout,
         max_queue=args.max_queue, max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms,

@@ -67,7 +67,9 @@ def write_shards(
         done.append(names[len(done)])
 
     skipped: list[str] = []
-    sink = wds.ShardWriter(str(tmp / "%09d.tar"), maxcount=max_count, verbose=0, post=finished)
+    sink = wds.ShardWriter(  # only max_count starts a shard (not webdataset's 3 GB default): the names were counted
+        str(tmp / "%09d.tar"), maxcount=max_count, maxsize=float("inf"), verbose=0, post=finished
+    )
     try:
         for i, pair in enumerate(pairs):
             sample = _sample(pair, i, skipped)

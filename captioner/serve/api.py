@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,10 +93,12 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
 def generation_from(query: list[tuple[str, str]]) -> GenerationConfig:
     """Decoding options from the query's (name, value) pairs (captioner.options: plain ASCII numbers); ValueError
     naming an unknown, repeated or bad one."""
-    names = [name for name, _ in query]
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    if len(query) > len(PARSERS):  # before counting: a query of 100,000 parameters is refused at once
+        raise ValueError(f"{len(query)} query parameters; there are {len(PARSERS)} options, each given once")
+    counts = Counter(name for name, _ in query)
+    repeated = sorted(n for n, c in counts.items() if c > 1)
     if repeated:
-        raise ValueError(f"{repeated[0]} is given {names.count(repeated[0])} times; give each option once")
+        raise ValueError(f"{repeated[0]} is given {counts[repeated[0]]} times; give each option once")
     generation = generation_from_text(dict(query))
     for name in ("num_beams", "num_return_sequences"):  # one request must not hold the model for long
         if getattr(generation, name) > MAX_BEAMS:
@@ -122,7 +125,7 @@ def create_api(service: Service) -> FastAPI:
         length = request.headers.get("content-length")
         if length is None:
             return error(411, "send Content-Length (an upload of known size)")
-        if not (length.isascii() and length.isdigit()) or int(length) > limits.max_upload_bytes:
+        if not (length.isascii() and length.isdigit() and len(length) <= 20) or int(length) > limits.max_upload_bytes:
             return error(413, f"the upload is {length[:20]} bytes; the limit is {limits.max_upload_bytes:,}")
         try:
             generation = generation_from(request.query_params.multi_items())

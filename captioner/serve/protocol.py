@@ -30,8 +30,10 @@ def with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
             self.loop.call_later(seconds, self._close_if_no_request_since, self.cycle)
 
         def _close_if_no_request_since(self, cycle: object) -> None:
-            # a request whose headers completed made a new cycle; the same one means none did in time
-            if self.cycle is cycle and not self.transport.is_closing():
+            # a request whose headers completed made a new cycle; the same one, answered (or none at all), means
+            # no next request started in time; a request still being answered is never cut off
+            idle = cycle is None or getattr(cycle, "response_complete", True)
+            if self.cycle is cycle and idle and not self.transport.is_closing():
                 self.transport.close()
 
     return HeaderTimeoutProtocol

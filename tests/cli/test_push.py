@@ -1,6 +1,7 @@
 """`captioner push --dry-run`: the files it would upload and a model card huggingface_hub parses back."""
 
 import json
+from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
@@ -49,3 +50,16 @@ def test_push_refuses_bad_input_in_one_line(trained_package, tmp_path, capsys, a
     assert main(["push", *argv, "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("captioner: error: ") and says in err and "\n" not in err
+
+
+def test_push_never_uploads_a_file_a_link_leads_to_outside_the_package(trained_package, tmp_path, capsys):
+    import shutil
+
+    package = Path(shutil.copytree(trained_package, tmp_path / "pkg"))
+    secret = tmp_path / "id_rsa"
+    secret.write_text("PRIVATE KEY")
+    (package / "training.json").unlink()
+    (package / "training.json").symlink_to(secret)
+    assert main(["push", str(package), "acme/tiny", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("captioner: error: ") and "outside the package" in err and "\n" not in err

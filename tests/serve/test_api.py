@@ -124,6 +124,18 @@ def test_rows_are_those_of_the_caption_command(client_for, trained_package, tmp_
             422,
             "length_penalty",
         ),
+        (  # refused before anything counts them: counting 100,000 parameters would hold the event loop
+            {"files": [("image", ("a.png", png(0), "image/png"))], "params": [("seed", "1")] * 500},
+            {},
+            422,
+            "500 query parameters",
+        ),
+        (
+            {"files": [("image", ("a.png", png(0), "image/png"))], "headers": {"content-length": "9" * 5000}},
+            {},
+            413,
+            "the upload is 99999999999999999999 bytes",
+        ),
     ],  # fmt: skip
 )
 def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(client_for, body, limits, status, says):
