@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -32,16 +33,14 @@ class ExportModelPackage(L.Callback):
         return Path(trainer.log_dir or trainer.default_root_dir) / "model"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        target = self.target(trainer)
-        if not trainer.is_global_zero:
-            return
+        target = self.target(trainer)  # the checks run on every rank, so that all of them stop together
         if target.exists() and not self.overwrite:  # fail now, not after hours of training
             raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
         # overwrite: true must never replace the package the run starts from or the data it trains on
         describe = getattr(trainer.datamodule, "describe", dict)()
-        reads = [pl_module.hparams.get("init_from"), describe.get("train"), describe.get("val")]
-        reads = [p for p in reads if isinstance(p, str) and Path(p).exists()]
-        check_apart([target], reads, "ExportModelPackage dirpath")
+        reads = [pl_module.hparams.get("init_from"), *(describe.get(k) for k in ("train", "val", "root"))]
+        reads = [fixed_part(p) for p in reads if isinstance(p, str) and p]
+        check_apart([target], [p for p in reads if Path(p).exists()], "ExportModelPackage dirpath")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = self.target(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
@@ -111,3 +110,9 @@ def _at_epoch_end_start_the_next(trainer: L.Trainer) -> None:
         epoch.scheduler_progress.reset_on_run()
         epoch.automatic_optimization.optim_progress.reset_on_run()
         epoch.val_loop.batch_progress.total.reset()
+
+
+def fixed_part(path: str) -> str:
+    """The folder a brace pattern or glob reads from (`shards/{000..009}.tar` -> `shards`); a plain path as it is."""
+    cut = min((i for i in (path.find(c) for c in "{*?[") if i >= 0), default=-1)
+    return path if cut < 0 else os.path.dirname(path[:cut]) or "."

@@ -129,3 +129,19 @@ def test_fit_never_exports_over_the_package_it_starts_from(package):
     with pytest.raises(OutputError, match="ExportModelPackage dirpath .* is the input"):
         ExportModelPackage(dirpath=str(package), overwrite=True).on_fit_start(trainer, module)
     ExportModelPackage(dirpath=str(package.parent / "new"), overwrite=True).on_fit_start(trainer, module)
+
+
+def test_fit_never_exports_over_shards_read_by_a_pattern_or_the_data_root(tmp_path):
+    from captioner.train.callbacks import ExportModelPackage
+
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "images").mkdir()
+    data = {"train": str(tmp_path / "shards/{000..009}.tar"), "val": None, "root": str(tmp_path / "images")}
+    for rank_zero in (True, False):  # every rank stops, so that none waits for the others under DDP
+        trainer = SimpleNamespace(is_global_zero=rank_zero, log_dir=str(tmp_path), default_root_dir=".",
+                                  datamodule=SimpleNamespace(describe=lambda: data))  # fmt: skip
+        for folder in ("shards", "images"):
+            with pytest.raises(OutputError, match=f"dirpath {tmp_path / folder} is the input"):
+                ExportModelPackage(dirpath=str(tmp_path / folder), overwrite=True).on_fit_start(
+                    trainer, SimpleNamespace(hparams={})
+                )
