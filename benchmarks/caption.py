@@ -94,22 +94,29 @@ def report(args: argparse.Namespace, label: str, times: dict) -> None:
     for name, t in times.items():
         print(f"| {name:<48} | {args.batch / t.median:8.1f} | {fmt_speedup(t, hf):>30} |")
     best_hf8 = min((HF_INT8, HF_INT8_ALL), key=lambda n: times[n].median)
-    print(f"{args.size_name} sizes, {label}: fp32 against fp32 {fmt_speedup(times['captioner fp32'], hf)}; int8 "
-          f"against int8 {fmt_speedup(times['captioner int8'], times[best_hf8])} (against {best_hf8}, the faster "
-          "of Hugging Face's int8 rows)")  # fmt: skip
+    print(
+        f"{args.size_name} sizes, {label}: fp32 against fp32 {fmt_speedup(times['captioner fp32'], hf)}; int8 "
+        f"against int8 {fmt_speedup(times['captioner int8'], times[best_hf8])} (against {best_hf8}, the faster "
+        "of Hugging Face's int8 rows)"
+    )
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py caption", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python scripts/benchmark.py caption",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_size_args(parser)
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd encoder")
     parser.add_argument("--bf16-anyway", action="store_true", help="time bf16 even where the CPU emulates it")
     args = parser.parse_args(argv)
     where = platform.processor() or platform.machine()
     bf16 = "AVX512-BF16/AMX" if cpu_has_bf16() else "no AVX512-BF16/AMX: bf16 emulated"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {where} ({bf16}), batch {args.batch}, "
-          f"{args.warmup} warm-up calls, then {args.repeats} timed repeats per row (sides alternating)")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {where} ({bf16}), batch {args.batch}, "
+        f"{args.warmup} warm-up calls, then {args.repeats} timed repeats per row (sides alternating)"
+    )
     for size in args.sizes.split(","):
         s = sized(args, size)
         print("\n" + describe_peer(hugging_face(s)))

@@ -25,10 +25,13 @@ def add_size_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enc-layers", type=int, default=12)
     parser.add_argument("--enc-heads", type=int, default=3)
     parser.add_argument("--dec-layers", type=int, default=4)
-    parser.add_argument("--sizes", default="default,equal",
-                        help="decoder sizes to run, comma-separated: default (256 wide, 4 heads: Hugging Face "
-                        "projects the image memory at every step) and equal (192 wide, 3 heads: as the encoder, "
-                        "no projection)")  # fmt: skip
+    parser.add_argument(
+        "--sizes",
+        default="default,equal",
+        help="decoder sizes to run, comma-separated: default (256 wide, 4 heads: Hugging Face "
+        "projects the image memory at every step) and equal (192 wide, 3 heads: as the encoder, "
+        "no projection)",
+    )
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--new-tokens", type=int, default=20)
     parser.add_argument("--beams", type=int, default=3)

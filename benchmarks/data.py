@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from benchmarks.common import train_step_fn
 from captioner.config import CaptionerConfig
-from captioner.data import PairsDataModule
+from captioner.data import PairsDataModule, Split
 from captioner.model import Captioner
 from captioner.shapes import ShapesDataModule, write_imagefolder
+from captioner.train.settings import TokenizerSource
+from captioner.train.vocabulary import resolve_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def loader_rate(loader, batches: int) -> float:  # noqa: ANN001
@@ -36,13 +42,19 @@ def train_rate(cfg: CaptionerConfig, batch: dict, steps: int) -> float:
     return steps * batch["images"].size(0) / (time.perf_counter() - start)
 
 
+def demo_config() -> CaptionerConfig:
+    """The demo's model, as configs/shapes.yaml (its one definition) describes it."""
+    model = yaml.safe_load((ROOT / "configs/shapes.yaml").read_text(encoding="utf-8"))["model"]
+    return CaptionerConfig.from_dict(model["config"])
+
+
 def shapes_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
-    cfg = CaptionerConfig.from_name("shapes")
     dm = ShapesDataModule(batch_size=64, num_workers=args.workers)
-    dm.connect(Captioner(cfg).preprocessing)
+    tokenizer = resolve_tokenizer(TokenizerSource(vocab_size=384), None, None, dm.training_texts)
+    cfg = replace(demo_config(), vocab_size=tokenizer.vocab_size)
+    dm.connect(tokenizer, Captioner(cfg).preprocessing)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    cfg.vocab_size = dm.vocab_size
     return [
         (f"shapes: render + timm transform, {args.workers} workers", loader_rate(loader, args.batches)),
         ("shapes: training step (fwd + bwd + AdamW), batch 64", train_rate(cfg, next(iter(loader)), 10)),
@@ -57,8 +69,9 @@ def write_jpeg_folder(folder: Path, count: int) -> Path:
 def jpeg_rows(args: argparse.Namespace) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_jpeg_folder(Path(tmp) / "src", args.jpegs)
-        dm = PairsDataModule(train=str(folder), batch_size=32, num_workers=args.workers, val_fraction=0.01)
-        dm.connect(Captioner(CaptionerConfig(encoder_name="vit_tiny_patch16_224")).preprocessing)
+        dm = PairsDataModule(train=str(folder), batch_size=32, num_workers=args.workers, split=Split(0.01))
+        tokenizer = resolve_tokenizer(TokenizerSource(), None, None, dm.training_texts)
+        dm.connect(tokenizer, Captioner(CaptionerConfig(encoder_name="vit_tiny_patch16_224")).preprocessing)
         dm.setup("fit")
         batches = max(1, min(args.batches, len(dm.datasets["train"]) // 32 - 1))
         return [

@@ -101,16 +101,32 @@ def cases(args: argparse.Namespace, mine: Captioner, hf, x: torch.Tensor) -> lis
     # a fresh wrapper per call: HF's generate expands `encoder_outputs` for beams in place
     enc_out = lambda: BaseModelOutput(last_hidden_state=hidden)  # noqa: E731
     return [
-        (f"greedy, {n} new tokens", lambda: generate(mine, x, IDS, greedy_cfg),
-         lambda: hf.generate(pixel_values=x, num_beams=1, **hf_kw), proj),
-        (f"beam search, {beams} beams", lambda: generate(mine, x, IDS, beam_cfg),
-         lambda: hf.generate(pixel_values=x, num_beams=beams, **hf_kw), proj),
+        (
+            f"greedy, {n} new tokens",
+            lambda: generate(mine, x, IDS, greedy_cfg),
+            lambda: hf.generate(pixel_values=x, num_beams=1, **hf_kw),
+            proj,
+        ),
+        (
+            f"beam search, {beams} beams",
+            lambda: generate(mine, x, IDS, beam_cfg),
+            lambda: hf.generate(pixel_values=x, num_beams=beams, **hf_kw),
+            proj,
+        ),
         ("  encoder forward only", lambda: mine.encode(x), lambda: hf.encoder(pixel_values=x), False),
-        ("  greedy, decoder only", lambda: generate(mine, None, IDS, greedy_cfg, memory),
-         lambda: hf.generate(encoder_outputs=enc_out(), num_beams=1, **hf_kw), proj),
-        (f"  beam ({beams}), decoder only", lambda: generate(mine, None, IDS, beam_cfg, memory),
-         lambda: hf.generate(encoder_outputs=enc_out(), num_beams=beams, **hf_kw), proj),
-    ]  # fmt: skip
+        (
+            "  greedy, decoder only",
+            lambda: generate(mine, None, IDS, greedy_cfg, memory),
+            lambda: hf.generate(encoder_outputs=enc_out(), num_beams=1, **hf_kw),
+            proj,
+        ),
+        (
+            f"  beam ({beams}), decoder only",
+            lambda: generate(mine, None, IDS, beam_cfg, memory),
+            lambda: hf.generate(encoder_outputs=enc_out(), num_beams=beams, **hf_kw),
+            proj,
+        ),
+    ]
 
 
 def decode_rows(args: argparse.Namespace, bounds: list[str]) -> list[tuple[str, str, str, str, str, str]]:
@@ -138,13 +154,23 @@ def decode_rows(args: argparse.Namespace, bounds: list[str]) -> list[tuple[str, 
     table = []
     for (name, _, _, proj), (a, b), (fa, fb) in zip([*rows, *inference], timings, counts, strict=True):
         mark = " *" if proj else ""
-        table.append((args.size_name, name + mark, f"{a.median * 1e3:.1f}", f"{b.median * 1e3:.1f}",
-                      fmt_speedup(a, b), f"{fb / max(fa, 1):.2f}"))  # fmt: skip
+        table.append(
+            (
+                args.size_name,
+                name + mark,
+                f"{a.median * 1e3:.1f}",
+                f"{b.median * 1e3:.1f}",
+                fmt_speedup(a, b),
+                f"{fb / max(fa, 1):.2f}",
+            )
+        )
     hf_encoder = timings[3][1].median
     for (name, *_), (_, b) in zip(inference[:2], timings[1:3], strict=True):
-        bounds.append(f'{args.size_name} sizes, {name}: the shared ViT encoder is {hf_encoder / b.median:.0%} of '
-                      f"Hugging Face's time, so no decoder can make the whole call more than "
-                      f"{b.median / timings[3][0].median:.2f}x faster")  # fmt: skip
+        bounds.append(
+            f"{args.size_name} sizes, {name}: the shared ViT encoder is {hf_encoder / b.median:.0%} of "
+            f"Hugging Face's time, so no decoder can make the whole call more than "
+            f"{b.median / timings[3][0].median:.2f}x faster"
+        )
     return table
 
 
@@ -159,8 +185,11 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py decode", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python scripts/benchmark.py decode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_size_args(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both sides)")
     args = parser.parse_args(argv)
@@ -168,9 +197,11 @@ def main(argv: list[str]) -> int:
     cuda = args.device.startswith("cuda")
     where = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}: {where}")
-    print(f"batch {args.batch}, {args.new_tokens} new tokens, {args.warmup} warm-up calls, then {args.repeats} "
-          "timed repeats per row (the sides alternating); speed-up = Hugging Face time / ours, median of the paired "
-          "repeats (min-max)")  # fmt: skip
+    print(
+        f"batch {args.batch}, {args.new_tokens} new tokens, {args.warmup} warm-up calls, then {args.repeats} "
+        "timed repeats per row (the sides alternating); speed-up = Hugging Face time / ours, median of the paired "
+        "repeats (min-max)"
+    )
     print(describe_peer(hugging_face(sets[0])) + "; the training step runs Hugging Face with use_cache=False")
     bounds: list[str] = []
     rows = [r for s in sets for r in decode_rows(s, bounds)]

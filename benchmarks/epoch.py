@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.data import write_jpeg_folder
 from captioner.config import CaptionerConfig
-from captioner.data import PairsDataModule
-from captioner.train import CaptionerModule, connect
+from captioner.data import PairsDataModule, Split
+from captioner.train import CaptionerModule, Finetuning, Optimizer, Speed, TokenizerSource, Validation, connect
 
 
 class EpochTimer(L.Callback):
@@ -46,23 +46,33 @@ class EpochTimer(L.Callback):
 
 
 def run(args: argparse.Namespace, folder: Path, cache: Path, mode: str) -> EpochTimer:
-    data = PairsDataModule(
-        train=str(folder), batch_size=args.batch, num_workers=args.workers, val_fraction=0.01, vocab_size=512
-    )
+    data = PairsDataModule(train=str(folder), batch_size=args.batch, num_workers=args.workers, split=Split(0.01))
     config = CaptionerConfig(
         encoder_name=args.encoder, n_layer=args.layers, n_head=args.width // 64, n_embd=args.width, block_size=64
     )
     torch.manual_seed(0)
     module = CaptionerModule(
-        config, vocab_size=data.vocab_size, finetune="freeze_encoder", generate_batches=0, warmup_steps=10,
-        feature_cache=str(cache) if mode == "cached" else None, compile=args.compile,
-    )  # fmt: skip
+        config,
+        tokenizer=TokenizerSource(vocab_size=512),
+        finetune=Finetuning(policy="freeze_encoder"),
+        optimizer=Optimizer(warmup_steps=10),
+        validation=Validation(generate_batches=0),
+        speed=Speed(feature_cache=str(cache) if mode == "cached" else None, compile=args.compile),
+    )
     timer = EpochTimer()
     trainer = L.Trainer(
-        max_epochs=args.epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=False, callbacks=[timer], devices=1,
-        precision="bf16-mixed" if torch.cuda.is_available() else "32", default_root_dir=str(cache.parent),
-    )  # fmt: skip
+        max_epochs=args.epochs,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        callbacks=[timer],
+        devices=1,
+        precision="bf16-mixed" if torch.cuda.is_available() else "32",
+        default_root_dir=str(cache.parent),
+    )
     connect(module, data, trainer)
     trainer.fit(module, data)
     return timer
@@ -84,8 +94,10 @@ def main(argv: list[str]) -> int:
         folder = write_jpeg_folder(Path(tmp) / "jpegs", args.images)
         print(f"wrote {args.images} JPEGs in {time.perf_counter() - start:.0f} s")
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        print(f"device {device}; {args.encoder} (frozen) + {args.layers}x{args.width} decoder; batch {args.batch}, "
-              f"{args.workers} workers, {args.epochs} epochs, compile {args.compile}")  # fmt: skip
+        print(
+            f"device {device}; {args.encoder} (frozen) + {args.layers}x{args.width} decoder; batch {args.batch}, "
+            f"{args.workers} workers, {args.epochs} epochs, compile {args.compile}"
+        )
         print("| mode | setup incl. cache fill (s) | epoch times (s) | last epoch images/s |")
         print("|---|---:|---|---:|")
         last = {}

@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
                 differ = sum(captions.get(p) != c for p, c in reference.items())
                 name = options or "fp32, 1 process"
                 ordered = [r["path"] for r in rows] == sorted(str(p) for p in folder.iterdir())
-                print(f"| {round_} | {name} | {seconds:.1f} | {len(rows) / seconds:.0f} | {len(rows)} | "
-                      f"{len(captions)} | {'yes' if ordered else 'no'} | {differ} |")  # fmt: skip
+                print(
+                    f"| {round_} | {name} | {seconds:.1f} | {len(rows) / seconds:.0f} | {len(rows)} | "
+                    f"{len(captions)} | {'yes' if ordered else 'no'} | {differ} |"
+                )
     return 0

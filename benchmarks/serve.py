@@ -79,8 +79,19 @@ def rss_mib(pid: int) -> float:
 
 def start_server(package: str, batch: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "captioner", "serve", package, "--no-page", "--port", str(port),
-               "--max-batch-size", str(batch), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "captioner",
+        "serve",
+        package,
+        "--no-page",
+        "--port",
+        str(port),
+        "--max-batch-size",
+        str(batch),
+        *extra,
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
@@ -152,28 +163,45 @@ def run_mode(package: str, batch: int, uploads: list[tuple[str, bytes, bool]], a
     latencies = sorted(t for s, t in good if s == 200)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return {
-        "max_batch_size": batch, "requests": len(results), "answered": sum(s != 0 for s, _, _ in results),
-        "good_ok": sum(s == 200 for s, _ in good), "good": len(good),
-        "bad_4xx": sum(400 <= s < 500 for s in bad), "bad": len(bad),
-        "5xx": sum(s >= 500 for s, _, _ in results), "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,
-        "images_per_s": len(latencies) / wall, "wall_s": wall, "mean_batch": health["mean_batch_size"],
-        "rss_start_mib": start_rss, "rss_end_mib": end_rss, "rss_peak_mib": max(samples or [end_rss]),
+        "max_batch_size": batch,
+        "requests": len(results),
+        "answered": sum(s != 0 for s, _, _ in results),
+        "good_ok": sum(s == 200 for s, _ in good),
+        "good": len(good),
+        "bad_4xx": sum(400 <= s < 500 for s in bad),
+        "bad": len(bad),
+        "5xx": sum(s >= 500 for s, _, _ in results),
+        "p50_ms": q[49] * 1000,
+        "p99_ms": q[98] * 1000,
+        "images_per_s": len(latencies) / wall,
+        "wall_s": wall,
+        "mean_batch": health["mean_batch_size"],
+        "rss_start_mib": start_rss,
+        "rss_end_mib": end_rss,
+        "rss_peak_mib": max(samples or [end_rss]),
         "rss_quarters_mib": [samples[min(len(samples) - 1, q * len(samples) // 4)] for q in range(5) if samples],
         "alive": alive,
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/benchmark.py serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python scripts/benchmark.py serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("package", help="model package (folder or Hub repo id), e.g. runs/shapes/version_0/model")
     parser.add_argument("--requests", type=int, default=1000, help="requests per mode, bad ones included")
     parser.add_argument("--bad", type=int, default=100, help="bad uploads among them")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at once")
     parser.add_argument("--batch", type=int, default=32, help="--max-batch-size of the dynamic-batching server")
     parser.add_argument("--report", type=Path, help="also write the results here as JSON (must not exist)")
-    parser.add_argument("--max-upload-mb", type=float, default=1.0,
-                        help="both servers' upload limit; the oversized bad uploads are 1 byte over it")  # fmt: skip
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=1.0,
+        help="both servers' upload limit; the oversized bad uploads are 1 byte over it",
+    )
     cut = argv.index("--") if "--" in argv else len(argv)  # after --: more `captioner serve` options for both
     args = parser.parse_args(argv[:cut])
     args.server_args = ["--max-upload-mb", str(args.max_upload_mb), *argv[cut + 1 :]]
@@ -192,19 +220,25 @@ def main(argv: list[str]) -> int:
             uploads.append((*bad[i % len(bad)], False))
         else:
             uploads.append((f"scene{i % len(pngs)}.png", pngs[i % len(pngs)], True))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {datetime.now():%Y-%m-%d %H:%M}; "
-          f"{args.requests} requests ({sum(not u[2] for u in uploads)} bad) at {args.concurrency} concurrent",
-          flush=True)  # fmt: skip
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {datetime.now():%Y-%m-%d %H:%M}; "
+        f"{args.requests} requests ({sum(not u[2] for u in uploads)} bad) at {args.concurrency} concurrent",
+        flush=True,
+    )
     rows = [run_mode(args.package, batch, uploads, args) for batch in (args.batch, 1)]
-    head = ("| max batch | answered | good 200 | bad 4xx | 5xx | p50 | p99 | images/s | mean batch | RSS start / end "
-            "/ peak | RSS at 0/25/50/75/100 % of the run | still up |")  # fmt: skip
+    head = (
+        "| max batch | answered | good 200 | bad 4xx | 5xx | p50 | p99 | images/s | mean batch | RSS start / end "
+        "/ peak | RSS at 0/25/50/75/100 % of the run | still up |"
+    )
     print(head + "\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
     for r in rows:
-        print(f"| {r['max_batch_size']} | {r['answered']}/{r['requests']} | {r['good_ok']}/{r['good']} | "
-              f"{r['bad_4xx']}/{r['bad']} | {r['5xx']} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | "
-              f"{r['images_per_s']:.1f} | {r['mean_batch']:.1f} | {r['rss_start_mib']:.0f} / {r['rss_end_mib']:.0f} / "
-              f"{r['rss_peak_mib']:.0f} MiB | {' / '.join(f'{m:.0f}' for m in r['rss_quarters_mib'])} MiB | "
-              f"{'yes' if r['alive'] else 'NO'} |")  # fmt: skip
+        print(
+            f"| {r['max_batch_size']} | {r['answered']}/{r['requests']} | {r['good_ok']}/{r['good']} | "
+            f"{r['bad_4xx']}/{r['bad']} | {r['5xx']} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms | "
+            f"{r['images_per_s']:.1f} | {r['mean_batch']:.1f} | {r['rss_start_mib']:.0f} / {r['rss_end_mib']:.0f} / "
+            f"{r['rss_peak_mib']:.0f} MiB | {' / '.join(f'{m:.0f}' for m in r['rss_quarters_mib'])} MiB | "
+            f"{'yes' if r['alive'] else 'NO'} |"
+        )
     ratio = rows[0]["images_per_s"] / rows[1]["images_per_s"]
     print(f"dynamic batching (max batch {args.batch}) / batch size 1: {ratio:.2f}x images/s")
     if args.report:

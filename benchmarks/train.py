@@ -20,10 +20,14 @@ from captioner.model import Captioner
 
 def build(args: argparse.Namespace) -> Captioner:
     cfg = CaptionerConfig(
-        encoder_name=args.encoder, encoder_img_size=args.image_size, vocab_size=args.vocab,
-        block_size=max(64, args.tokens), n_layer=args.layers,
-        n_head=args.width // 64, n_embd=args.width,
-    )  # fmt: skip
+        encoder_name=args.encoder,
+        encoder_img_size=args.image_size,
+        vocab_size=args.vocab,
+        block_size=max(64, args.tokens),
+        n_layer=args.layers,
+        n_head=args.width // 64,
+        n_embd=args.width,
+    )
     return Captioner(cfg)
 
 
@@ -103,13 +107,17 @@ def main(argv: list[str]) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(f"device {name}; torch {torch.__version__}; {args.encoder} + {args.layers}x{args.width} decoder; "
-          f"batch {args.batch}, {args.tokens} tokens, bf16 {args.bf16}")  # fmt: skip
+    print(
+        f"device {name}; torch {torch.__version__}; {args.encoder} + {args.layers}x{args.width} decoder; "
+        f"batch {args.batch}, {args.tokens} tokens, bf16 {args.bf16}"
+    )
     print("| mode | step (ms) | images/s | tokens/s | peak GiB | TFLOP/s | MFU | warm-up (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for compiled in (False, True) if args.compile else (False,):  # eager rows first: compiling takes minutes
         for mode in args.modes.split(","):
             r = run_mode(args, mode, compiled)
-            print(f"| {r['mode']} | {r['step_ms']:.1f} | {r['images_s']:.0f} | {r['tokens_s']:.0f} | "
-                  f"{r['peak_gib']:.1f} | {r['tflops']:.0f} | {r['mfu']:.1%} | {r['warmup_s']:.0f} |")  # fmt: skip
+            print(
+                f"| {r['mode']} | {r['step_ms']:.1f} | {r['images_s']:.0f} | {r['tokens_s']:.0f} | "
+                f"{r['peak_gib']:.1f} | {r['tflops']:.0f} | {r['mfu']:.1%} | {r['warmup_s']:.0f} |"
+            )
     return 0

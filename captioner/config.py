@@ -47,7 +47,7 @@ class CaptionerConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides: Any) -> CaptionerConfig:
-        """A preset by name (`tiny`, `shapes`, `base`), with field overrides."""
+        """A preset by name (`tiny`, `base`), with field overrides; the demo's model is in configs/shapes.yaml."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return replace(PRESETS[name], **overrides)
@@ -137,19 +137,6 @@ PRESETS: dict[str, CaptionerConfig] = {
         n_layer=1,
         n_head=2,
         n_embd=32,
-    ),
-    # the built-in shapes demo: 64 px scenes, 8 px patches -> 64 image tokens
-    "shapes": CaptionerConfig(
-        encoder_img_size=64,
-        encoder_patch_size=8,
-        encoder_kwargs={"embed_dim": 128, "depth": 2, "num_heads": 4},  # two layers: see configs/shapes.yaml
-        encoder_pos_init="sincos",  # positions readable from the first step: see configs/shapes.yaml
-        encoder_conv_stem=[16, 32, 64],  # shapes learnt in half the steps: see configs/shapes.yaml
-        vocab_size=384,
-        block_size=40,
-        n_layer=1,  # one layer, one head: see configs/shapes.yaml
-        n_head=1,
-        n_embd=128,
     ),
     # ViT-B/16 at 224 px + a GPT-2-small-sized decoder
     "base": CaptionerConfig(

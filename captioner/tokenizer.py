@@ -133,7 +133,7 @@ class CaptionTokenizer:
         spec = json.loads(self.tokenizer.to_str())
         model = spec["model"]
         if model.get("type") != "BPE" or type(self.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
-            raise ValueError("extend_vocab needs a byte-level BPE tokenizer (ours, or GPT-2's)")
+            raise ValueError("extending needs a byte-level BPE tokenizer (ours, or GPT-2's)")
         fresh = CaptionTokenizer.train(texts, vocab_size=len(model["vocab"]) + count + 256, min_frequency=min_frequency)
         vocab: dict[str, int] = model["vocab"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]

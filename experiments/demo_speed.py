@@ -20,13 +20,21 @@ from pathlib import Path
 
 from captioner.outputs import write_text
 
-CONFIGS = {"old": "configs/shapes_previous.yaml", "new": "configs/shapes.yaml"}
+CONFIGS = {"old": "experiments/shapes_previous.yaml", "new": "configs/shapes.yaml"}
 
 
 def run(config: str, out: Path, extra: list[str]) -> dict:
     """One `captioner demo` in a subprocess: its demo_report.json plus the process's wall time."""
-    command = [sys.executable, "-m", "captioner", "demo", "--config", config,
-               f"--trainer.logger.init_args.save_dir={out}", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "captioner",
+        "demo",
+        "--config",
+        config,
+        f"--trainer.logger.init_args.save_dir={out}",
+        *extra,
+    ]
     print("$", " ".join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -51,15 +59,19 @@ def table(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/demo_speed.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python scripts/demo_speed.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--old", default=CONFIGS["old"], help="the config to beat (default: %(default)s)")
     parser.add_argument("--new", default=CONFIGS["new"], help="the new demo config (default: %(default)s)")
     parser.add_argument("--order", default="old,new", choices=["old,new", "new,old"], help="which runs first")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/demo_speed/DATE-TIME; must not exist)")
     parser.add_argument("--test-count", type=int, default=500, help="test scenes scored per demo")
-    parser.add_argument("extra", nargs="*", help="passed to both `captioner demo` runs, after --, e.g. "
-                        "-- --trainer.max_steps=20 for a quick check")  # fmt: skip
+    parser.add_argument(
+        "extra",
+        nargs="*",
+        help="passed to both `captioner demo` runs, after --, e.g. -- --trainer.max_steps=20 for a quick check",
+    )
     args = parser.parse_args(argv)
     out = args.out or Path("runs/demo_speed") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if out.exists():
@@ -79,8 +91,13 @@ def main(argv: list[str]) -> int:
         return 2
     results = {"old": results["old"], "new": results["new"]}
     ratio = results["old"]["wall_seconds"] / results["new"]["wall_seconds"]
-    summary = {"machine": machine(), "date": datetime.now().isoformat(timespec="seconds"), "order": args.order,
-               "old_over_new_wall": round(ratio, 2), **results}  # fmt: skip
+    summary = {
+        "machine": machine(),
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "order": args.order,
+        "old_over_new_wall": round(ratio, 2),
+        **results,
+    }
     write_text(out / "demo_speed.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + table(results))
     print(f"\nwall time old / new: {ratio:.2f}x   (summary: {out / 'demo_speed.json'})")

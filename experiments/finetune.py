@@ -42,9 +42,13 @@ FEMININE = {"cross"}  # la croix; le cercle, le carré, le triangle
 NOUN = {"circle": "cercle", "square": "carré", "triangle": "triangle", "cross": "croix"}
 SIZE = {"small": ("petit", "petite"), "large": ("grand", "grande")}
 COLOUR = {
-    "red": ("rouge", "rouge"), "green": ("vert", "verte"), "blue": ("bleu", "bleue"), "yellow": ("jaune", "jaune"),
-    "purple": ("violet", "violette"), "orange": ("orange", "orange"),
-}  # fmt: skip
+    "red": ("rouge", "rouge"),
+    "green": ("vert", "verte"),
+    "blue": ("bleu", "bleue"),
+    "yellow": ("jaune", "jaune"),
+    "purple": ("violet", "violette"),
+    "orange": ("orange", "orange"),
+}
 COUNT = {1: "une forme", 2: "deux formes", 3: "trois formes"}
 
 
@@ -104,28 +108,44 @@ def run(args: argparse.Namespace) -> dict:
     val_scenes = write_set(work / "val", "val", args.val_images)
     references = {str(i): json.loads(line)["text"] for i, line in enumerate((work / "val/metadata.jsonl").open())}
     common = [
-        f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.steps}",
-        f"--trainer.logger.init_args.save_dir={work / 'runs'}", f"--data.init_args.train={work / 'train'}",
-        f"--data.init_args.val={work / 'val'}", f"--data.init_args.batch_size={args.batch_size}",
-        "--data.init_args.num_workers=0", f"--model.lr={args.lr}",
-    ]  # fmt: skip
+        f"--trainer.max_steps={args.steps}",
+        f"--trainer.val_check_interval={args.steps}",
+        f"--trainer.logger.init_args.save_dir={work / 'runs'}",
+        f"--data.init_args.train={work / 'train'}",
+        f"--data.init_args.val={work / 'val'}",
+        f"--data.init_args.batch_size={args.batch_size}",
+        "--data.init_args.num_workers=0",
+        f"--model.optimizer.lr={args.lr}",
+    ]
     cfg = CaptionerConfig.load(base / "config.json")
     scratch_model = [
         f"--model.config.{k}={v if isinstance(v, str) else json.dumps(v)}"
         for k, v in cfg.to_dict().items()
         if k not in ("vocab_size", "preprocessing")
     ]
-    finetune = ["--config", "configs/finetune.yaml", f"--model.init_from={base}", "--model.encoder_lr_mult=1.0"]
-    extend = f"--model.extend_vocab={args.extend_vocab}"
+    finetune = [
+        "--config",
+        "configs/finetune.yaml",
+        f"--model.init_from={base}",
+        "--model.optimizer.encoder_lr_mult=1.0",
+    ]
+    extend = f"--model.tokenizer.extend={args.extend_vocab}"
     runs = {
-        "plain (package tokenizer, truncate: true)": [*finetune, "--data.init_args.truncate=true"],
+        "plain (package tokenizer, truncate: true)": [*finetune, "--data.init_args.captions.truncate=true"],
         f"vocabulary extended (extend_vocab={args.extend_vocab})": [*finetune, extend],
         f"vocabulary and length (+ block_size={args.block_size})": [
-            *finetune, extend, f"--model.block_size={args.block_size}",
-            f"--data.init_args.max_length={args.block_size}"],
-        "from scratch (same architecture)": ["--config", "configs/pairs.yaml", "--data.init_args.vocab_size=512",
-                                             *scratch_model],
-    }  # fmt: skip
+            *finetune,
+            extend,
+            f"--model.finetune.block_size={args.block_size}",
+            f"--data.init_args.captions.max_length={args.block_size}",
+        ],
+        "from scratch (same architecture)": [
+            "--config",
+            "configs/pairs.yaml",
+            "--model.tokenizer.vocab_size=512",
+            *scratch_model,
+        ],
+    }
     texts = [t for line in (work / "train/metadata.jsonl").open() for t in json.loads(line)["text"]]
     results = {}
     for name, cli_args in runs.items():

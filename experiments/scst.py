@@ -29,15 +29,29 @@ from captioner.shapes.evaluate import evaluate_shapes
 from captioner.train.cli import trainer_cli
 
 SIZE = {"small": ["small", "little", "tiny"], "large": ["large", "big"]}
-SHAPE = {"circle": ["circle", "disc", "round shape"], "square": ["square", "block"], "triangle": ["triangle"],
-         "cross": ["cross", "plus sign"]}  # fmt: skip
+SHAPE = {
+    "circle": ["circle", "disc", "round shape"],
+    "square": ["square", "block"],
+    "triangle": ["triangle"],
+    "cross": ["cross", "plus sign"],
+}
 TEMPLATES = {
     1: ["{0}", "a picture of {0}", "there is {0}", "just {0} on a grey background", "{0} alone"],
-    2: ["{0} and {1}", "{0} to the left of {1}", "on the left {0}, on the right {1}", "{0} next to {1}",
-        "two shapes: {0} and {1}"],
-    3: ["{0}, {1} and {2}", "{0}, then {1}, then {2}", "three shapes: {0}, {1} and {2}",
-        "from left to right {0}, {1} and {2}", "{0} beside {1} and {2}"],
-}  # fmt: skip
+    2: [
+        "{0} and {1}",
+        "{0} to the left of {1}",
+        "on the left {0}, on the right {1}",
+        "{0} next to {1}",
+        "two shapes: {0} and {1}",
+    ],
+    3: [
+        "{0}, {1} and {2}",
+        "{0}, then {1}, then {2}",
+        "three shapes: {0}, {1} and {2}",
+        "from left to right {0}, {1} and {2}",
+        "{0} beside {1} and {2}",
+    ],
+}
 
 
 def varied_captions(objects: list, rng: random.Random, n: int = 5) -> list[str]:
@@ -76,8 +90,9 @@ def shapes_scores(package: Path, count: int) -> dict[str, float]:
     holdout = [tuple(p) for p in json.loads((package / "training.json").read_text())["data"]["holdout_pairs"]]
     out = {}
     for split in ("test", "novel"):
-        metrics, _ = evaluate_shapes(model, tok, split, count, holdout, generation=GenerationConfig(),
-                                     with_caption_metrics=True)  # fmt: skip
+        metrics, _ = evaluate_shapes(
+            model, tok, split, count, holdout, generation=GenerationConfig(), with_caption_metrics=True
+        )
         out.update({f"{split}/{k}": round(metrics[k], 4) for k in ("exact_match", "attribute_accuracy", "CIDEr-D")})
     return out
 
@@ -127,8 +142,13 @@ def plot_curve(points: list[dict[str, float]], path: Path) -> None:
 def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="scst_experiment_"))
     runs = f"--trainer.logger.init_args.save_dir={work / 'runs'}"
-    budget = lambda minutes: [f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",  # noqa: E731
-                              "--trainer.max_steps=1000000"]  # fmt: skip
+
+    def budget(minutes: float) -> list[str]:
+        return [
+            f"--trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
+            "--trainer.max_steps=1000000",
+        ]
+
     result: dict = {
         "minutes": args.minutes,
         "base_minutes": args.base_minutes,
@@ -139,9 +159,18 @@ def run(args: argparse.Namespace) -> dict:
     # 1. shapes, from the demo package
     base = Path(args.base)
     result["shapes_before"] = shapes_scores(base, args.count)
-    lr = [f"--model.lr={args.lr}"]
-    package, log_dir, seconds = fit(["--config", "configs/scst.yaml", f"--model.init_from={base}", runs, *lr,
-                                     *budget(args.minutes), *args.overrides])  # fmt: skip
+    lr = [f"--model.optimizer.lr={args.lr}"]
+    package, log_dir, seconds = fit(
+        [
+            "--config",
+            "configs/scst.yaml",
+            f"--model.init_from={base}",
+            runs,
+            *lr,
+            *budget(args.minutes),
+            *args.overrides,
+        ]
+    )
     result["shapes_scst_seconds"] = round(seconds, 1)
     result["shapes_after"] = shapes_scores(package, args.count)
     result["shapes_curve"] = curve(log_dir)
@@ -152,17 +181,45 @@ def run(args: argparse.Namespace) -> dict:
     # 2. varied references: cross-entropy base, then equal time of SCST or of more cross-entropy
     write_varied_set(work / "train", "train", args.train_images)
     refs = write_varied_set(work / "val", "val", args.val_images)
-    data = [f"--data.init_args.train={work / 'train'}", f"--data.init_args.val={work / 'val'}",
-            "--data.init_args.num_workers=0", "--data.init_args.batch_size=32"]  # fmt: skip
+    data = [
+        f"--data.init_args.train={work / 'train'}",
+        f"--data.init_args.val={work / 'val'}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=32",
+    ]
     finetune = ["--config", "configs/finetune.yaml", "--trainer.val_check_interval=200", runs, *data]
-    extend = "--model.extend_vocab=64"  # new words ("disc", "beside"): tokens learned from the captions
+    extend = "--model.tokenizer.extend=64"  # new words ("disc", "beside"): tokens learned from the captions
     p1, _, s1 = fit([*finetune, f"--model.init_from={base}", extend, *budget(args.base_minutes)])
     scst_data = ["--config", str(work / "data.yaml")]
-    write_text(work / "data.yaml", json.dumps({"data": {"class_path": "captioner.data.PairsDataModule", "init_args": {
-        "format": "imagefolder", "train": str(work / "train"), "val": str(work / "val"), "num_workers": 0,
-        "batch_size": 32}}}))  # fmt: skip
-    p_scst, _, s_scst = fit(["--config", "configs/scst.yaml", *scst_data, f"--model.init_from={p1}", runs, *lr,
-                             "--trainer.val_check_interval=100", *budget(args.minutes)])  # fmt: skip
+    write_text(
+        work / "data.yaml",
+        json.dumps(
+            {
+                "data": {
+                    "class_path": "captioner.data.PairsDataModule",
+                    "init_args": {
+                        "format": "imagefolder",
+                        "train": str(work / "train"),
+                        "val": str(work / "val"),
+                        "num_workers": 0,
+                        "batch_size": 32,
+                    },
+                }
+            }
+        ),
+    )
+    p_scst, _, s_scst = fit(
+        [
+            "--config",
+            "configs/scst.yaml",
+            *scst_data,
+            f"--model.init_from={p1}",
+            runs,
+            *lr,
+            "--trainer.val_check_interval=100",
+            *budget(args.minutes),
+        ]
+    )
     p_ce, _, s_ce = fit([*finetune, f"--model.init_from={p1}", *budget(args.minutes)])
     result["varied"] = {
         f"cross-entropy base ({s1:.0f} s)": folder_cider(p1, work / "val", refs),
@@ -174,8 +231,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python scripts/scst_experiment.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python scripts/scst_experiment.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--base", default="runs/shapes/version_0/model", help="the demo package")
     parser.add_argument("--minutes", type=float, default=5.0, help="wall time of each SCST (and matching CE) run")
     parser.add_argument("--base-minutes", type=float, default=4.0, help="cross-entropy fine-tuning on the varied set")
@@ -186,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=300)
     parser.add_argument("--plot", default=None, help="write the shapes reward / val CIDEr-D curve here (PNG)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
-    parser.add_argument("overrides", nargs="*", help="passed to the shapes SCST run, after --, e.g. "
-                        "-- --data.init_args.batch_size=64")  # fmt: skip
+    parser.add_argument(
+        "overrides", nargs="*", help="passed to the shapes SCST run, after --, e.g. -- --data.init_args.batch_size=64"
+    )
     args = parser.parse_args(argv)
     result = run(args)
     text = json.dumps(result, indent=2)

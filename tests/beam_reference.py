@@ -96,9 +96,13 @@ def _beam_search(
 
 
 def _add(
-    hyps: list[Hypothesis], tokens: list[int], logprob: float, length: int, config: GenerationConfig,
+    hyps: list[Hypothesis],
+    tokens: list[int],
+    logprob: float,
+    length: int,
+    config: GenerationConfig,
     truncated: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Keep the `num_beams` best finished hypotheses of one image."""
     hyps.append(Hypothesis(list(tokens), logprob / length**config.length_penalty, logprob, truncated))
     if len(hyps) > config.num_beams:

@@ -17,7 +17,7 @@ TINY_SHAPES_DATA = [
     "--data.init_args.val_size=16",
     "--data.init_args.batch_size=8",
     "--data.init_args.num_workers=0",
-    "--data.init_args.tokenizer_scenes=200",
+    "--model.tokenizer.train_captions=800",
 ]
 
 
@@ -52,15 +52,20 @@ def own_data_args(fmt: str, folder: Path, tmp: Path) -> list[str]:
 
     names = [r["file_name"] for r in map(json.loads, (folder / "metadata.jsonl").read_text().splitlines())]
     # a BPE trained on these few captions barely merges: some need more than 40 tokens, which fit would refuse
-    args = [f"--data.init_args.format={fmt}", "--data.init_args.truncate=true"]
+    args = [f"--data.init_args.format={fmt}", "--data.init_args.captions.truncate=true"]
     if fmt == "imagefolder":
-        return [*args, f"--data.init_args.train={folder}", "--data.init_args.val_fraction=0.25"]
+        return [*args, f"--data.init_args.train={folder}", "--data.init_args.split.val_fraction=0.25"]
     if fmt == "table":
         table = tmp / "pairs.csv"
         table.write_text("image,caption\n" + "".join(f"{n},picture number {i}\n" for i, n in enumerate(names)))
-        return [*args, f"--data.init_args.train={table}", f"--data.init_args.root={folder}",
-                "--data.init_args.image_column=image", "--data.init_args.caption_column=caption",
-                "--data.init_args.val_fraction=0.25"]  # fmt: skip
+        return [
+            *args,
+            f"--data.init_args.train={table}",
+            f"--data.init_args.root={folder}",
+            "--data.init_args.columns.image=image",
+            "--data.init_args.columns.caption=caption",
+            "--data.init_args.split.val_fraction=0.25",
+        ]
     if fmt == "coco":
         coco = tmp / "coco"
         for split, ids in (("train", range(8)), ("val", range(8, 12))):
@@ -82,25 +87,58 @@ def own_data_args(fmt: str, folder: Path, tmp: Path) -> list[str]:
     if fmt == "karpathy":
         split_of = ["train"] * 6 + ["restval"] * 2 + ["val"] * 2 + ["test"] * 2
         images = [
-            {"filepath": str(Path(n).parent), "filename": Path(n).name, "split": s, "imgid": i,
-             "sentences": [{"raw": f"karpathy caption {i}"}]}
+            {
+                "filepath": str(Path(n).parent),
+                "filename": Path(n).name,
+                "split": s,
+                "imgid": i,
+                "sentences": [{"raw": f"karpathy caption {i}"}],
+            }
             for i, (n, s) in enumerate(zip(names, split_of, strict=True))
-        ]  # fmt: skip
+        ]
         (folder / "dataset_flickr8k.json").write_text(json.dumps({"images": images}))
         return [*args, f"--data.init_args.train={folder / 'dataset_flickr8k.json'}", "--data.init_args.root=null"]
     assert main(["shards", str(tmp / "shards/%05d.tar"), "--input", str(folder), "--max-count", "4"]) == 0
-    return [*args, f"--data.init_args.train={tmp}/shards/{{00000..00001}}.tar",
-            f"--data.init_args.val={tmp}/shards/00002.tar", "--data.init_args.epoch_samples=8"]  # fmt: skip
+    return [
+        *args,
+        f"--data.init_args.train={tmp}/shards/{{00000..00001}}.tar",
+        f"--data.init_args.val={tmp}/shards/00002.tar",
+        "--data.init_args.stream.epoch_samples=8",
+    ]
 
 
 def tiny_shapes(train_size: int, **overrides):  # noqa: ANN003, ANN201
     """A ShapesDataModule for the `tiny` config (block size 24): short captions for speed, most of them cut on
     purpose (`truncate`)."""
+    from captioner.data import Captions
     from captioner.shapes import ShapesDataModule
 
-    defaults = {"val_size": 8, "batch_size": 8, "num_workers": 0, "vocab_size": 300, "tokenizer_scenes": 100,
-                "max_length": 24, "truncate": True}  # fmt: skip
+    defaults = {"val_size": 8, "batch_size": 8, "num_workers": 0, "captions": Captions(max_length=24, truncate=True)}
     return ShapesDataModule(train_size=train_size, **{**defaults, **overrides})
+
+
+def tiny_module(config=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    """A CaptionerModule of the `tiny` config (or `config`) whose tokenizer is a 300-token BPE of 400 shapes
+    captions (`model.tokenizer`), with validation captioning off unless `validation` is given."""
+    from captioner.config import CaptionerConfig
+    from captioner.train import CaptionerModule, TokenizerSource, Validation
+
+    kwargs.setdefault("tokenizer", TokenizerSource(vocab_size=300, train_captions=400))
+    kwargs.setdefault("validation", Validation(generate_batches=0))
+    return CaptionerModule(config or CaptionerConfig.from_name("tiny"), **kwargs)
+
+
+def built(module, texts=None):  # noqa: ANN001, ANN201
+    """`module` with its model built as `train.connect` builds it, without data: the tokenizer from its package,
+    or trained on `texts` (default: the captions of 100 shapes scenes)."""
+    from captioner.shapes import captions, scene_objects
+    from captioner.train.vocabulary import resolve_tokenizer
+
+    if texts is None:
+        texts = [c for i in range(100) for c in captions(scene_objects("train", i, [], 3))]
+    source = module.tokenizer_source
+    module.connect(resolve_tokenizer(source, module.start_package(), module.architecture, lambda: iter(texts)))
+    return module
 
 
 def hub_cache(cache: Path, repo_id: str, package: Path, refs: tuple[str, ...] = ("main",)) -> str:

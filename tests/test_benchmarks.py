@@ -32,9 +32,15 @@ def test_the_readme_layout_and_the_docstrings_name_every_benchmark():
         "README layout": set(re.findall(r"\w+", layout.split("(")[0])),
         "README commands": set(re.findall(r"scripts/benchmark\.py (\w+)", readme)),
         "benchmarks/__init__.py": set(re.findall(r"\w+", importlib.import_module("benchmarks").__doc__.split(":")[-1])),
-        "scripts/benchmark.py usage": set(re.search(r"benchmark\.py ([\w|]+)", runpy.run_path(
-            str(ROOT / "scripts/benchmark.py"), run_name="listing")["__doc__"]).group(1).split("|")),
-    }  # fmt: skip
+        "scripts/benchmark.py usage": set(
+            re.search(
+                r"benchmark\.py ([\w|]+)",
+                runpy.run_path(str(ROOT / "scripts/benchmark.py"), run_name="listing")["__doc__"],
+            )
+            .group(1)
+            .split("|")
+        ),
+    }
     for where, names in listed.items():
         assert set(NAMES) <= names, f"{where} misses {sorted(set(NAMES) - names)}"
 

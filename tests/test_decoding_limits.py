@@ -15,8 +15,15 @@ from captioner.options import PARSERS, parse_option
 from tests.test_generate import IDS, make_model
 
 # what the issue found breaking the decoding, each with the field the refusal must name
-FOUND = [("length_penalty", 1e308), ("length_penalty", -1e308), ("seed", 10**23), ("temperature", 1e-320),
-         ("top_p", 1e-300), ("repetition_penalty", 1e-308), ("num_beams", 10**12)]  # fmt: skip
+FOUND = [
+    ("length_penalty", 1e308),
+    ("length_penalty", -1e308),
+    ("seed", 10**23),
+    ("temperature", 1e-320),
+    ("top_p", 1e-300),
+    ("repetition_penalty", 1e-308),
+    ("num_beams", 10**12),
+]
 
 
 @pytest.mark.parametrize(("name", "value"), FOUND)
@@ -46,8 +53,11 @@ def test_a_row_whose_every_token_is_banned_ends_with_eos(images):
     model = make_model(0, vocab=6)  # a 1-gram ban runs out of tokens after the 5 that are not EOS
     config = GenerationConfig(no_repeat_ngram_size=1, min_new_tokens=30, max_new_tokens=30)
     for beams in (1, 3):
-        hyps = [h for image in generate(model, images, IDS, GenerationConfig(**{**config.__dict__, "num_beams": beams}))
-                for h in image]  # fmt: skip
+        hyps = [
+            h
+            for image in generate(model, images, IDS, GenerationConfig(**{**config.__dict__, "num_beams": beams}))
+            for h in image
+        ]
         assert all(math.isfinite(h.score) and not h.truncated and len(h.tokens) <= 5 for h in hyps)
 
 
@@ -88,7 +98,7 @@ TEXTS = st.one_of(
             "Infinity",
             "9" * 50,
         ]
-    ),  # fmt: skip
+    ),
 )
 
 
@@ -156,8 +166,11 @@ def test_random_extreme_options_through_caption_are_a_row_or_one_line(trained_pa
     folder = tmp_path_factory.mktemp("caption")
     make_scene("test", 0).image.save(folder / "a.png")
     flags = [f"--{name.replace('_', '-')}" for name in options]
-    args = [a for flag, (name, text) in zip(flags, options.items(), strict=True)
-            for a in ((flag,) if PARSERS[name].__name__ == "parse_bool" else (f"{flag}={text}",))]  # fmt: skip
+    args = [
+        a
+        for flag, (name, text) in zip(flags, options.items(), strict=True)
+        for a in ((flag,) if PARSERS[name].__name__ == "parse_bool" else (f"{flag}={text}",))
+    ]
     out = folder / "rows.jsonl"
     import contextlib
     import io

@@ -48,7 +48,11 @@ def test_conv_stem_replaces_the_patchify_and_keeps_the_tokens(tiny_config: Capti
     assert isinstance(stem, ConvStem)
     convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
-        (4, (3, 3), (2, 2)), (8, (3, 3), (2, 2)), (16, (3, 3), (2, 2)), (32, (1, 1), (1, 1))]  # fmt: skip
+        (4, (3, 3), (2, 2)),
+        (8, (3, 3), (2, 2)),
+        (16, (3, 3), (2, 2)),
+        (32, (1, 1), (1, 1)),
+    ]
     memory = encoder(torch.randn(2, 3, 32, 32))
     assert memory.shape == (2, 16, tiny_config.n_embd)  # 32 px / 8 px patches: 4 x 4 tokens, as without a stem
 

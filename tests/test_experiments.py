@@ -25,7 +25,7 @@ def test_demo_speed_reports_a_failed_demo_in_one_line(tmp_path, capsys):
     assert demo_speed(["--out", str(tmp_path / "c"), "--", "--trainer.no_such_option=1"]) == 2
     err = capsys.readouterr().err
     assert (
-        "demo_speed: error: `captioner demo --config configs/shapes_previous.yaml` exited with 2" in err
+        "demo_speed: error: `captioner demo --config experiments/shapes_previous.yaml` exited with 2" in err
         and "Traceback" not in err
     )
 
@@ -37,7 +37,7 @@ def test_demo_speed_runs_both_configs_and_prints_the_ratio(tmp_path, capsys):
     assert demo_speed(["--out", str(out), "--test-count", "4", "--order", "new,old", "--", *tiny]) == 0
     summary = json.loads((out / "demo_speed.json").read_text())
     assert summary["order"] == "new,old" and "cores" in summary["machine"]
-    for label, config in (("old", "configs/shapes_previous.yaml"), ("new", "configs/shapes.yaml")):
+    for label, config in (("old", "experiments/shapes_previous.yaml"), ("new", "configs/shapes.yaml")):
         run = summary[label]
         assert run["config"] == config and run["steps"] == 2 and run["test"]["count"] == 4
         assert {"blind_control", "novel", "wall_seconds", "train_seconds"} <= set(run)

@@ -184,7 +184,7 @@ def test_bad_options_are_refused():
         {"length_penalty": float("nan")},
         {"temperature": float("nan"), "do_sample": True},
         {"min_new_tokens": -1},
-    ],  # fmt: skip
+    ],
     ids=lambda o: ",".join(o),
 )
 def test_decoding_options_that_make_nonsense_are_refused(options):

@@ -127,7 +127,7 @@ def _preprocessing(package, **values):  # noqa: ANN001, ANN003, ANN202
         ({"std": [1.0, 0.0, 1.0]}, "std"),
         ({"crop_pct": float("inf")}, "crop_pct"),
         ({"std": [1e-300, 0.2, 0.2]}, "std"),
-    ],  # fmt: skip
+    ],
     ids=["interpolation", "mean", "input_size", "std", "crop_pct", "tiny-std"],
 )
 def test_preprocessing_no_transform_can_use_is_named_at_load(values, field, trained_package, tmp_path, capsys):
@@ -182,8 +182,9 @@ def test_a_header_claiming_a_100_gb_tensor_is_refused_at_once(trained_package, t
     from captioner.model import Captioner
 
     edited = _edit_package(trained_package, tmp_path)
-    header = json.dumps({"decoder.ln_f.weight": {"dtype": "F32", "shape": [25_000_000_000],
-                                                 "data_offsets": [0, 100_000_000_000]}}).encode()  # fmt: skip
+    header = json.dumps(
+        {"decoder.ln_f.weight": {"dtype": "F32", "shape": [25_000_000_000], "data_offsets": [0, 100_000_000_000]}}
+    ).encode()
     (edited / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 64)
     with pytest.raises(ValueError, match="claims bytes 0..100,000,000,000 for shape"):
         Captioner.from_pretrained(edited)

@@ -99,8 +99,10 @@ def test_a_subprocess_reads_the_cache_from_the_environment(hub, tmp_path):
     make_scene("test", 1).image.save(image)
     run = subprocess.run(
         [sys.executable, "-m", "captioner", "caption", "acme/tiny-shapes", str(image), "--workers", "0"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     path, _caption, score = run.stdout.rstrip("\n").split("\t")  # a 4-step model may say nothing
     assert path == str(image) and float(score) <= 0
@@ -111,10 +113,19 @@ def test_fine_tuning_starts_from_a_repo_id(hub, trained_package, shapes_folder, 
     from tests.helpers import ROOT
 
     runs = tmp_path / "runs"
-    args = ["fit", "--config", str(ROOT / "configs/finetune.yaml"), "--model.init_from=acme/tiny-shapes@v1",
-            f"--data.init_args.train={shapes_folder}", "--data.init_args.val_fraction=0.25", "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2", f"--trainer.logger.init_args.save_dir={runs}",
-            "--data.init_args.batch_size=4", "--data.init_args.num_workers=0"]  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/finetune.yaml"),
+        "--model.init_from=acme/tiny-shapes@v1",
+        f"--data.init_args.train={shapes_folder}",
+        "--data.init_args.split.val_fraction=0.25",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+    ]
     assert main(args) == 0
     (package,) = runs.glob("*/version_*/model")
     assert (package / "tokenizer.json").read_text() == (trained_package / "tokenizer.json").read_text()

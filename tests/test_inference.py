@@ -57,8 +57,20 @@ def test_truncated_captions_are_marked_in_rows_and_counted(trained_package, tmp_
     for i in range(2):
         make_scene("test", i).image.save(tmp_path / f"{i}.png")
     out = tmp_path / "out.jsonl"
-    args = ["caption", str(trained_package), str(tmp_path / "0.png"), str(tmp_path / "1.png"), "-o", str(out),
-            "--max-new-tokens", "2", "--min-new-tokens", "2", "--workers", "0"]  # fmt: skip
+    args = [
+        "caption",
+        str(trained_package),
+        str(tmp_path / "0.png"),
+        str(tmp_path / "1.png"),
+        "-o",
+        str(out),
+        "--max-new-tokens",
+        "2",
+        "--min-new-tokens",
+        "2",
+        "--workers",
+        "0",
+    ]
     assert main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(r["truncated"] is True for r in rows)

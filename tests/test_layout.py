@@ -33,8 +33,9 @@ GRAPH = {name: {m for m in imports(name) if m in MODULES} for name in MODULES}
 
 
 def test_the_library_never_imports_benchmarks_experiments_or_tests():
-    outside = {n: sorted(m for m in imports(n) if m.split(".")[0] in ("benchmarks", "experiments", "tests"))
-               for n in MODULES}  # fmt: skip
+    outside = {
+        n: sorted(m for m in imports(n) if m.split(".")[0] in ("benchmarks", "experiments", "tests")) for n in MODULES
+    }
     assert not {n: m for n, m in outside.items() if m}
 
 
@@ -57,8 +58,16 @@ def test_no_import_cycles():
 
 
 def test_data_imports_neither_the_model_nor_training():
-    forbidden = ("captioner.model", "captioner.encoder", "captioner.decoder", "captioner.attention",
-                 "captioner.generate", "captioner.inference", "captioner.train", "captioner.cli")  # fmt: skip
+    forbidden = (
+        "captioner.model",
+        "captioner.encoder",
+        "captioner.decoder",
+        "captioner.attention",
+        "captioner.generate",
+        "captioner.inference",
+        "captioner.train",
+        "captioner.cli",
+    )
     for name in (n for n in MODULES if n.startswith("captioner.data")):
         assert not [m for m in imports(name) if m.startswith(forbidden)], name
 

@@ -42,8 +42,9 @@ def one_process(trained_package, folder, tmp_path_factory):
 @pytest.mark.slow  # two processes, each importing torch and Lightning (about 15 s)
 def test_two_processes_write_each_file_once_in_input_order(trained_package, folder, one_process, tmp_path):
     out = tmp_path / "captions.jsonl"
-    done = run(str(trained_package), str(folder), "-o", str(out), "--devices", "2", "--batch-size", "2",
-               "--workers", "0")  # fmt: skip
+    done = run(
+        str(trained_package), str(folder), "-o", str(out), "--devices", "2", "--batch-size", "2", "--workers", "0"
+    )
     assert done.returncode == 1, done.stderr
     assert out.read_text() == one_process  # byte for byte: same rows, same order
     assert done.stderr.count("captioned 11") == 1 and "failed 1," in done.stderr  # said once, by rank 0
@@ -54,8 +55,19 @@ def test_resume_continues_across_ranks(trained_package, folder, one_process, tmp
     out = tmp_path / "captions.jsonl"
     lines = one_process.splitlines(keepends=True)
     out.write_text("".join(lines[:5]) + lines[5][:12])  # killed while writing row 6
-    done = run(str(trained_package), str(folder), "-o", str(out), "--devices", "2", "--resume", "--batch-size", "3",
-               "--workers", "1")  # fmt: skip
+    done = run(
+        str(trained_package),
+        str(folder),
+        "-o",
+        str(out),
+        "--devices",
+        "2",
+        "--resume",
+        "--batch-size",
+        "3",
+        "--workers",
+        "1",
+    )
     assert done.returncode == 1, done.stderr
     assert out.read_text() == one_process
     assert "skipped 5" in done.stderr
@@ -68,8 +80,9 @@ def test_torchrun_starts_the_ranks(trained_package, folder, one_process, tmp_pat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", f"--master-port={port}"]
-    done = run(str(trained_package), str(folder), "-o", str(out), "--batch-size", "2", "--workers", "0",
-               launcher=torchrun)  # fmt: skip
+    done = run(
+        str(trained_package), str(folder), "-o", str(out), "--batch-size", "2", "--workers", "0", launcher=torchrun
+    )
     assert done.returncode != 0  # the non-image: exit 1 on every rank, which torchrun reports as a failure
     assert out.read_text() == one_process
 

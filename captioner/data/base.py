@@ -1,4 +1,4 @@
-"""The DataModule base: the tokenizer, the transforms the model hands over in `connect`, and the loaders."""
+"""The DataModule base: the loaders, and what `connect` hands over (the run's tokenizer, the model's transforms)."""
 
 from __future__ import annotations
 
@@ -16,43 +16,35 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from captioner.data.collate import CaptionCollator, DecodeFailures
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.resumable import ResumableDataLoader
+from captioner.data.settings import Captions
 from captioner.data.tables import DataError
 from captioner.preprocess import Preprocessing, Transform
 from captioner.tokenizer import CaptionTokenizer
 
 
 class CaptionDataModule(L.LightningDataModule):
-    """Base class: owns the tokenizer (trained on the training captions, or loaded) and the loaders.
+    """Base class: the loaders, and the checks of the captions under the run's tokenizer.
 
     Subclasses implement `training_texts()` and `make_dataset(split, transform, train)`. Before training, the
-    training captions are measured under the tokenizer: when more than `max_truncated` (1 %) would be cut at
-    `max_length` tokens, `fit` refuses, with the numbers and what to do, unless `truncate`. `extend_vocab` adds that
-    many tokens learned from the training captions to a loaded tokenizer (a package's when fine-tuning, GPT-2's;
-    `CaptionTokenizer.extend`).
+    training captions are measured under the tokenizer: when more than `captions.max_truncated` (1 %) would be cut
+    at `captions.max_length` tokens, `fit` refuses, with the numbers and what to do, unless `captions.truncate`.
 
-    Nothing here knows the model: what the data needs from it is handed over explicitly by `connect` (the CLI does
-    it after building both; litgpt's `DataModule.connect`), before `setup`.
+    Nothing here knows the model or decides the tokenizer: both are handed over by `connect` (the CLI does it after
+    building both; litgpt's `DataModule.connect`), before `setup`. What the data offers the tokenizer is its
+    training captions (`training_texts`).
     """
 
     def __init__(
         self,
         batch_size: int = 64,
         num_workers: int = 1,
-        max_length: int = 40,
-        vocab_size: int = 512,
-        tokenizer_path: str | None = None,
+        captions: Captions | None = None,
         max_failure_rate: float = 0.02,
-        hf_tokenizer: str | None = None,
-        truncate: bool = False,
-        max_truncated: float = 0.01,
-        extend_vocab: int = 0,
     ) -> None:
         super().__init__()
-        self.truncate, self.max_truncated, self.extend_vocab = truncate, max_truncated, extend_vocab
-        self.hf_tokenizer = hf_tokenizer
-        self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, max_length
+        self.captions = captions or Captions()
+        self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, self.captions.max_length
         self.max_failure_rate = max_failure_rate
-        self._vocab_target, self._tokenizer_path = vocab_size, tokenizer_path
         self._tokenizer: CaptionTokenizer | None = None
         self.transform: Transform | None = None
         self.train_transform: Transform | None = None
@@ -60,23 +52,29 @@ class CaptionDataModule(L.LightningDataModule):
         self.pad_to_max_length = False
 
     def connect(
-        self, preprocessing: Preprocessing, block_size: int | None = None, pad_to_max_length: bool = False
+        self,
+        tokenizer: CaptionTokenizer,
+        preprocessing: Preprocessing,
+        block_size: int | None = None,
+        pad_to_max_length: bool = False,
     ) -> None:
-        """What the data needs from the model: its image preprocessing (the transforms of every split come from
-        it), its longest caption in tokens (`max_length` must fit), and whether captions are padded to
-        `max_length` (a compiled training step: fixed shapes, no recompiles)."""
+        """What the data is handed: the run's tokenizer (`train.vocabulary`), the model's image preprocessing (the
+        transforms of every split come from it), its longest caption in tokens (`captions.max_length` must fit),
+        and whether captions are padded to `max_length` (a compiled training step: fixed shapes, no recompiles)."""
         if block_size is not None and self.max_length > block_size:
             raise ValueError(
-                f"data max_length={self.max_length} is longer than the model's block_size={block_size}; "
-                "lower data.init_args.max_length or raise model.config.block_size"
+                f"data captions.max_length={self.max_length} is longer than the model's block_size={block_size}; "
+                "lower data.init_args.captions.max_length or raise model.config.block_size"
             )
+        self._tokenizer = tokenizer
         self.pad_to_max_length = pad_to_max_length
         self.transform = preprocessing.eval_transform()
         self.train_transform = self.make_train_transform(preprocessing)
         self.datasets = {}
 
-    # ---- tokenizer -----------------------------------------------------------------------------------------------
+    # ---- captions ------------------------------------------------------------------------------------------------
     def training_texts(self) -> Iterator[str]:
+        """The training captions, in a fixed order (a tokenizer trained on them learns from the first ones)."""
         raise NotImplementedError
 
     def training_references(self, limit: int) -> Iterator[list[str]]:
@@ -87,19 +85,9 @@ class CaptionDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> CaptionTokenizer:
         if self._tokenizer is None:
-            if self._tokenizer_path:
-                self._tokenizer = CaptionTokenizer.load(Path(self._tokenizer_path))
-            elif self.hf_tokenizer:
-                self._tokenizer = CaptionTokenizer.from_hf(self.hf_tokenizer)
-            elif self.extend_vocab:
-                raise DataError(
-                    "data.init_args.extend_vocab extends a model's tokenizer (model.init_from, GPT-2): without one, "
-                    "the tokenizer is trained on these captions anyway; unset extend_vocab"
-                )
-            else:
-                self._tokenizer = CaptionTokenizer.train(self.training_texts(), vocab_size=self._vocab_target)
-            if self.extend_vocab:
-                self._tokenizer = self._tokenizer.extend(self.training_texts(), self.extend_vocab)
+            raise RuntimeError(
+                f"{type(self).__name__} has no tokenizer: captioner.train.connect(module, datamodule) hands it over"
+            )
         return self._tokenizer
 
     def check_caption_lengths(self, sample: int = 20_000) -> dict[str, float]:
@@ -110,19 +98,21 @@ class CaptionDataModule(L.LightningDataModule):
             return {}
         lengths = self.tokenizer.lengths(texts)
         over = sum(n > self.max_length for n in lengths)
+        c = self.captions
         found = {"measured": len(lengths), "longest": max(lengths), "truncated_share": over / len(lengths)}
         rank_zero_info(
             f"captions in tokens: longest {found['longest']} (BOS and EOS included), "
-            f"{found['truncated_share']:.1%} of {len(lengths)} longer than data max_length={self.max_length}"
+            f"{found['truncated_share']:.1%} of {len(lengths)} longer than captions.max_length={self.max_length}"
         )
-        if found["truncated_share"] > self.max_truncated and not self.truncate:
+        if found["truncated_share"] > c.max_truncated and not c.truncate:
             raise DataError(
                 f"{over} of {len(lengths)} training captions ({found['truncated_share']:.1%}, more than "
-                f"max_truncated={self.max_truncated:.0%}) need more than data max_length={self.max_length} tokens "
-                f"(the longest {found['longest']}) and would be cut: the model would learn to stop mid-sentence. "
-                "Raise data.init_args.max_length (and the model's block size: model.block_size when fine-tuning, "
-                "model.config.block_size otherwise), add tokens learned from these captions (model.extend_vocab: "
-                "N when fine-tuning), or set data.init_args.truncate: true to train on them cut"
+                f"captions.max_truncated={c.max_truncated:.0%}) need more than captions.max_length={self.max_length} "
+                f"tokens (the longest {found['longest']}) and would be cut: the model would learn to stop "
+                "mid-sentence. Raise data.init_args.captions.max_length (and the model's block size: "
+                "model.finetune.block_size when fine-tuning, model.config.block_size otherwise), add tokens learned "
+                "from these captions (model.tokenizer.extend: N when fine-tuning), or set "
+                "data.init_args.captions.truncate: true to train on them cut"
             )
         return found
 
@@ -136,17 +126,18 @@ class CaptionDataModule(L.LightningDataModule):
                 break
         return sorted(used)
 
-    @property
-    def vocab_size(self) -> int:
-        """Linked to the model's vocabulary size by the CLI."""
-        return self.tokenizer.vocab_size
-
     # ---- datasets ------------------------------------------------------------------------------------------------
     def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         return {"source": type(self).__name__}
+
+    def score_captions(self, stage: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """The data's own scores of a validation or test epoch's captions (`stage` "val" or "test"; each row has
+        the example's `index`, its `caption` and `references`), logged as `<stage>/<name>`; none by default.
+        A task with ground truth beyond the references implements it (the shapes data: exact match)."""
+        return {}
 
     def make_train_transform(self, preprocessing: Preprocessing) -> Transform:
         """The training transform; the evaluation one unless a subclass augments."""
@@ -158,9 +149,9 @@ class CaptionDataModule(L.LightningDataModule):
         dataset = self.datasets["train"]
         if not hasattr(dataset, "images"):
             raise ValueError(
-                f"model.feature_cache: {type(dataset).__name__} cannot be cached (webdataset shards stream without "
+                f"speed.feature_cache: {type(dataset).__name__} cannot be cached (webdataset shards stream without "
                 "row numbers); use the imagefolder, table, coco, karpathy or shapes formats, or unset "
-                "model.feature_cache"
+                "model.speed.feature_cache"
             )
         return dataset
 

@@ -41,12 +41,12 @@ class DecodeFailures:
             raise DataError(
                 f"{self.failed} of {self.seen} examples could not be read ({self.failed / self.seen:.1%} > "
                 f"max_failure_rate {self.max_rate:.1%}), e.g. {'; '.join(self.examples[:3])}. Fix or remove these "
-                "files or shards, or raise data.init_args.max_failure_rate."
+                "files or shards, or raise max_failure_rate (data.init_args.images.max_failure_rate)."
             )
 
 
 class CaptionCollator:
-    """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references, objects}.
+    """List of examples -> batch {images (B,3,H,W), input_ids (B,T), labels (B,T), index, references}.
 
     Examples from the feature cache carry `features` (B, N, C) instead of `images`. Examples whose image failed
     to decode (`{"error": ...}`) are left out and counted in `failures`. Captions are padded to the longest in
@@ -83,5 +83,4 @@ class CaptionCollator:
             "labels": labels,
             "index": [e["index"] for e in examples],
             "references": [e["references"] for e in examples],
-            "objects": [e.get("objects") for e in examples],
         }

@@ -41,7 +41,6 @@ def make_example(
         "caption": rng.choice(captions) if train else captions[0],
         "index": key,
         "references": captions,
-        "objects": None,
     }
 
 
@@ -86,7 +85,7 @@ class PairsDataset(Dataset):
             if feats is None:
                 return {"error": f"{p.image} failed to decode when the feature cache was filled", "path": p.key}
             caption = rng.choice(p.captions) if self.train else p.captions[0]
-            return {"features": feats, "caption": caption, "index": p.key, "references": p.captions, "objects": None}
+            return {"features": feats, "caption": caption, "index": p.key, "references": p.captions}
         return make_example(
             p.image, p.captions, p.key, self.transform, self.train, self.hflip_prob, self.max_pixels, rng
         )

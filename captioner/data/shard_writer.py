@@ -38,9 +38,12 @@ def shard_names(pattern: str, count: int) -> list[str]:
 
 
 def write_shards(
-    pairs: list[Pair], pattern: str, max_count: int = 10_000, overwrite: bool = False,
+    pairs: list[Pair],
+    pattern: str,
+    max_count: int = 10_000,
+    overwrite: bool = False,
     inputs: Sequence[str | Path] = (),
-) -> tuple[list[str], list[str]]:  # fmt: skip
+) -> tuple[list[str], list[str]]:
     """Write pairs as shards (`out/%05d.tar`): original image bytes, KEY.txt (first caption), KEY.json (all).
     Only files that decode as images are written; returns the shard paths and the reasons of the files left out.
 

@@ -165,7 +165,7 @@ def check_inside(pairs: list[Pair], root: Path, source: str | Path) -> None:
         raise DataError(
             f"{source}: {len(outside)} of {len(pairs)} image path(s) lie outside the data root {root} (after "
             f"resolving '..' and symbolic links), e.g. {outside[:3]}. Keep the images under the root, or set "
-            "allow_outside_root: true (--allow-outside-root) if you mean it"
+            "allow_outside_root: true if you mean it"
         )
 
 

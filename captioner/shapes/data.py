@@ -10,8 +10,10 @@ from torch.utils.data import Dataset
 from captioner.data.base import CaptionDataModule
 from captioner.data.feature_cache import FeatureCache
 from captioner.data.resumable import example_index, example_rng
+from captioner.data.settings import Captions
 from captioner.preprocess import Transform
 from captioner.shapes.scenes import IMAGE_SIZE, captions, make_scene, scene_objects
+from captioner.shapes.scoring import score
 
 
 class ShapesDataset(Dataset):
@@ -32,23 +34,28 @@ class ShapesDataset(Dataset):
         return SceneImages(self)
 
     def cache_fingerprint(self) -> dict[str, Any]:
-        return {"source": "shapes", "split": self.split, "size": self.size, "holdout": self.holdout,
-                "max_objects": self.max_objects, "image_size": IMAGE_SIZE}  # fmt: skip
+        return {
+            "source": "shapes",
+            "split": self.split,
+            "size": self.size,
+            "holdout": self.holdout,
+            "max_objects": self.max_objects,
+            "image_size": IMAGE_SIZE,
+        }
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i = example_index(key)
         if self.features is None:
             scene = make_scene(self.split, i, self.holdout, self.max_objects)
-            objects, references, pixels = scene.objects, scene.captions, {"image": self.transform(scene.image)}
-        else:  # cached patch tokens (N, C): the scene's objects and captions only, no image is drawn
-            objects = scene_objects(self.split, i, self.holdout, self.max_objects)
-            references, pixels = captions(objects), {"features": self.features.read(i)}
+            references, pixels = scene.captions, {"image": self.transform(scene.image)}
+        else:  # cached patch tokens (N, C): the scene's captions only, no image is drawn
+            references = captions(scene_objects(self.split, i, self.holdout, self.max_objects))
+            pixels = {"features": self.features.read(i)}
         return {
             **pixels,
             "caption": example_rng(key).choice(references) if self.train else references[0],
             "index": i,
             "references": references,
-            "objects": [o.to_dict() for o in objects],
         }
 
 
@@ -57,8 +64,10 @@ class ShapesDataModule(CaptionDataModule):
 
     Args:
         holdout_pairs: (colour, shape) pairs kept out of train/val/test; they make up the "novel" split.
-        truncate, max_truncated, extend_vocab: see `CaptionDataModule` (caption lengths, vocabulary adaptation).
+        captions: caption lengths in tokens (see `CaptionDataModule`).
     """
+
+    TEXT_SCENES = 2000  # the training captions a tokenizer learns from: those of the first scenes (every wording)
 
     def __init__(
         self,
@@ -69,32 +78,28 @@ class ShapesDataModule(CaptionDataModule):
         holdout_pairs: list[tuple[str, str]] | None = None,
         batch_size: int = 64,
         num_workers: int = 1,
-        max_length: int = 40,
-        vocab_size: int = 384,
-        tokenizer_path: str | None = None,
-        tokenizer_scenes: int = 2000,
-        hf_tokenizer: str | None = None,
         max_objects: int = 3,
-        truncate: bool = False,
-        max_truncated: float = 0.01,
-        extend_vocab: int = 0,
+        captions: Captions | None = None,
     ) -> None:
-        super().__init__(
-            batch_size, num_workers, max_length, vocab_size, tokenizer_path, hf_tokenizer=hf_tokenizer,
-            truncate=truncate, max_truncated=max_truncated, extend_vocab=extend_vocab,
-        )  # fmt: skip
+        super().__init__(batch_size, num_workers, captions)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
         self.holdout = [tuple(p) for p in holdout_pairs or []]
-        self.tokenizer_scenes = tokenizer_scenes
         self.max_objects = max_objects
 
     def training_texts(self) -> Iterator[str]:
-        for i in range(min(self.tokenizer_scenes, self.sizes["train"])):
+        for i in range(min(self.TEXT_SCENES, self.sizes["train"])):
             yield from captions(scene_objects("train", i, self.holdout, self.max_objects))
 
     def training_references(self, limit: int) -> Iterator[list[str]]:
         for i in range(min(limit, self.sizes["train"])):
             yield captions(scene_objects("train", i, self.holdout, self.max_objects))
+
+    def score_captions(self, stage: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+        """Exact match and attribute accuracy against each scene's objects (drawn again from its index)."""
+        split = {"val": "val", "test": "test"}[stage]
+        scenes = [scene_objects(split, r["index"], self.holdout, self.max_objects) for r in rows]
+        found = score([r["caption"] for r in rows], scenes)
+        return {k: found[k] for k in ("exact_match", "attribute_accuracy")}
 
     def make_dataset(self, split: str, transform: Transform, train: bool) -> Dataset:
         return ShapesDataset(split, self.sizes[split], transform, train, self.holdout, self.max_objects)

@@ -170,8 +170,9 @@ def write_imagefolder(
     if meta.exists() and not overwrite:
         raise FileExistsError(f"{meta} exists; pass overwrite=True (or --overwrite) to replace it")
     if meta.exists() and not _written_by_shapes(meta):
-        raise FileExistsError(f"{meta} is not the metadata of shapes scenes; {directory} is left as it is, choose "
-                              "another folder")  # fmt: skip
+        raise FileExistsError(
+            f"{meta} is not the metadata of shapes scenes; {directory} is left as it is, choose another folder"
+        )
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(count):

@@ -10,6 +10,7 @@ from captioner.train.figures import ValidationFigures
 from captioner.train.module import CaptionerModule
 from captioner.train.progress import StepProgressBar
 from captioner.train.run_folder import RunFolder
+from captioner.train.settings import Finetuning, Optimizer, Speed, TokenizerSource, Validation
 from captioner.train.throughput import TrainingThroughput
 
 __all__ = [
@@ -17,10 +18,15 @@ __all__ = [
     "CaptionWriter",
     "CaptionerModule",
     "ExportModelPackage",
+    "Finetuning",
+    "Optimizer",
     "PreemptionCheckpoint",
     "RunFolder",
+    "Speed",
     "StepProgressBar",
+    "TokenizerSource",
     "TrainingThroughput",
+    "Validation",
     "ValidationFigures",
     "connect",
 ]

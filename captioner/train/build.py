@@ -1,5 +1,6 @@
-"""Building the model a training run starts from: from scratch, from a model package (fine-tuning) or from GPT-2;
-which parameters train (the fine-tuning policies); new-token embeddings drawn like the trained ones."""
+"""Building the model a training run starts from, sized from its tokenizer: from scratch, from a model package
+(fine-tuning) or from GPT-2; which parameters train (the fine-tuning policies); new-token embeddings drawn like
+the trained ones."""
 
 from __future__ import annotations
 
@@ -12,52 +13,51 @@ from torch import nn
 
 from captioner.config import CaptionerConfig
 from captioner.model import Captioner
+from captioner.tokenizer import CaptionTokenizer
+from captioner.train.settings import Finetuning
 
 
 def build_model(
     config: CaptionerConfig | None,
-    vocab_size: int | None,
-    init_from: str | None = None,
-    finetune: str = "full",
-    reinit_unused_tokens: bool = True,
-    extend_vocab: int = 0,
-    block_size: int | None = None,
+    tokenizer: CaptionTokenizer,
+    package: Path | None = None,
+    finetuning: Finetuning | None = None,
+    extend: int = 0,
 ) -> Captioner:
-    """The model of a run, its trainable parameters set by `finetune`.
+    """The model of a run, sized from its resolved tokenizer (`train.vocabulary`), its trainable parameters set
+    by `finetuning.policy`.
 
     Args:
-        config: the architecture (default: the `shapes` preset); ignored with `init_from`.
-        vocab_size: the data's tokenizer size; replaces `config.vocab_size` and is checked against a package's
-            or GPT-2's own vocabulary (a package's plus at most `extend_vocab`: those rows are added by `grow_vocab`
-            once the tokenizer is known, in `CaptionerModule.connect`).
-        init_from: a model package to fine-tune: its config, weights (and, via the CLI, tokenizer) are used.
-        block_size: the longest token sequence; a package's position embeddings grow to it (`grow_positions`).
+        config: the architecture (default `CaptionerConfig()`); ignored with `package`. Its `vocab_size` becomes
+            the tokenizer's; a GPT-2 decoder (`decoder_init_from`) brings its own, which the tokenizer must match.
+        tokenizer: the run's tokenizer; one extended by up to `extend` tokens grows the embeddings (`grow_vocab`).
+        package: a model package to fine-tune: its config and weights are used.
     """
-    if init_from:
-        model, _ = Captioner.from_pretrained(init_from)
+    finetuning = finetuning or Finetuning()
+    if package is not None:
+        model, _ = Captioner.from_pretrained(package)
         model.train()
-        own = model.config.vocab_size
-        if vocab_size is not None and not own <= vocab_size <= own + extend_vocab:
-            raise ValueError(
-                f"the data's tokenizer has {vocab_size} tokens but {init_from} was trained with {own}"
-                f"{f' (+ extend_vocab={extend_vocab})' if extend_vocab else ''}; fine-tuning keeps the package's "
-                "tokenizer: leave data.tokenizer_path and data.hf_tokenizer unset (the CLI then uses the package's "
-                "tokenizer.json), and add tokens with model.extend_vocab"
-            )
-        if reinit_unused_tokens and finetune != "cross_attention":  # only where the embeddings then train
-            reinit_unused_embeddings(model, init_from)
-        if block_size is not None:
-            grow_positions(model, block_size)
+        if finetuning.reinit_unused_tokens and finetuning.policy != "cross_attention":  # where embeddings train
+            reinit_unused_embeddings(model, package)
+        if finetuning.block_size is not None:
+            grow_positions(model, finetuning.block_size)
     else:
-        config = config or CaptionerConfig.from_name("shapes")
-        if block_size is not None:
-            config = replace(config, block_size=block_size)
-        if vocab_size is not None and not config.decoder_init_from:
-            config = replace(config, vocab_size=vocab_size)
+        config = config or CaptionerConfig()
+        if not config.decoder_init_from:
+            config = replace(config, vocab_size=tokenizer.vocab_size)
         model = Captioner(config)  # a GPT-2 decoder is sized from GPT-2 here
-        if vocab_size is not None and vocab_size != model.config.vocab_size:
-            raise ValueError(f"the data's tokenizer has {vocab_size} tokens, GPT-2 {model.config.vocab_size}")
-    apply_finetune_policy(model, finetune)
+    own = model.config.vocab_size
+    if tokenizer.vocab_size != own and not (extend and own < tokenizer.vocab_size <= own + extend):
+        start = (
+            f"init_from={package}" if package is not None else f"config.decoder_init_from={config.decoder_init_from}"
+        )
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but {start} has {own}: leave tokenizer.path unset to "
+            "use its own, and add tokens with tokenizer.extend"
+        )
+    if tokenizer.vocab_size > own:  # the tokenizer was extended: new rows start from their pieces' embeddings
+        grow_vocab(model, tokenizer.pieces(own))
+    apply_finetune_policy(model, finetuning.policy)
     return model
 
 
@@ -90,7 +90,7 @@ def grow_positions(model: Captioner, block_size: int) -> None:
     wpe = model.decoder.wpe.weight  # (T, C)
     T = wpe.size(0)
     if block_size < T:
-        raise ValueError(f"model.block_size={block_size} is below the package's {T}; it can only grow")
+        raise ValueError(f"finetune.block_size={block_size} is below the package's {T}; it can only grow")
     if block_size == T:
         return
     with torch.no_grad():
@@ -118,7 +118,7 @@ def _is_norm(model: nn.Module, param_name: str) -> bool:
     return isinstance(module, nn.LayerNorm)
 
 
-def reinit_unused_embeddings(model: Captioner, package: str) -> int:
+def reinit_unused_embeddings(model: Captioner, package: str | Path) -> int:
     """Re-initialise the token embeddings the package never trained, drawn like the trained ones (per-dimension
     mean and standard deviation of the used rows, as transformers' mean-resizing does for new tokens), so that new
     words start on the scale of the known ones rather than far off or collapsed.

@@ -46,8 +46,11 @@ class CheckpointError(ValueError):
 def check_fits(path: Any, saved: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> None:
     """A checkpoint's `state_dict` must hold exactly the module's tensors, shape for shape: else the tensors that
     differ are named (a resume with another config than the run's), before Lightning's load prints 100 lines."""
-    shapes = [f"{k}: {tuple(v.shape)} saved, {tuple(own[k].shape)} here" for k, v in saved.items()
-              if k in own and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+    shapes = [
+        f"{k}: {tuple(v.shape)} saved, {tuple(own[k].shape)} here"
+        for k, v in saved.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
     if shapes or missing or unexpected:
         found = shapes[:3] + [f"missing {m}" for m in missing[:3]] + [f"not in this model {u}" for u in unexpected[:3]]

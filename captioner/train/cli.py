@@ -1,5 +1,6 @@
-"""LightningCLI for `captioner fit | validate | test | predict`: YAML configs with public class paths, the data's
-vocabulary size linked to the model, the package's or GPT-2's tokenizer for the data, `--ckpt_path last`."""
+"""LightningCLI for `captioner fit | validate | test | predict`: YAML configs with public class paths, the module
+and the data joined by `train.connect` (the tokenizer resolved once, in one direction), `--ckpt_path last`, and
+one line for a key that moved (`train.moved`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from captioner.data.base import CaptionDataModule
-from captioner.hub import resolve_package
-from captioner.model import TOKENIZER_FILE
 from captioner.train.connect import connect
 from captioner.train.module import CaptionerModule
+from captioner.train.moved import check_moved
 from captioner.train.progress import StepProgressBar
 from captioner.train.run_folder import RunFolder
 
@@ -28,7 +28,7 @@ def default_precision() -> str:
 
 
 class CaptionerCLI(LightningCLI):
-    """LightningCLI with the tokenizer's vocabulary size linked from the data to the model, and the two connected."""
+    """LightningCLI whose module and data are joined by `train.connect` once both are built."""
 
     def instantiate_classes(self) -> None:
         """Build data, model and trainer, then connect the data and the model explicitly (`train.connect`)."""
@@ -60,32 +60,13 @@ class CaptionerCLI(LightningCLI):
                 return True
         return False
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001
-        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.set_defaults({"trainer.precision": default_precision()})
 
     def before_instantiate_classes(self) -> None:
-        """The data uses the model's tokenizer instead of training one: the package's when fine-tuning
-        (`model.init_from`), GPT-2's when the decoder starts from GPT-2 (`model.config.decoder_init_from`),
-        extended by `model.extend_vocab` tokens learned from the data's training captions."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resolve_last_checkpoint(config)
-        package = config.model.get("init_from")
-        if package:  # a Hub repo id (org/name or org/name@revision) becomes its downloaded folder
-            package = config.model["init_from"] = str(resolve_package(package))
-        data_args = config.data.get("init_args") if hasattr(config.data, "get") else None
-        model_config = config.model.get("config")
-        gpt2 = model_config.get("decoder_init_from") if model_config is not None else None
-        if gpt2 and not package and data_args is not None and not data_args.get("tokenizer_path"):
-            data_args["hf_tokenizer"] = data_args.get("hf_tokenizer") or gpt2
-        if package and data_args is not None and not data_args.get("tokenizer_path"):
-            tokenizer = Path(package) / TOKENIZER_FILE
-            if not tokenizer.is_file():
-                raise FileNotFoundError(f"model.init_from={package} is not a model package: {tokenizer} is missing")
-            data_args["tokenizer_path"] = str(tokenizer)
-        if config.model.get("extend_vocab") and data_args is not None:  # the data extends its tokenizer
-            data_args["extend_vocab"] = config.model.get("extend_vocab")
 
 
 def mirror_in_tensorboard(trainer) -> None:  # noqa: ANN001
@@ -121,6 +102,7 @@ def trainer_cli(args: list[str] | None = None, run: bool = True) -> CaptionerCLI
     """Build (and by default run) the LightningCLI; `args` replaces the command line."""
     # The command goes through sys.argv, not `args=`: Lightning's DDP launcher starts the other ranks by running
     # sys.argv again, so it must hold the whole command (and LightningCLI warns when both are given).
+    check_moved(sys.argv[1:] if args is None else args)
     argv = sys.argv
     if args is not None:
         sys.argv = [argv[0], *args]

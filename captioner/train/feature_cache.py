@@ -1,4 +1,4 @@
-"""Filling the feature cache of a training run (`model.feature_cache`) before its first epoch, as a callback that
+"""Filling the feature cache of a training run (`model.speed.feature_cache`) before its first epoch, as a callback that
 `train.connect` installs.
 
 Data sets that can be cached implement `images()` (a data set of {"index", "image"} or {"index", "error"} per
@@ -62,7 +62,7 @@ def cache_parts(module: Any, datamodule: Any, dataset: Any, dtype: str, precisio
             "patch_size": cfg.encoder_patch_size,
             "kwargs": cfg.encoder_kwargs,
             "conv_stem": cfg.encoder_conv_stem,
-        },  # fmt: skip
+        },
         "weights": weights_digest(module.model.encoder.backbone),
         "transform": repr(datamodule.transform),
         "data": dataset.cache_fingerprint(),
@@ -74,16 +74,17 @@ def cache_parts(module: Any, datamodule: Any, dataset: Any, dtype: str, precisio
 def check_cacheable(module: Any, datamodule: Any, dataset: Any) -> None:
     """Refuse a cache that would hand out stale or wrong tokens, saying what to change."""
     trainable = [n for n, p in module.model.encoder.backbone.named_parameters() if p.requires_grad]
-    if trainable or module.encoder_frozen_epochs > 0:
+    frozen_epochs = module.finetuning.encoder_frozen_epochs
+    if trainable or frozen_epochs > 0:
         raise ValueError(
-            "model.feature_cache needs an encoder that never trains: set model.finetune=freeze_encoder and "
-            f"model.encoder_frozen_epochs=0 (trainable backbone parameters: {trainable[:3] or 'none'}, "
-            f"encoder_frozen_epochs={module.encoder_frozen_epochs})"
+            "speed.feature_cache needs an encoder that never trains: set finetune.policy=freeze_encoder and "
+            f"finetune.encoder_frozen_epochs=0 (trainable backbone parameters: {trainable[:3] or 'none'}, "
+            f"encoder_frozen_epochs={frozen_epochs})"
         )
     if datamodule.train_transform is not datamodule.transform or getattr(dataset, "hflip_prob", 0.0) > 0:
         raise ValueError(
-            "model.feature_cache needs unaugmented images (each epoch would see different pixels): set "
-            "data.init_args.augment=false and data.init_args.hflip=0, or unset model.feature_cache"
+            "speed.feature_cache needs unaugmented images (each epoch would see different pixels): set the data's "
+            "augment.crop=false and augment.hflip=0, or unset speed.feature_cache"
         )
 
 
@@ -128,9 +129,15 @@ def prepare(trainer: L.Trainer, module: Any, datamodule: CaptionDataModule, root
             print(f"feature cache {cache.path}: all {len(dataset)} rows found, no image is encoded")
     mine = missing[trainer.global_rank :: trainer.world_size]
     failed = fill(
-        cache, dataset.images(), encode, mine, module.device, datamodule.batch_size, datamodule.num_workers,
+        cache,
+        dataset.images(),
+        encode,
+        mine,
+        module.device,
+        datamodule.batch_size,
+        datamodule.num_workers,
         progress=trainer.is_global_zero and bool(mine),
-    )  # fmt: skip
+    )
     if failed:
         log.warning("feature cache: %d images failed to decode and are skipped in training", failed)
     strategy.barrier("feature_cache_filled")

@@ -44,13 +44,15 @@ class ValidationFigures(L.Callback):
         images = torch.stack([e["image"] for e in examples]).to(pl_module.device)  # (B, 3, H, W)
         captions = caption_batch(model, tokenizer, images)
         pictures = [model.preprocessing.to_image(e["image"]) for e in examples]
-        figures = {"val/captions": caption_grid(pictures, [c.text for c in captions],
-                                                [e["references"][0] for e in examples])}  # fmt: skip
+        figures = {
+            "val/captions": caption_grid(pictures, [c.text for c in captions], [e["references"][0] for e in examples])
+        }
         tokens = [c.tokens or [tokenizer.eos_id] for c in captions]
         maps = cross_attention_maps(model, images, tokens, tokenizer.bos_id, self.layer)
         for i, (picture, c, m) in enumerate(zip(pictures, captions, maps, strict=True)):
-            figures[f"val/attention/{i}"] = attention_figure(picture, word_maps(tokenizer, c.tokens, m) if c.tokens
-                                                             else [])  # fmt: skip
+            figures[f"val/attention/{i}"] = attention_figure(
+                picture, word_maps(tokenizer, c.tokens, m) if c.tokens else []
+            )
         step = trainer.global_step
         folder = Path(log_dir or trainer.default_root_dir) / "figures" / f"step_{step}"
         folder.mkdir(parents=True, exist_ok=True)

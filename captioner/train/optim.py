@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from captioner.model import Captioner
+from captioner.train.settings import Optimizer
 
 
 def parameter_groups(
@@ -66,17 +67,17 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201
     return fn
 
 
-def configure_adamw(module: L.LightningModule, model: Captioner, hp: dict[str, Any]) -> dict[str, Any]:
+def configure_adamw(
+    module: L.LightningModule, model: Captioner, options: Optimizer, include_frozen_backbone: bool = False
+) -> dict[str, Any]:
     """Lightning's `configure_optimizers` result: AdamW over `parameter_groups`, warmup + cosine per step."""
+    o = options
     groups = parameter_groups(
-        model, hp["weight_decay"], hp["lr"], hp["encoder_lr_mult"], hp["encoder_layer_decay"],
-        include_frozen_backbone=hp["encoder_frozen_epochs"] > 0,
-    )  # fmt: skip
-    optimizer = torch.optim.AdamW(groups, lr=hp["lr"], betas=tuple(hp["betas"]), fused=use_fused(module))
-    total = max(int(module.trainer.estimated_stepping_batches), 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(hp["warmup_steps"], total, hp["min_lr_ratio"])
+        model, o.weight_decay, o.lr, o.encoder_lr_mult, o.encoder_layer_decay, include_frozen_backbone
     )
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), fused=use_fused(module))
+    total = max(int(module.trainer.estimated_stepping_batches), 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, total, o.min_lr_ratio))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -129,7 +130,8 @@ class NonFiniteSteps:
         if self.in_a_row >= self.max_in_a_row:
             raise FloatingPointError(
                 f"the loss was not finite for {self.in_a_row} steps in a row (last: step {step}, learning rate "
-                f"{lr:.3g}). Try a lower model.lr or more warmup_steps, gradient clipping (trainer.gradient_clip_val), "
+                f"{lr:.3g}). Try a lower optimizer.lr or more warmup_steps, gradient clipping "
+                "(trainer.gradient_clip_val), "
                 "precision 32 or bf16-mixed instead of 16-mixed, and check the data for empty or broken examples."
             )
         return False

@@ -27,9 +27,12 @@ class StepProgressBar(RichProgressBar):
         if self.train_progress_bar_id is None:
             self.train_progress_bar_id = self._add_task(trainer.max_steps, description)
         self.progress.update(
-            self.train_progress_bar_id, total=trainer.max_steps, completed=trainer.global_step,
-            description=description, visible=True,
-        )  # fmt: skip
+            self.train_progress_bar_id,
+            total=trainer.max_steps,
+            completed=trainer.global_step,
+            description=description,
+            visible=True,
+        )
         self.refresh()
         return None
 

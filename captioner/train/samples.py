@@ -1,4 +1,5 @@
-"""What validation reports about its captions: shapes scores, caption metrics, and a few sample captions."""
+"""What validation reports about its captions: the data's own scores (`CaptionDataModule.score_captions`), caption
+metrics, and a few sample captions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import lightning as L
 
+from captioner.data.base import CaptionDataModule
 from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
 from captioner.model import Captioner
@@ -17,11 +19,12 @@ from captioner.tokenizer import CaptionTokenizer
 def caption_rows(
     model: Captioner, tokenizer: CaptionTokenizer, batch: dict[str, Any], generation: GenerationConfig
 ) -> list[dict[str, Any]]:
-    """The captions of a validation/test/predict batch, with what scoring them needs (references, shapes objects)."""
+    """The captions of a validation/test/predict batch, with what scoring them needs (the example's index and
+    references)."""
     captions = caption_batch(model, tokenizer, batch["images"], generation)
     return [
-        {"index": i, "caption": c.text, "score": c.score, "references": refs, "objects": objs}
-        for i, c, refs, objs in zip(batch["index"], captions, batch["references"], batch["objects"], strict=True)
+        {"index": i, "caption": c.text, "score": c.score, "references": refs}
+        for i, c, refs in zip(batch["index"], captions, batch["references"], strict=True)
     ]
 
 
@@ -33,23 +36,17 @@ def report_captions(
     if not outputs:
         return
     with_metrics = metrics_every > 0 and (stage != "val" or module.current_epoch % metrics_every == 0)
-    for name, value in caption_scores(outputs, with_metrics).items():
+    datamodule = module.trainer.datamodule
+    own = datamodule.score_captions(stage, outputs) if isinstance(datamodule, CaptionDataModule) else {}
+    for name, value in {**own, **caption_scores(outputs, with_metrics)}.items():
         module.log(f"{stage}/{name}", value, prog_bar=name in ("exact_match", "CIDEr-D"))
     if stage == "val" and not module.trainer.sanity_checking:
         log_samples(module, outputs[:num_samples])  # every rank with outputs: it holds a collective
 
 
 def caption_scores(outputs: list[dict[str, Any]], with_metrics: bool) -> dict[str, float]:
-    """Exact match and attribute accuracy when the outputs are shapes scenes; BLEU/METEOR/ROUGE-L/CIDEr-D too
-    when `with_metrics`."""
+    """BLEU-1..4, METEOR, ROUGE-L and CIDEr-D against the references, when `with_metrics`."""
     scores: dict[str, float] = {}
-    if all(o["objects"] is not None for o in outputs):
-        from captioner.shapes.scenes import ShapeObject
-        from captioner.shapes.scoring import score
-
-        scenes = [[ShapeObject(d["size"], d["color"], d["shape"], 0, 0) for d in o["objects"]] for o in outputs]
-        found = score([o["caption"] for o in outputs], scenes)
-        scores.update({k: found[k] for k in ("exact_match", "attribute_accuracy")})
     if with_metrics:
         from captioner.metrics import caption_metrics
 

@@ -55,7 +55,8 @@ class TrainingThroughput(ThroughputMonitor):
             self._flops[T] = step_flops(model, *self._image_tokens, T)
         pl_module.flops_per_batch = self._flops[T].training(batch_images(batch), frozen, "features" in batch)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if batch is not None:  # a batch whose images all failed to decode is skipped
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

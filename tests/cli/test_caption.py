@@ -64,8 +64,23 @@ def test_csv_output_glob_and_list_inputs(trained_package, mixed_folder, tmp_path
     listing = tmp_path / "list.txt"
     listing.write_text(f"{mixed_folder / 'a.png'}\n{mixed_folder / 'b.jpg'}\n")
     out = tmp_path / "out.csv"
-    code = main(["caption", str(trained_package), str(mixed_folder / "sub" / "*.png"), "--list", str(listing),
-                 "-o", str(out), "--workers", "0", "--num-beams", "2", "--num-return-sequences", "2"])  # fmt: skip
+    code = main(
+        [
+            "caption",
+            str(trained_package),
+            str(mixed_folder / "sub" / "*.png"),
+            "--list",
+            str(listing),
+            "-o",
+            str(out),
+            "--workers",
+            "0",
+            "--num-beams",
+            "2",
+            "--num-return-sequences",
+            "2",
+        ]
+    )
     assert code == 0
     table = list(csv.DictReader(out.open()))
     assert [r["path"].split("/")[-1] for r in table] == ["a.png", "b.jpg", "d.png"]
@@ -81,8 +96,19 @@ def test_decompression_bomb_gets_an_error_row(trained_package, tmp_path, capsys)
 
 def test_attention_maps_written_and_returned(trained_package, mixed_folder, tmp_path):
     maps_dir, out = tmp_path / "maps", tmp_path / "c.jsonl"
-    main(["caption", str(trained_package), str(mixed_folder / "a.png"), "--attention-maps", str(maps_dir),
-          "--workers", "0", "-o", str(out)])  # fmt: skip
+    main(
+        [
+            "caption",
+            str(trained_package),
+            str(mixed_folder / "a.png"),
+            "--attention-maps",
+            str(maps_dir),
+            "--workers",
+            "0",
+            "-o",
+            str(out),
+        ]
+    )
     (png,) = maps_dir.glob("a.*.attention.png")
     n_words = len(rows(out)[0]["caption"].split())
     assert png.is_file() and Image.open(png).size[0] == 128 * min(6, 1 + n_words)  # the image + a panel per word
@@ -122,9 +148,16 @@ def test_caption_metrics_logged_during_validation(tmp_path):
     from tests.helpers import ROOT, TINY_MODEL
 
     runs = tmp_path / "runs"
-    args = [*TINY_MODEL, "--model.caption_metrics_every_n_epochs=1", "--data.init_args.train_size=16",
-            "--data.init_args.val_size=8", "--data.init_args.batch_size=8", "--trainer.max_steps=2",
-            "--trainer.val_check_interval=2", f"--trainer.logger.init_args.save_dir={runs}"]  # fmt: skip
+    args = [
+        *TINY_MODEL,
+        "--model.validation.caption_metrics_every_n_epochs=1",
+        "--data.init_args.train_size=16",
+        "--data.init_args.val_size=8",
+        "--data.init_args.batch_size=8",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={runs}",
+    ]
     assert main(["fit", "--config", str(ROOT / "configs/shapes.yaml"), *args]) == 0
     header = next(runs.glob("shapes/version_*/metrics.csv")).read_text().splitlines()[0]
     assert "val/CIDEr-D" in header and "val/BLEU-4" in header

@@ -73,7 +73,7 @@ def test_a_data_error_in_fit_is_one_line_and_debug_shows_the_traceback(tmp_path,
         ["shapes", "out", "--count", "-5"],
         ["shards", "s/%05d.tar", "--input", "x", "--max-count", "0"],
         ["caption", "pkg", "a.png", "--batch-size", "0"],
-    ],  # fmt: skip
+    ],
     ids=["shapes-count", "shards-max-count", "caption-batch-size"],
 )
 def test_counts_below_one_are_refused(args, tmp_path, capsys, monkeypatch):
@@ -161,11 +161,21 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
     val = write_imagefolder(tmp_path / "val", "val", 3)  # below the 100 examples the failure rate once needed
     for image in (val / "images").iterdir():
         image.write_bytes(b"not an image")
-    args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={train}",
-            f"--data.init_args.val={val}", f"--data.init_args.num_workers={workers}", "--data.init_args.batch_size=4",
-            "--data.init_args.vocab_size=300", "--data.init_args.truncate=true",
-            "--trainer.max_steps=4", "--trainer.val_check_interval=2",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/pairs.yaml"),
+        *TINY_MODEL,
+        f"--data.init_args.train={train}",
+        f"--data.init_args.val={val}",
+        f"--data.init_args.num_workers={workers}",
+        "--data.init_args.batch_size=4",
+        "--model.tokenizer.vocab_size=300",
+        "--data.init_args.captions.truncate=true",
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
     assert main(args) == 2
     said = capsys.readouterr().err.strip().splitlines()[-1]  # after the run's "run folder ..." line
     assert said.startswith("captioner: error: 3 of 3 examples could not be read") and "val_000000.png" in said
@@ -173,10 +183,18 @@ def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, 
 
 
 def test_a_training_set_smaller_than_a_batch_is_refused(shapes_folder, tmp_path, capsys):
-    args = ["fit", "--config", str(ROOT / "configs/pairs.yaml"), *TINY_MODEL, f"--data.init_args.train={shapes_folder}",
-            "--data.init_args.val_fraction=0.25", "--data.init_args.num_workers=0", "--data.init_args.vocab_size=300",
-            "--data.init_args.truncate=true",
-            f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}"]  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/pairs.yaml"),
+        *TINY_MODEL,
+        f"--data.init_args.train={shapes_folder}",
+        "--data.init_args.split.val_fraction=0.25",
+        "--data.init_args.num_workers=0",
+        "--model.tokenizer.vocab_size=300",
+        "--data.init_args.captions.truncate=true",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+    ]
     assert main(args) == 2  # 9 training images, batch_size 32: the dropped last batch was the whole epoch
     assert "9 training examples make no whole batch of data.init_args.batch_size=32" in one_line_error(capsys)
     assert not list((tmp_path / "runs").glob("*/version_*/model"))

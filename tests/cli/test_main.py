@@ -90,9 +90,18 @@ def test_unknown_command(capsys):
 def test_demo_trains_evaluates_and_ends_with_the_plots(tmp_path, capsys):
     from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
 
-    args = ["demo", "--config", str(ROOT / "configs/shapes.yaml"), "--test-count", "4", *TINY_MODEL,
-            *TINY_SHAPES_DATA, "--trainer.max_steps=4", "--trainer.val_check_interval=4",
-            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    args = [
+        "demo",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        "--test-count",
+        "4",
+        *TINY_MODEL,
+        *TINY_SHAPES_DATA,
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=4",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     assert main(args) == 0
     run = tmp_path / "shapes/version_0"
     assert {"curves.png", "loss.png"} <= {p.name for p in (run / "plots").iterdir()}

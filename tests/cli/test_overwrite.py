@@ -15,8 +15,9 @@ from tests.cli.test_errors import one_line_error
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -123,8 +124,12 @@ def test_shapes_overwrite_never_replaces_a_folder_it_did_not_write(tmp_path, cap
 def test_fit_never_exports_over_the_package_it_starts_from(package):
     from captioner.train.callbacks import ExportModelPackage
 
-    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(package.parent), default_root_dir=".",
-                              datamodule=SimpleNamespace(describe=dict))  # fmt: skip
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        log_dir=str(package.parent),
+        default_root_dir=".",
+        datamodule=SimpleNamespace(describe=dict),
+    )
     module = SimpleNamespace(hparams={"init_from": str(package)})
     with pytest.raises(OutputError, match="ExportModelPackage dirpath .* is the input"):
         ExportModelPackage(dirpath=str(package), overwrite=True).on_fit_start(trainer, module)
@@ -138,8 +143,12 @@ def test_fit_never_exports_over_shards_read_by_a_pattern_or_the_data_root(tmp_pa
     (tmp_path / "images").mkdir()
     data = {"train": str(tmp_path / "shards/{000..009}.tar"), "val": None, "root": str(tmp_path / "images")}
     for rank_zero in (True, False):  # every rank stops, so that none waits for the others under DDP
-        trainer = SimpleNamespace(is_global_zero=rank_zero, log_dir=str(tmp_path), default_root_dir=".",
-                                  datamodule=SimpleNamespace(describe=lambda: data))  # fmt: skip
+        trainer = SimpleNamespace(
+            is_global_zero=rank_zero,
+            log_dir=str(tmp_path),
+            default_root_dir=".",
+            datamodule=SimpleNamespace(describe=lambda: data),
+        )
         for folder in ("shards", "images"):
             with pytest.raises(OutputError, match=f"dirpath {tmp_path / folder} is the input"):
                 ExportModelPackage(dirpath=str(tmp_path / folder), overwrite=True).on_fit_start(

@@ -15,8 +15,9 @@ def test_dry_run_lists_the_package_and_prints_a_card_with_the_report(trained_pac
     assert main(["evaluate", str(trained_package), "--count", "4", "--workers", "0", "--report", str(report)]) == 0
     metrics = json.loads(report.read_text())["metrics"]
     capsys.readouterr()
-    assert main(["push", str(trained_package), "acme/tiny", "--report", str(report), "--license", "mit",
-                 "--dry-run"]) == 0  # fmt: skip
+    assert (
+        main(["push", str(trained_package), "acme/tiny", "--report", str(report), "--license", "mit", "--dry-run"]) == 0
+    )
     out = capsys.readouterr()
     listed = [line.split()[0] for line in out.err.splitlines()[1:]]
     assert listed == ["config.json", "model.safetensors", "tokenizer.json", "training.json", "README.md"]

@@ -11,6 +11,7 @@ from captioner.cli import main
 from captioner.data.collate import CaptionCollator, DecodeFailures
 from captioner.data.examples import PairsDataset
 from captioner.data.pairs import PairsDataModule
+from captioner.data.settings import ImageChecks, Split
 from captioner.data.sources import (
     DataError,
     clean,
@@ -159,7 +160,9 @@ def test_datamodule_checks_before_training(shapes_folder):
     (shapes_folder / "images/train_000005.png").unlink()
     with pytest.raises(DataError, match="1 of 12 image file"):
         PairsDataModule(format="imagefolder", train=str(shapes_folder))
-    dm = PairsDataModule(format="imagefolder", train=str(shapes_folder), drop_missing=True, val_fraction=0.2)
+    dm = PairsDataModule(
+        format="imagefolder", train=str(shapes_folder), images=ImageChecks(drop_missing=True), split=Split(0.2)
+    )
     assert len(dm.pairs()["train"]) + len(dm.pairs()["val"]) == 11 and dm.pairs()["val"]
 
 
@@ -205,4 +208,4 @@ def test_shards_hold_only_what_decodes_as_an_image(shapes_folder, tmp_path, caps
 @pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
 def test_a_val_fraction_outside_zero_one_names_the_option(fraction, shapes_folder):
     with pytest.raises(DataError, match="val_fraction=.*between 0 and 1"):
-        PairsDataModule(train=str(shapes_folder), val_fraction=fraction)
+        PairsDataModule(train=str(shapes_folder), split=Split(val_fraction=fraction))

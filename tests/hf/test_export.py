@@ -35,7 +35,8 @@ def test_the_folder_holds_what_transformers_reads(exported, trained_package):
         "generation_config.json",
     } <= names
     assert json.loads((exported / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
-        "modeling_captioner.CaptionerForConditionalGeneration")  # fmt: skip
+        "modeling_captioner.CaptionerForConditionalGeneration"
+    )
     package = json.loads((trained_package / "config.json").read_text())
     assert package["encoder_conv_stem"]  # the demo config's conv stem travels (and generate below runs through it)
     assert json.loads((exported / "config.json").read_text())["encoder_conv_stem"] == package["encoder_conv_stem"]

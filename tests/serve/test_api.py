@@ -50,8 +50,24 @@ def test_rows_are_those_of_the_caption_command(client_for, trained_package, tmp_
         (tmp_path / f"scene{i}.png").write_bytes(png(i))
         files.append(tmp_path / f"scene{i}.png")
     out = tmp_path / "rows.jsonl"
-    assert main(["caption", str(trained_package), *map(str, files), "-o", str(out), "--workers", "0",
-                 "--num-beams", "2", "--num-return-sequences", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "caption",
+                str(trained_package),
+                *map(str, files),
+                "-o",
+                str(out),
+                "--workers",
+                "0",
+                "--num-beams",
+                "2",
+                "--num-return-sequences",
+                "2",
+            ]
+        )
+        == 0
+    )
     expected = [json.loads(line) for line in out.read_text().splitlines()]
     for row in expected:
         row["path"] = row["path"].rsplit("/", 1)[-1]
@@ -136,7 +152,7 @@ def test_rows_are_those_of_the_caption_command(client_for, trained_package, tmp_
             413,
             "the upload is 99999999999999999999 bytes",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_input_is_a_4xx_that_says_why_and_the_server_stays_up(client_for, body, limits, status, says):
     client, _ = client_for(**limits)

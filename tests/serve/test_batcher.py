@@ -34,8 +34,10 @@ def test_decoding_options_never_share_a_batch():
     batcher = Batcher(run, max_batch=32, max_wait_s=0.1)
     futures = [batcher.submit(i, options=f"beams={1 + i % 2}") for i in range(10)]
     assert [f.result(timeout=5) for f in futures] == [(i, f"beams={1 + i % 2}") for i in range(10)]
-    assert sorted((sorted(items), opt) for items, opt in batches) == [([0, 2, 4, 6, 8], "beams=1"),
-                                                                     ([1, 3, 5, 7, 9], "beams=2")]  # fmt: skip
+    assert sorted((sorted(items), opt) for items, opt in batches) == [
+        ([0, 2, 4, 6, 8], "beams=1"),
+        ([1, 3, 5, 7, 9], "beams=2"),
+    ]
     batcher.stop()
 
 

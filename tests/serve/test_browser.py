@@ -36,8 +36,10 @@ def server(talking_package):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "captioner", "serve", str(talking_package), "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -25,8 +25,10 @@ def test_caption_n_best_and_one_map_per_word(service, tmp_path):
     assert len(maps) == len(text.split()) and all(im.size == (192, 192) for im, _ in maps)
 
 
-@pytest.mark.parametrize(("name", "data", "says"), [(None, None, "drop or pick an image"),
-                                                     ("notes.png", b"hello", "notes.png: cannot decode")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "data", "says"),
+    [(None, None, "drop or pick an image"), ("notes.png", b"hello", "notes.png: cannot decode")],
+)
 def test_bad_input_is_a_message_on_the_page(service, tmp_path, name, data, says):
     path = None
     if name:

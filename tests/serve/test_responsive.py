@@ -28,8 +28,24 @@ def big_webp() -> bytes:
 @pytest.fixture(scope="module")
 def server(trained_package):
     port = free_port()
-    cmd = [sys.executable, "-m", "captioner", "serve", str(trained_package), "--port", str(port), "--device", "cpu",
-           "--no-page", "--max-request-pixels", "300000000", "--header-timeout", "2", "--timeout", "60"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "captioner",
+        "serve",
+        str(trained_package),
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--no-page",
+        "--max-request-pixels",
+        "300000000",
+        "--header-timeout",
+        "2",
+        "--timeout",
+        "60",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

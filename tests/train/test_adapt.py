@@ -48,17 +48,29 @@ def test_grown_positions_leave_a_caption_that_fitted_as_it_was(tiny_model, token
 def greek_folder(shapes_folder):
     """The 12 shapes images captioned in Greek: under the package's English BPE each caption needs over 40 tokens."""
     rows = [json.loads(line) for line in (shapes_folder / "metadata.jsonl").read_text().splitlines()]
-    lines = [json.dumps({"file_name": r["file_name"], "text": [GREEK[i % 3], GREEK[(i + 1) % 3]]}) for i, r in
-             enumerate(rows)]  # fmt: skip
+    lines = [
+        json.dumps({"file_name": r["file_name"], "text": [GREEK[i % 3], GREEK[(i + 1) % 3]]})
+        for i, r in enumerate(rows)
+    ]
     (shapes_folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return shapes_folder
 
 
 def finetune(package, folder, runs, *extra) -> list[str]:  # noqa: ANN001
-    return ["fit", "--config", str(ROOT / "configs/finetune.yaml"), f"--model.init_from={package}",
-            f"--data.init_args.train={folder}", "--data.init_args.val_fraction=0.25", "--data.init_args.batch_size=4",
-            "--data.init_args.num_workers=0", "--trainer.max_steps=2", "--trainer.val_check_interval=2",
-            f"--trainer.logger.init_args.save_dir={runs}", *extra]  # fmt: skip
+    return [
+        "fit",
+        "--config",
+        str(ROOT / "configs/finetune.yaml"),
+        f"--model.init_from={package}",
+        f"--data.init_args.train={folder}",
+        "--data.init_args.split.val_fraction=0.25",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        *extra,
+    ]
 
 
 def test_captions_that_would_be_cut_are_refused_with_the_numbers_and_the_choices(
@@ -66,16 +78,32 @@ def test_captions_that_would_be_cut_are_refused_with_the_numbers_and_the_choices
 ):
     assert main(finetune(trained_package, greek_folder, tmp_path / "runs")) == 2
     said = one_line_error(capsys)
-    assert "of 18 training captions (100.0%, more than max_truncated=1%) need more than data max_length=40" in said
-    for choice in ("data.init_args.max_length", "model.block_size", "model.extend_vocab", "truncate: true"):
+    assert (
+        "of 18 training captions (100.0%, more than captions.max_truncated=1%) need more than captions.max_length=40"
+        in said
+    )
+    for choice in (
+        "data.init_args.captions.max_length",
+        "model.finetune.block_size",
+        "model.tokenizer.extend",
+        "captions.truncate: true",
+    ):
         assert choice in said
-    assert main(finetune(trained_package, greek_folder, tmp_path / "runs", "--data.init_args.truncate=true")) == 0
+    assert (
+        main(finetune(trained_package, greek_folder, tmp_path / "runs", "--data.init_args.captions.truncate=true")) == 0
+    )
 
 
 def test_extend_vocab_and_block_size_fine_tune_and_export_the_grown_package(trained_package, greek_folder, tmp_path):
     runs = tmp_path / "runs"
-    args = finetune(trained_package, greek_folder, runs, "--model.extend_vocab=64", "--model.block_size=64",
-                    "--data.init_args.max_length=64")  # fmt: skip
+    args = finetune(
+        trained_package,
+        greek_folder,
+        runs,
+        "--model.tokenizer.extend=64",
+        "--model.finetune.block_size=64",
+        "--data.init_args.captions.max_length=64",
+    )
     assert main(args) == 0
     model, tok = Captioner.from_pretrained(next(runs.glob("finetune/version_*/model")))
     _, old = Captioner.from_pretrained(trained_package)

@@ -20,19 +20,36 @@ def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | No
     record = tmp / "ranks"
     override = {
         "trainer": {
-            "accelerator": "cpu", "devices": 2, "strategy": "ddp", "max_steps": STEPS,
-            "limit_val_batches": 1, "val_check_interval": STEPS,
-            "enable_progress_bar": False, "num_sanity_val_steps": 0,
-            "callbacks": [{"class_path": "tests.train.ddp_helper.RecordRank", "init_args": {"out": str(record)}},
-                          {"class_path": "captioner.train.ExportModelPackage"}],
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                       "init_args": {"save_dir": str(tmp / "runs"), "name": "shapes"}},
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "max_steps": STEPS,
+            "limit_val_batches": 1,
+            "val_check_interval": STEPS,
+            "enable_progress_bar": False,
+            "num_sanity_val_steps": 0,
+            "callbacks": [
+                {"class_path": "tests.train.ddp_helper.RecordRank", "init_args": {"out": str(record)}},
+                {"class_path": "captioner.train.ExportModelPackage"},
+            ],
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp / "runs"), "name": "shapes"},
+            },
             **(extra_trainer or {}),
         },
-        "model": {"config": {"encoder_img_size": 32, "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
-                             "n_layer": 1, "n_embd": 32, "n_head": 2}, **(extra_model or {})},
+        "model": {
+            "config": {
+                "encoder_img_size": 32,
+                "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                "n_layer": 1,
+                "n_embd": 32,
+                "n_head": 2,
+            },
+            **(extra_model or {}),
+        },
         "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
-    }  # fmt: skip
+    }
     path = tmp / "override.yaml"
     path.write_text(yaml.safe_dump(override))
     cmd = [sys.executable, "-m", "captioner", "fit", "--config", str(ROOT / "configs/shapes.yaml"), "--config"]

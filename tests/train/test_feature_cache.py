@@ -9,18 +9,25 @@ import lightning as L
 import pytest
 import torch
 
-from captioner.config import CaptionerConfig
+from captioner.data import Captions
 from captioner.data.examples import PairsDataset
 from captioner.data.feature_cache import FAILED, STORED, FeatureCache
 from captioner.data.pairs import Pair
 from captioner.shapes import ShapesDataModule
+from captioner.train import Speed
 from captioner.train.feature_cache import cache_parts
 from captioner.train.module import CaptionerModule
-from tests.helpers import fit, tiny_shapes
+from captioner.train.settings import Finetuning
+from tests.helpers import built, fit, tiny_module, tiny_shapes
 
 # no model summary: its FLOPs count runs one forward pass (the backbone too) on the example input, not a training step
-TRAINER = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0,
-           "enable_model_summary": False}  # fmt: skip
+TRAINER = {
+    "logger": False,
+    "enable_checkpointing": False,
+    "enable_progress_bar": False,
+    "limit_val_batches": 0,
+    "enable_model_summary": False,
+}
 
 
 def _data() -> ShapesDataModule:
@@ -29,10 +36,12 @@ def _data() -> ShapesDataModule:
 
 def _module(cache, dtype: str = "float32", **kw) -> CaptionerModule:  # noqa: ANN001
     torch.manual_seed(0)
-    return CaptionerModule(
-        CaptionerConfig.from_name("tiny"), finetune="freeze_encoder", generate_batches=0, feature_cache=str(cache),
-        feature_cache_dtype=dtype, **kw,
-    )  # fmt: skip
+    return built(
+        tiny_module(
+            finetune=Finetuning(policy="freeze_encoder", **kw),
+            speed=Speed(feature_cache=str(cache), feature_cache_dtype=dtype),
+        )
+    )
 
 
 def _count_backbone_calls(module: CaptionerModule) -> list[int]:
@@ -94,7 +103,7 @@ def test_any_key_part_change_invalidates(tmp_path):
         FeatureCache.location(tmp_path, cache_parts(module, data, data.datasets["train"], "float32", "32-true"))
     )
     other = _data()  # another transform
-    other.connect(replace(module.model.preprocessing, interpolation="bilinear"))
+    other.connect(module.tokenizer, replace(module.model.preprocessing, interpolation="bilinear"))
     locations.add(FeatureCache.location(tmp_path, {**base, "transform": repr(other.transform)}))
     bigger = ShapesDataModule(train_size=25).make_dataset("train", data.transform, True)  # other data
     locations.add(FeatureCache.location(tmp_path, {**base, "data": bigger.cache_fingerprint()}))
@@ -146,16 +155,17 @@ def test_cached_loss_equals_online_loss(tmp_path, dtype, tolerance):
 
 def test_refuses_a_training_encoder_or_augmented_images(tmp_path):
     torch.manual_seed(0)
-    module = CaptionerModule(CaptionerConfig.from_name("tiny"), generate_batches=0, feature_cache=str(tmp_path))
-    with pytest.raises(ValueError, match="finetune=freeze_encoder"):
+    module = tiny_module(speed=Speed(feature_cache=str(tmp_path)))
+    with pytest.raises(ValueError, match="finetune.policy=freeze_encoder"):
         fit(L.Trainer(max_steps=1, **TRAINER, default_root_dir=tmp_path), module, _data())
 
     class Augmented(ShapesDataModule):
         def make_train_transform(self, preprocessing):  # noqa: ANN001, ANN201
             return lambda im: self.transform(im.rotate(5))
 
-    augmented = Augmented(train_size=8, val_size=8, batch_size=8, num_workers=0, vocab_size=300, tokenizer_scenes=50,
-                          max_length=24, truncate=True)  # fmt: skip
+    augmented = Augmented(
+        train_size=8, val_size=8, batch_size=8, num_workers=0, captions=Captions(max_length=24, truncate=True)
+    )
     with pytest.raises(ValueError, match="unaugmented"):
         fit(L.Trainer(max_steps=1, **TRAINER, default_root_dir=tmp_path), _module(tmp_path), augmented)
 

@@ -9,9 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from captioner.cli import main
 from captioner.config import CaptionerConfig
 from captioner.flops import step_flops
-from captioner.train import CaptionerModule, TrainingThroughput
+from captioner.train import TrainingThroughput
 from tests.cli.test_errors import one_line_error
-from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit, fit_shapes_package, tiny_shapes
+from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit, fit_shapes_package, tiny_module, tiny_shapes
 
 
 def test_fit_logs_scalars_and_figures_to_tensorboard_and_plots_the_run(tmp_path, capsys):
@@ -41,12 +41,20 @@ def test_fit_logs_scalars_and_figures_to_tensorboard_and_plots_the_run(tmp_path,
 
 def test_throughput_is_logged_with_the_projects_flops(tmp_path):
     config = CaptionerConfig.from_name("tiny")
-    module = CaptionerModule(config, generate_batches=0)
+    module = tiny_module(config)
     data = tiny_shapes(48)
     throughput = TrainingThroughput(window_size=2)
     logger = L.pytorch.loggers.CSVLogger(tmp_path, name="run")
-    trainer = L.Trainer(max_steps=6, limit_val_batches=0, log_every_n_steps=1, logger=logger, callbacks=[throughput],
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=6,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        logger=logger,
+        callbacks=[throughput],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     fit(trainer, module, data)
     rows = list(csv.DictReader(open(tmp_path / "run/version_0/metrics.csv")))
     images_s = [float(r["train/device/samples_per_sec"]) for r in rows if r.get("train/device/samples_per_sec")]

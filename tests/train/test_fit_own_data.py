@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from captioner.cli import main
-from tests.helpers import FORMATS, ROOT, TINY_MODEL, own_data_args
+from captioner.train import Finetuning
+from tests.helpers import FORMATS, ROOT, TINY_MODEL, built, own_data_args
 
 
 def fit(config: str, runs: Path, *extra: str) -> Path:
@@ -30,16 +31,22 @@ def fit(config: str, runs: Path, *extra: str) -> Path:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_fit_each_format(fmt, shapes_folder, tmp_path):
     data = own_data_args(fmt, shapes_folder, tmp_path)
-    fit("configs/pairs.yaml", tmp_path / "runs", *TINY_MODEL, *data, "--data.init_args.vocab_size=300")
+    fit("configs/pairs.yaml", tmp_path / "runs", *TINY_MODEL, *data, "--model.tokenizer.vocab_size=300")
 
 
 @pytest.mark.slow  # a ViT-B/16: about 8 s, kept out of the fast set
 def test_the_coco_recipe_trains_offline(shapes_folder, gpt2_dir, tmp_path):
     """configs/coco_vit_gpt2.yaml as written (CLIP ViT-B/16 at 224 px, a GPT-2 decoder, gated cross-attention,
     frozen first epoch), on the CPU with random weights: a local random GPT-2 for the hub's, no timm download."""
-    offline = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
-               "--trainer.precision=32-true", "--model.config.encoder_pretrained=false",
-               f"--model.config.decoder_init_from={gpt2_dir}", "--data.init_args.batch_size=2"]  # fmt: skip
+    offline = [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+        "--model.config.encoder_pretrained=false",
+        f"--model.config.decoder_init_from={gpt2_dir}",
+        "--data.init_args.batch_size=2",
+    ]
     data = own_data_args("karpathy", shapes_folder, tmp_path)
     package = fit("configs/coco_vit_gpt2.yaml", tmp_path / "runs", *offline, *data)
     config = json.loads((package / "config.json").read_text())
@@ -58,9 +65,9 @@ def test_finetune_keeps_tokenizer_and_freezes(policy, trained_package, shapes_fo
         tmp_path / "runs",
         f"--model.init_from={trained_package}",
         f"--data.init_args.train={shapes_folder}",
-        f"--model.finetune={policy}",
-        "--model.lr=0.01",
-        "--data.init_args.val_fraction=0.25",
+        f"--model.finetune.policy={policy}",
+        "--model.optimizer.lr=0.01",
+        "--data.init_args.split.val_fraction=0.25",
     )
     assert (out / "tokenizer.json").read_text() == (trained_package / "tokenizer.json").read_text()
     before, after = load_file(trained_package / "model.safetensors"), load_file(out / "model.safetensors")
@@ -74,8 +81,13 @@ def test_finetune_keeps_tokenizer_and_freezes(policy, trained_package, shapes_fo
 
 
 def test_finetune_needs_a_package(tmp_path, shapes_folder, capsys):
-    args = ["fit", "--config", str(ROOT / "configs/finetune.yaml"), f"--model.init_from={tmp_path}",
-            f"--data.init_args.train={shapes_folder}"]  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/finetune.yaml"),
+        f"--model.init_from={tmp_path}",
+        f"--data.init_args.train={shapes_folder}",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("captioner: error:") and "not a model package" in err and "\n" not in err
@@ -108,7 +120,7 @@ def test_finetuning_reinitialises_never_trained_token_embeddings(trained_package
 
     used = json.loads((trained_package / "training.json").read_text())["used_token_ids"]
     base, _ = Captioner.from_pretrained(trained_package)
-    module = CaptionerModule(init_from=str(trained_package))
+    module = built(CaptionerModule(init_from=str(trained_package)))
     before, after = base.decoder.wte.weight, module.model.decoder.wte.weight
     unused = [i for i in range(before.size(0)) if i not in set(used)]
     assert used and unused
@@ -116,5 +128,5 @@ def test_finetuning_reinitialises_never_trained_token_embeddings(trained_package
     assert not torch.equal(before[unused], after[unused])
     known = before[used]
     assert (after[unused].std(0) - known.std(0)).abs().mean() < 0.5 * known.std(0).mean()  # on the known rows' scale
-    kept = CaptionerModule(init_from=str(trained_package), reinit_unused_tokens=False)
+    kept = built(CaptionerModule(init_from=str(trained_package), finetune=Finetuning(reinit_unused_tokens=False)))
     assert torch.equal(kept.model.decoder.wte.weight, before)

@@ -4,14 +4,14 @@ import lightning as L
 import pytest
 import torch
 
-from captioner.config import CaptionerConfig
-from captioner.train.module import CaptionerModule
-from tests.helpers import fit, tiny_shapes
+from captioner.train import Optimizer, connect
+from tests.helpers import fit, tiny_module, tiny_shapes
 
 
 def setup(max_nonfinite: int, nan_steps: set[int]):
-    module = CaptionerModule(CaptionerConfig.from_name("tiny"), generate_batches=0, max_nonfinite_steps=max_nonfinite)
+    module = tiny_module(optimizer=Optimizer(max_nonfinite_steps=max_nonfinite))
     data = tiny_shapes(64)
+    connect(module, data)
     real_loss = module.model.loss
     calls = {"n": 0}
 
@@ -25,8 +25,14 @@ def setup(max_nonfinite: int, nan_steps: set[int]):
 
 
 def trainer(tmp_path, steps: int) -> L.Trainer:
-    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     limit_val_batches=0, default_root_dir=tmp_path)  # fmt: skip
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
 
 
 def test_nan_step_is_skipped_and_counted(tmp_path):
@@ -48,7 +54,7 @@ def test_nan_step_is_skipped_and_counted(tmp_path):
 
 def test_stream_of_nans_stops_with_a_message(tmp_path):
     module, data = setup(max_nonfinite=3, nan_steps=set(range(2, 100)))
-    with pytest.raises(FloatingPointError, match=r"not finite for 3 steps in a row.*learning rate.*lower model.lr"):
+    with pytest.raises(FloatingPointError, match=r"not finite for 3 steps in a row.*learning rate.*lower optimizer.lr"):
         fit(trainer(tmp_path, 10), module, data)
 
 
@@ -72,7 +78,7 @@ def test_crafted_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys)
         str(ROOT / "configs/shapes.yaml"),
         f"--ckpt_path={tmp_path / 'last.ckpt'}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
-        "--data.init_args.tokenizer_scenes=50",
+        "--model.tokenizer.train_captions=200",
     ]
     assert main(args) == 2
     assert "refused" in capsys.readouterr().err and not marker.exists()
@@ -85,10 +91,20 @@ def test_resume_from_our_own_checkpoint_loads_weights_only(trained_package, tmp_
     ckpt = next(trained_package.parent.glob("checkpoints/last.ckpt"))
     loaded = torch.load(ckpt, weights_only=True)  # no arbitrary unpickling needed
     assert loaded["global_step"] == 4
-    args = ["fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY_MODEL, f"--ckpt_path={ckpt}",
-            "--data.init_args.train_size=64", "--data.init_args.val_size=16", "--data.init_args.batch_size=8",
-            "--data.init_args.tokenizer_scenes=200", "--trainer.max_steps=6", "--trainer.val_check_interval=2",
-            f"--trainer.logger.init_args.save_dir={tmp_path}"]  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        *TINY_MODEL,
+        f"--ckpt_path={ckpt}",
+        "--data.init_args.train_size=64",
+        "--data.init_args.val_size=16",
+        "--data.init_args.batch_size=8",
+        "--model.tokenizer.train_captions=800",
+        "--trainer.max_steps=6",
+        "--trainer.val_check_interval=2",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
     assert main(args) == 0
     resumed = torch.load(next(tmp_path.glob("shapes/version_*/checkpoints/last.ckpt")), weights_only=True)
     assert resumed["global_step"] == 6

@@ -12,9 +12,9 @@ from captioner.config import CaptionerConfig
 from captioner.encoder import ImageEncoder
 from captioner.gpt2 import gpt2_config
 from captioner.model import Captioner
-from captioner.train.module import CaptionerModule
+from captioner.train import Finetuning, connect
 from captioner.train.optim import parameter_groups
-from tests.helpers import fit, tiny_shapes
+from tests.helpers import fit, tiny_module, tiny_shapes
 
 
 def test_gated_gpt2_decoder_equals_gpt2_then_opens(gpt2_dir, images):
@@ -52,7 +52,7 @@ def test_fit_with_gpt2_decoder_uses_its_tokenizer(gpt2_dir, tmp_path):
         "--model.config.encoder_img_size=32",
         "--model.config.encoder_kwargs={embed_dim: 32, depth: 1, num_heads: 2}",
         "--data.init_args.train_size=16",
-        "--data.init_args.truncate=true",  # the test GPT-2's tokenizer is the tiny shapes BPE
+        "--data.init_args.captions.truncate=true",  # the test GPT-2's tokenizer is the tiny shapes BPE
         "--data.init_args.val_size=8",
         "--data.init_args.batch_size=8",
         "--trainer.max_steps=2",
@@ -88,8 +88,9 @@ def test_unknown_encoder_suggests_close_names():
 
 def test_encoder_frozen_for_the_first_epoch(tmp_path):
     config = CaptionerConfig.from_name("tiny")
-    module = CaptionerModule(config, encoder_frozen_epochs=1, generate_batches=0)
+    module = tiny_module(config, finetune=Finetuning(encoder_frozen_epochs=1))
     data = tiny_shapes(16)
+    connect(module, data)
     start = {k: v.clone() for k, v in module.model.state_dict().items()}
 
     def changed() -> set[str]:

@@ -17,24 +17,41 @@ STEPS = 12  # 8 batches an epoch: the kill lands mid-epoch and the run crosses a
 
 
 def run_fit(tmp: Path, runs: Path, kill: tuple[int, int] | None = None, resume: bool = False) -> int:
-    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                  "init_args": {"every_n_train_steps": 2, "save_last": True}},
-                 {"class_path": "captioner.train.PreemptionCheckpoint"}]  # fmt: skip
+    callbacks = [
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"every_n_train_steps": 2, "save_last": True},
+        },
+        {"class_path": "captioner.train.PreemptionCheckpoint"},
+    ]
     if kill:
         callbacks.append(
             {"class_path": "tests.train.kill_helper.KillAt", "init_args": {"step": kill[0], "signal": int(kill[1])}}
         )
     override = {
         "trainer": {
-            "max_steps": STEPS, "limit_val_batches": 0, "log_every_n_steps": 1, "deterministic": True,
-            "enable_progress_bar": False, "callbacks": callbacks,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                       "init_args": {"save_dir": str(runs), "name": "shapes", "flush_logs_every_n_steps": 1}},
+            "max_steps": STEPS,
+            "limit_val_batches": 0,
+            "log_every_n_steps": 1,
+            "deterministic": True,
+            "enable_progress_bar": False,
+            "callbacks": callbacks,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(runs), "name": "shapes", "flush_logs_every_n_steps": 1},
+            },
         },
-        "model": {"config": {"encoder_img_size": 32, "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
-                             "n_layer": 1, "n_embd": 32, "n_head": 2}},
+        "model": {
+            "config": {
+                "encoder_img_size": 32,
+                "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                "n_layer": 1,
+                "n_embd": 32,
+                "n_head": 2,
+            }
+        },
         "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
-    }  # fmt: skip
+    }
     path = tmp / f"override_{len(list(tmp.glob('override_*')))}.yaml"
     path.write_text(yaml.safe_dump(override))
     cmd = [
@@ -98,11 +115,28 @@ def fit_demo_config(tmp: Path, runs: Path, extra: list[str]) -> int:
     a small encoder and a few steps; `extra` flags go last."""
     from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
 
-    steps = [f"--trainer.max_steps={STEPS}", "--trainer.val_check_interval=6", "--trainer.limit_val_batches=1",
-             "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false", "--trainer.deterministic=true",
-             f"--trainer.logger.init_args.save_dir={runs}", "--model.generate_batches=1"]  # fmt: skip
-    cmd = [sys.executable, "-m", "captioner", "fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY_MODEL,
-           *TINY_SHAPES_DATA, *steps, *extra]  # fmt: skip
+    steps = [
+        f"--trainer.max_steps={STEPS}",
+        "--trainer.val_check_interval=6",
+        "--trainer.limit_val_batches=1",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.deterministic=true",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        "--model.validation.generate_batches=1",
+    ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "captioner",
+        "fit",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        *TINY_MODEL,
+        *TINY_SHAPES_DATA,
+        *steps,
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300).returncode
 
@@ -127,8 +161,11 @@ def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights
     """Black box, with the shipped config's own callbacks (throughput, figures, export, ...) and its conv stem:
     nothing that measures the model may move its state, BatchNorm's running statistics included."""
     runs = tmp_path / "runs"
-    kill = ["--trainer.callbacks+=tests.train.kill_helper.KillAt", f"--trainer.callbacks.step={stop}",
-            f"--trainer.callbacks.signal={int(signal.SIGTERM)}"]  # fmt: skip
+    kill = [
+        "--trainer.callbacks+=tests.train.kill_helper.KillAt",
+        f"--trainer.callbacks.step={stop}",
+        f"--trainer.callbacks.signal={int(signal.SIGTERM)}",
+    ]
     assert fit_demo_config(tmp_path, runs, kill) == 0  # SIGTERM: last.ckpt saved, a clean exit, no package
     assert not list(runs.glob("shapes/version_*/model"))
     assert fit_demo_config(tmp_path, runs, ["--ckpt_path=last"]) == 0

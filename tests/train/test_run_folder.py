@@ -16,15 +16,23 @@ from tests.helpers import ROOT, TINY_MODEL, TINY_SHAPES_DATA
 
 def fit_args(runs: Path, steps: int, *extra: str) -> list[str]:
     return [
-        "fit", "--config", str(ROOT / "configs/shapes.yaml"), *TINY_MODEL, *TINY_SHAPES_DATA,
-        f"--trainer.max_steps={steps}", "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=1",
-        f"--trainer.logger.init_args.save_dir={runs}", *extra,
-    ]  # fmt: skip
+        "fit",
+        "--config",
+        str(ROOT / "configs/shapes.yaml"),
+        *TINY_MODEL,
+        *TINY_SHAPES_DATA,
+        f"--trainer.max_steps={steps}",
+        "--trainer.val_check_interval=4",
+        "--trainer.log_every_n_steps=1",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        *extra,
+    ]
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")
-            if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def logged_steps(path: Path) -> set[int]:
@@ -100,6 +108,6 @@ def test_the_training_bar_counts_steps_of_max_steps_also_after_a_resume(tmp_path
 def test_the_model_summary_counts_flops(tiny_config):
     from lightning.pytorch.utilities.model_summary import summarize
 
-    from captioner.train import CaptionerModule
+    from tests.helpers import built, tiny_module
 
-    assert summarize(CaptionerModule(tiny_config)).total_flops > 0
+    assert summarize(built(tiny_module(tiny_config))).total_flops > 0

@@ -63,12 +63,20 @@ def test_a_short_scst_run_from_a_package(trained_package, tmp_path, baseline):
     from tests.helpers import ROOT
 
     args = [
-        "fit", "--config", str(ROOT / "configs/scst.yaml"), f"--model.init_from={trained_package}",
-        f"--model.scst.baseline={baseline}", "--model.scst.samples=3", "--model.scst.reference_images=100",
-        "--trainer.max_steps=4", "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=1",
-        "--data.init_args.batch_size=4", "--data.init_args.val_size=8",
+        "fit",
+        "--config",
+        str(ROOT / "configs/scst.yaml"),
+        f"--model.init_from={trained_package}",
+        f"--model.scst.baseline={baseline}",
+        "--model.scst.samples=3",
+        "--model.scst.reference_images=100",
+        "--trainer.max_steps=4",
+        "--trainer.val_check_interval=4",
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.val_size=8",
         f"--trainer.logger.init_args.save_dir={tmp_path}",
-    ]  # fmt: skip
+    ]
     assert main(args) == 0
     (run,) = tmp_path.glob("scst/version_*")
     rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train/scst_reward")]

@@ -6,9 +6,8 @@ import lightning as L
 import pytest
 import torch
 
-from captioner.config import CaptionerConfig
-from captioner.train.module import CaptionerModule
-from tests.helpers import fit, tiny_shapes
+from captioner.train import Speed
+from tests.helpers import built, fit, tiny_module, tiny_shapes
 
 
 @pytest.mark.slow  # torch.compile of a training step: about 8 s
@@ -20,9 +19,7 @@ def test_compiled_training_pads_to_fixed_length_compiles_once_and_matches_eager(
     data = tiny_shapes(32)
     torch.manual_seed(0)
     # aot_eager: the same dynamo graph capture and AOT autograd as the default inductor, without C++ builds
-    module = CaptionerModule(
-        CaptionerConfig.from_name("tiny"), generate_batches=0, compile=True, compile_options={"backend": "aot_eager"}
-    )
+    module = tiny_module(speed=Speed(compile=True, compile_options={"backend": "aot_eager"}))
     kw = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "limit_val_batches": 0}
     fit(L.Trainer(max_steps=4, default_root_dir=tmp_path, **kw), module, data)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # 4 steps, captions of several lengths
@@ -38,7 +35,7 @@ def test_compiled_training_pads_to_fixed_length_compiles_once_and_matches_eager(
 def test_fused_adamw_gradients_are_clipped_by_the_module():
     """Lightning refuses to clip for fused optimizers; without a loss scaler the module clips them itself."""
     torch.manual_seed(0)
-    module = CaptionerModule(CaptionerConfig.from_name("tiny"))
+    module = built(tiny_module())
     params = [p for p in module.model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.randn_like(p) * 10

@@ -1,0 +1,112 @@
+"""The groups of `CaptionerModule`'s arguments: what each YAML section under `model:` holds (LightningCLI reads
+dataclasses as nested options: `model.optimizer.lr`, `--model.tokenizer.extend 64`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from captioner.generate import GenerationConfig
+
+
+@dataclass
+class TokenizerSource:
+    """Where the tokenizer of a run comes from, resolved once (`train.vocabulary.resolve_tokenizer`) before the
+    model is built; the model's `config.vocab_size` is always the resolved tokenizer's size.
+
+    Args:
+        path: a tokenizer to use as it is: a `tokenizer.json` file, or a Hugging Face tokenizer (Hub name or
+            folder). Unset, the start decides: the package's own tokenizer (`init_from`), the language model's
+            (`config.decoder_init_from`), or else a byte-level BPE trained on the training captions.
+        vocab_size: the size of the BPE trained on the training captions (at most; a small corpus gives fewer).
+        train_captions: the first N training captions that BPE learns from.
+        extend: add up to this many tokens learned from the training captions to a package's or a language
+            model's tokenizer (fine-tuning on words it splits into many pieces); each new token's embedding starts
+            as the mean of its pieces'.
+    """
+
+    path: str | None = None
+    vocab_size: int = 4096
+    train_captions: int = 100_000
+    extend: int = 0
+
+
+@dataclass
+class Optimizer:
+    """AdamW with linear warm-up and a cosine decay (`train.optim`).
+
+    Args:
+        lr: peak learning rate after `warmup_steps`, decayed by cosine to `lr * min_lr_ratio`.
+        encoder_lr_mult: the timm backbone's learning rate is `lr * encoder_lr_mult`.
+        encoder_layer_decay: layer-wise learning-rate decay in the backbone (timm's `param_groups_layer_decay`):
+            the top block learns at the backbone rate, each block below at `decay` times the one above; 1.0 is off.
+        max_nonfinite_steps: steps whose loss is NaN or infinite are skipped and counted; this many in a row stop.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    encoder_lr_mult: float = 1.0
+    encoder_layer_decay: float = 1.0
+    max_nonfinite_steps: int = 10
+
+
+@dataclass
+class Finetuning:
+    """Which parameters train, and how a start package is adapted.
+
+    Args:
+        policy: `full`; `freeze_encoder` (the timm backbone is frozen, its projection trains); `cross_attention`
+            (only the cross-attention layers and every LayerNorm train).
+        encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
+        reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
+            training captions never used (see `train.build.reinit_unused_embeddings`).
+        block_size: grow the package's positions to this many tokens (raise `data.captions.max_length` with it).
+    """
+
+    policy: Literal["full", "freeze_encoder", "cross_attention"] = "full"
+    encoder_frozen_epochs: int = 0
+    reinit_unused_tokens: bool = True
+    block_size: int | None = None
+
+
+@dataclass
+class Validation:
+    """What validation and test report besides the loss.
+
+    Args:
+        generate_batches: validation/test batches to caption for caption metrics and samples (-1: all).
+        num_samples: sample captions shown and logged each validation.
+        caption_metrics_every_n_epochs: every N epochs, validation scores the captions of its `generate_batches`
+            subset with BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap), logged as `val/CIDEr-D` etc., so
+            that `ModelCheckpoint(monitor="val/CIDEr-D", mode="max")` keeps the best model; 0 is off.
+        generation: decoding options for validation/test/predict captions (default greedy).
+    """
+
+    generate_batches: int = 2
+    num_samples: int = 4
+    caption_metrics_every_n_epochs: int = 0
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class Speed:
+    """Options that change how fast a step runs, not what it computes.
+
+    Args:
+        feature_cache: a folder for the frozen encoder's patch tokens of every training image
+            (`train.feature_cache`).
+        compile: torch.compile the training loss (captions padded to `data.captions.max_length`: one graph).
+        tf32: TF32 matrix products on CUDA.
+    """
+
+    feature_cache: str | None = None
+    feature_cache_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    compile: bool = False
+    compile_options: dict[str, Any] | None = None
+    tf32: bool = True
+
+
+SETTINGS = (TokenizerSource, Optimizer, Finetuning, Validation, Speed)

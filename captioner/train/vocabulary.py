@@ -1,0 +1,52 @@
+"""The tokenizer of a run, resolved once, before the model is built (litgpt resolves it from the checkpoint and
+hands it down): the model is sized from it and the data receives it in `connect`; the data never decides it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from captioner.config import CaptionerConfig
+from captioner.model import TOKENIZER_FILE
+from captioner.tokenizer import CaptionTokenizer
+from captioner.train.settings import TokenizerSource
+
+
+def resolve_tokenizer(
+    source: TokenizerSource,
+    package: Path | None,
+    config: CaptionerConfig | None,
+    training_texts: Callable[[], Iterable[str]],
+) -> CaptionTokenizer:
+    """The one tokenizer of a run: `source.path` as it is; else the start package's own (`package`); else the
+    pretrained language model's (`config.decoder_init_from`); else a byte-level BPE of `source.vocab_size` tokens
+    trained on the first `source.train_captions` of `training_texts()`. A loaded tokenizer is then extended by up
+    to `source.extend` tokens learned from those captions."""
+
+    def texts() -> Iterable[str]:
+        return itertools.islice(training_texts(), source.train_captions)
+
+    if source.path and package is not None:
+        raise ValueError(
+            f"tokenizer.path={source.path} and init_from={package}: a package brings its own tokenizer, which its "
+            "embeddings were trained for; unset tokenizer.path (tokenizer.extend adds tokens to it)"
+        )
+    if source.path:
+        path = Path(source.path)
+        loaded = CaptionTokenizer.load(path) if path.suffix == ".json" else CaptionTokenizer.from_hf(source.path)
+    elif package is not None:
+        file = package / TOKENIZER_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"init_from={package} is not a model package: {file} is missing")
+        loaded = CaptionTokenizer.load(file)
+    elif config is not None and config.decoder_init_from:
+        loaded = CaptionTokenizer.from_hf(config.decoder_init_from)
+    elif source.extend:
+        raise ValueError(
+            f"tokenizer.extend={source.extend} adds tokens to a package's or a language model's tokenizer (init_from, "
+            "config.decoder_init_from); the tokenizer trained on these captions has their words already: unset extend"
+        )
+    else:
+        return CaptionTokenizer.train(texts(), vocab_size=source.vocab_size)
+    return loaded.extend(texts(), source.extend) if source.extend else loaded
