@@ -1,5 +1,6 @@
 """The benchmarks stay runnable (their numbers are printed, never asserted): each one answers --help, and every
-place that lists them (the script's table, its help, the package docstring, the README) names the same set."""
+place that lists them (the script's table, its help, the package docstring, the docs' layout and commands) names
+the same set."""
 
 import importlib
 import re
@@ -25,12 +26,12 @@ def test_each_benchmark_answers_help(name, capsys):
     assert exit_.value.code == 0 and f"benchmark.py {name}" in capsys.readouterr().out
 
 
-def test_the_readme_layout_and_the_docstrings_name_every_benchmark():
-    readme = (ROOT / "README.md").read_text()
-    (layout,) = re.findall(r"^benchmarks/ +(.*)$", readme, flags=re.M)
+def test_the_docs_and_the_docstrings_name_every_benchmark():
+    (layout,) = re.findall(r"^benchmarks/ +(.*)$", (ROOT / "docs/DEVELOPMENT.md").read_text(), flags=re.M)
+    commands = (ROOT / "docs/BENCHMARKS.md").read_text()
     listed = {
-        "README layout": set(re.findall(r"\w+", layout.split("(")[0])),
-        "README commands": set(re.findall(r"scripts/benchmark\.py (\w+)", readme)),
+        "docs/DEVELOPMENT.md layout": set(re.findall(r"\w+", layout.split("(")[0])),
+        "docs/BENCHMARKS.md commands": set(re.findall(r"scripts/benchmark\.py (\w+)", commands)),
         "benchmarks/__init__.py": set(re.findall(r"\w+", importlib.import_module("benchmarks").__doc__.split(":")[-1])),
         "scripts/benchmark.py usage": set(
             re.search(
