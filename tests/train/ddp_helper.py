@@ -24,7 +24,7 @@ class RecordRank(Callback):
             "seen": self.seen,
             "weights": h.hexdigest(),
             "steps": trainer.global_step,
-            "cached": pl_module.feature_cache is not None,
+            "cached": pl_module.speed.feature_cache is not None,
         }
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

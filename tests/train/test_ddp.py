@@ -46,9 +46,10 @@ def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | No
                 "n_embd": 32,
                 "n_head": 2,
             },
+            "tokenizer": {"train_captions": 800},
             **(extra_model or {}),
         },
-        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
+        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0}},
     }
     path = tmp / "override.yaml"
     path.write_text(yaml.safe_dump(override))
@@ -69,7 +70,11 @@ def test_two_process_ddp(tmp_path, mode):
     """scst_bf16: self-critical training from the feature cache of a frozen encoder, in bf16-mixed (each rank
     fits the same CIDEr-D document frequencies from the training references)."""
     cached = mode != "online"
-    extra = {"finetune": "freeze_encoder", "feature_cache": str(tmp_path / "cache")} if cached else None
+    extra = (
+        {"finetune": {"policy": "freeze_encoder"}, "speed": {"feature_cache": str(tmp_path / "cache")}}
+        if cached
+        else None
+    )
     trainer = None
     if mode == "scst_bf16":
         extra = {**extra, "scst": {"samples": 3, "reference_images": 100, "max_new_tokens": 12}}

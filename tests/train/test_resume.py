@@ -48,9 +48,10 @@ def run_fit(tmp: Path, runs: Path, kill: tuple[int, int] | None = None, resume: 
                 "n_layer": 1,
                 "n_embd": 32,
                 "n_head": 2,
-            }
+            },
+            "tokenizer": {"train_captions": 800},
         },
-        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0, "tokenizer_scenes": 200}},
+        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0}},
     }
     path = tmp / f"override_{len(list(tmp.glob('override_*')))}.yaml"
     path.write_text(yaml.safe_dump(override))
