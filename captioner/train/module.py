@@ -196,3 +196,9 @@ class CaptionerModule(L.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:  # fmt: skip
         clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def provenance(self) -> dict[str, Any]:
+        """How this run makes its package, for its training.json: objective, start package, optimiser settings."""
+        from captioner.train.provenance import provenance
+
+        return provenance(self.hparams, self.self_critical)
