@@ -1,24 +1,25 @@
 """A model package's Hub model card: huggingface_hub's metadata (library, task, tags, metrics as a model-index)
-above how to use the model and how it was trained, read from the package's own config.json and training.json."""
+above how to use the model and how it was trained (objective, start package, optimiser, data), read from the
+package's own config.json and training.json (`captioner.package`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from captioner.config import CaptionerConfig
+from captioner.package import TRAINING_FILE, Origin, TrainingInfo, read_config, read_training
 
 TASK = "image-to-text"
 
 
 def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None, license: str | None = None) -> str:
     """The README.md the Hub shows for `package` pushed as `repo_id`; `report` is an `evaluate --report`."""
-    config = CaptionerConfig.load(package / "config.json")
-    training = _read_json(package / "training.json") or {}
-    data = training.get("data", {})
+    config = read_config(package)
+    training = read_training(package)
+    start = training.started_from if training else None
     results = _eval_results(report) if report else None
     card_data = ModelCardData(
         library_name="captioner",
@@ -27,9 +28,7 @@ def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None
         license=license,
         model_name=repo_id,
         eval_results=results,
-        base_model=config.decoder_init_from
-        if config.decoder_init_from and "/" not in config.decoder_init_from
-        else None,
+        base_model=_base_model(start, config.decoder_init_from),
     )
     layers = f"{config.n_layer} layer{'s' if config.n_layer > 1 else ''}"
     body = "\n".join([
@@ -56,7 +55,7 @@ def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None
         "",
         "## Training",
         "",
-        *_training_lines(training, data),
+        *_training_lines(training, config),
         "",
         *(_evaluation_lines(report) if report else ["Not evaluated when pushed (`captioner push --report` adds it)."]),
         "",
@@ -64,19 +63,53 @@ def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None
     return ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n\n" + body).content
 
 
-def _training_lines(training: dict[str, Any], data: dict[str, Any]) -> list[str]:
-    if not training:
-        return ["The package records no training.json."]
+def _training_lines(training: TrainingInfo | None, config: CaptionerConfig) -> list[str]:
+    if training is None:
+        return [f"The package records no {TRAINING_FILE}."]
+    data = training.data
     source = data.get("source", "unknown")
     described = ", ".join(f"{k}: {v}" for k, v in data.items() if k != "source")
-    lines = [
-        f"- {training.get('steps', '?')} optimiser steps on `{source}` data" + (f" ({described})" if described else "")
-    ]
+    lines = [f"- {training.steps if training.steps is not None else '?'} optimiser steps on `{source}` data"
+             + (f" ({described})" if described else "")]  # fmt: skip
     if source == "shapes":
         lines.append("- the built-in shapes scenes: drawn on the fly, captions name each object's size, colour and "
                      "shape left to right (`captioner shapes` writes them to disk)")  # fmt: skip
-    lines.append("- training.json in this repo holds the record `captioner fit` wrote")
+    if training.objective is None:  # a package from before these were recorded
+        lines.append("- objective, start and optimiser settings: not recorded (trained by an older captioner)")
+    else:
+        lines += [f"- objective: {_objective(training)}", f"- started from: {_start(training.started_from, config)}"]
+    if training.optimizer:
+        lines.append("- optimiser settings: " + ", ".join(f"{k} {v}" for k, v in training.optimizer.items()))
+    lines.append(f"- {TRAINING_FILE} in this repo holds the record `captioner fit` wrote")
     return lines
+
+
+def _objective(training: TrainingInfo) -> str:
+    o = training.objective
+    if o is None or o.name != "scst":
+        return "cross-entropy (next-token prediction on the reference captions)"
+    return (f"SCST, self-critical sequence training: reward {o.reward}, baseline {o.baseline}, "
+            f"{o.samples} sampled captions per image")  # fmt: skip
+
+
+def _start(origin: Origin | None, config: CaptionerConfig) -> str:
+    if origin is None:
+        parts = [f"timm's pretrained `{config.encoder_name}`"] if config.encoder_pretrained else []
+        parts += [f"GPT-2 `{config.decoder_init_from}` as its decoder"] if config.decoder_init_from else []
+        return "no package: " + (" and ".join(parts) or "random weights")
+    if origin.repo_id:
+        at = f" at revision `{origin.revision}`" if origin.revision else ""
+        commit = f" (commit `{origin.commit}`)" if origin.commit and origin.commit != origin.revision else ""
+        return f"the model package [{origin.repo_id}](https://huggingface.co/{origin.repo_id}){at}{commit}"
+    return f"the model package `{origin.path}`"
+
+
+def _base_model(start: Origin | None, decoder_init_from: str | None) -> str | None:
+    """The Hub model this one was made from: the package it was fine-tuned from, else the GPT-2 its decoder started
+    as (a plain name such as `gpt2`; a path is not)."""
+    if start is not None and start.repo_id:
+        return start.repo_id
+    return decoder_init_from if decoder_init_from and "/" not in decoder_init_from else None
 
 
 def _evaluation_lines(report: dict[str, Any]) -> list[str]:
@@ -109,19 +142,3 @@ def _eval_results(report: dict[str, Any]) -> list[EvalResult]:
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     """The scores of a report (not its counts of images and truncated captions)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k not in ("count", "truncated")}
-
-
-def _hub_name(decoder_init_from: str | None) -> str | None:
-    """The GPT-2 the decoder started from, when it is a Hub name (a local folder is not)."""
-    if decoder_init_from and not Path(decoder_init_from).exists():
-        return decoder_init_from
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{path}: not JSON ({err})") from err

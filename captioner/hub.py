@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
-# what a package holds (captioner.model): the three it needs, and the two it may carry
-PACKAGE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "README.md", "training.json")
+from captioner.package import PACKAGE_FILES, Origin
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$|^[A-Za-z0-9][\w.-]*$")
 
 
@@ -25,9 +26,22 @@ def is_repo_id(name: str) -> bool:
     return bool(REPO_ID.match(name)) and ".." not in name and not Path(name).exists()
 
 
+class Located(NamedTuple):
+    """A model package found: the local `folder` to read, and where it came from (`origin`, for training.json)."""
+
+    folder: Path
+    origin: Origin
+
+
 def resolve_package(name_or_path: str | Path, revision: str | None = None) -> Path:
     """The local folder of a model package: `name_or_path` itself when it is a folder here, else the Hub repo's
     package files, downloaded (or found in the cache) at `revision`. HubError says what went wrong in a line."""
+    return locate_package(name_or_path, revision).folder
+
+
+def locate_package(name_or_path: str | Path, revision: str | None = None) -> Located:
+    """`resolve_package`, with where the package came from: a folder here (a Hugging Face cache snapshot given as a
+    folder is its repo at that commit), or the Hub repo at the revision asked for and the commit downloaded."""
     path = Path(name_or_path)
     name, _, at = str(name_or_path).partition("@")
     if not path.exists() and at and is_repo_id(name):  # org/name@revision
@@ -40,12 +54,13 @@ def resolve_package(name_or_path: str | Path, revision: str | None = None) -> Pa
         if revision is not None:
             what = "a local folder" if path.exists() else "neither a folder here nor a Hub repo id (org/name)"
             raise ValueError(f"--revision {revision}: {name_or_path} is {what}")
-        return path
+        return Located(path, Origin.of(path))
     return _download(name, revision)
 
 
-def _download(repo_id: str, revision: str | None) -> Path:
+def _download(repo_id: str, revision: str | None) -> Located:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import DEFAULT_REVISION
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -76,4 +91,5 @@ def _download(repo_id: str, revision: str | None) -> Path:
         ) from err
     except HfHubHTTPError as err:
         raise HubError(f"{at}: the Hub answered {' '.join(str(err).split())[:200]}") from err
-    return Path(folder)
+    origin = Origin(repo_id=repo_id, revision=revision or DEFAULT_REVISION, commit=Path(folder).name)
+    return Located(Path(folder), origin)  # the snapshot folder is named by its commit

@@ -25,8 +25,6 @@ Transform = Callable[[Image.Image], torch.Tensor]
 log = logging.getLogger(__name__)
 
 CAPTIONING_DEFAULTS = {"crop_pct": 1.0, "crop_mode": "squash"}
-# packages exported before preprocessing was recorded were captioned with timm's config and crop_pct 1.0
-LEGACY_DEFAULTS = {"crop_pct": 1.0, "crop_mode": "center"}
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from captioner.cli import main
-from captioner.hub import is_repo_id, resolve_package
+from captioner.hub import is_repo_id, locate_package, resolve_package
 from captioner.model import Captioner
+from captioner.package import Origin
 from captioner.shapes.scenes import make_scene
 from tests.helpers import hub_cache
 
@@ -48,8 +49,11 @@ def test_from_pretrained_by_repo_id_loads_the_same_model(hub, trained_package):
     assert tok.vocab_size == model.config.vocab_size
     # the tag, the commit and the @revision form name the same snapshot
     for name, revision in (("acme/tiny-shapes", "v1"), ("acme/tiny-shapes", commit), ("acme/tiny-shapes@v1", None)):
-        folder = resolve_package(name, revision)
+        folder, origin = locate_package(name, revision)
         assert folder == cache / "models--acme--tiny-shapes" / "snapshots" / commit
+        assert origin == Origin(repo_id="acme/tiny-shapes", revision=revision or "v1", commit=commit)
+    assert locate_package("acme/tiny-shapes").origin.revision == "main"
+    assert locate_package(trained_package).origin == Origin(path=str(trained_package.resolve()))
 
 
 def test_caption_takes_a_repo_id(hub, trained_package, tmp_path):
@@ -129,3 +133,5 @@ def test_fine_tuning_starts_from_a_repo_id(hub, trained_package, shapes_folder, 
     assert main(args) == 0
     (package,) = runs.glob("*/version_*/model")
     assert (package / "tokenizer.json").read_text() == (trained_package / "tokenizer.json").read_text()
+    started = json.loads((package / "training.json").read_text())["started_from"]  # the snapshot it read
+    assert started == {"repo_id": "acme/tiny-shapes", "revision": hub[1], "commit": hub[1]}

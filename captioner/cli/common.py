@@ -38,9 +38,11 @@ def positive(text: str) -> int:
 
 def add_package_args(parser: argparse.ArgumentParser) -> None:
     """The model package a command uses: a folder or a Hub repo id, and the Hub revision."""
+    from captioner.package import REQUIRED_FILES
+
     parser.add_argument("model_dir", metavar="MODEL",
-                        help="model package: a folder (config.json, model.safetensors, tokenizer.json) or a Hub "
-                        "repo id (org/name; downloaded once into the Hugging Face cache)")  # fmt: skip
+                        help=f"model package: a folder ({', '.join(REQUIRED_FILES)}) or a Hub repo id (org/name; "
+                        "downloaded once into the Hugging Face cache)")  # fmt: skip
     parser.add_argument("--revision", help="with a Hub repo id: its branch, tag or commit (default: main)")
 
 

@@ -22,6 +22,7 @@ from captioner.cli.common import (
 )
 from captioner.data.sources import FORMATS, clean
 from captioner.hub import resolve_package
+from captioner.package import TRAINING_FILE, read_training
 
 if TYPE_CHECKING:
     from captioner.generate import GenerationConfig
@@ -39,7 +40,7 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     add_package_args(parser)
     add_source_args(parser, ["shapes", *FORMATS], default="shapes", split="test")
     parser.add_argument("--count", type=positive, default=500, help="shapes: number of scenes (default 500)")
-    parser.add_argument("--holdout", help="shapes: held-out pairs colour:shape,...; default from training.json")
+    parser.add_argument("--holdout", help=f"shapes: held-out pairs colour:shape,...; default from {TRAINING_FILE}")
     parser.add_argument("--blind", action="store_true", help="shapes: image-blind control (swap image tokens)")
     parser.add_argument(
         "--attention", action="store_true", help="shapes: share of each shape word's cross-attention in its box"
@@ -128,14 +129,17 @@ def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer,
     return 0
 
 
-def _holdout(model_dir: str | Path, given: str | None) -> list[tuple[str, str]]:
+def _holdout(package: Path, given: str | None) -> list[tuple[str, str]]:
     if given is not None:
         return [tuple(p.split(":", 1)) for p in given.split(",") if p]  # type: ignore[misc]
-    info = Path(model_dir) / "training.json"
-    if not info.is_file():
-        return []
     try:
-        pairs = json.loads(info.read_text(encoding="utf-8")).get("data", {}).get("holdout_pairs", [])
+        info = read_training(package)
+    except ValueError as err:
+        raise ValueError(f"{err}; pass --holdout") from err
+    pairs = info.data.get("holdout_pairs", []) if info else []
+    try:
         return [(str(c), str(s)) for c, s in pairs]
-    except (ValueError, AttributeError, TypeError) as err:
-        raise ValueError(f"{info}: not the training.json `captioner fit` writes ({err}); pass --holdout") from err
+    except (ValueError, TypeError) as err:
+        raise ValueError(
+            f"{package / TRAINING_FILE}: holdout_pairs are not [colour, shape] pairs ({err}); pass --holdout"
+        ) from err

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from captioner.cli.common import Parser, fail
+from captioner.package import PACKAGE_FILES, README_FILE, REQUIRED_FILES, check_inside
 
 
 def push(argv: list[str]) -> int:
@@ -18,7 +19,7 @@ def push(argv: list[str]) -> int:
         "card (library, task, metrics from --report, how to use it, how it was trained). Log in first with "
         "`hf auth login` or set HF_TOKEN.",
     )
-    parser.add_argument("package", help="model package folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("package", help=f"model package folder ({', '.join(REQUIRED_FILES)})")
     parser.add_argument("repo_id", help="the Hub repo to create or update: org/name")
     parser.add_argument("--private", action="store_true", help="create the repo private (an existing one is kept)")
     parser.add_argument("--revision", help="push to this branch (created from main when missing)")
@@ -29,11 +30,10 @@ def push(argv: list[str]) -> int:
                         help="upload nothing: list the files on stderr and print the model card")  # fmt: skip
     args = parser.parse_args(argv)
     from captioner.card import model_card
-    from captioner.hub import PACKAGE_FILES, is_repo_id
-    from captioner.model import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_inside
+    from captioner.hub import is_repo_id
 
     package = Path(args.package)
-    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (package / n).is_file()]
+    missing = [n for n in REQUIRED_FILES if not (package / n).is_file()]
     if missing:
         return fail(f"{package} is not a captioner model package: {missing[0]} is missing")
     try:  # a link to a file elsewhere on this machine (~/.ssh/id_rsa as training.json) is never uploaded
@@ -51,13 +51,13 @@ def push(argv: list[str]) -> int:
         if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
             return fail(f"--report {args.report}: no metrics; pass the file `captioner evaluate --report` wrote")
     card = model_card(package, args.repo_id, report, args.license)
-    files = [n for n in PACKAGE_FILES if (package / n).is_file() and n != "README.md"]
+    files = [n for n in PACKAGE_FILES if (package / n).is_file() and n != README_FILE]
     where = f"{args.repo_id}" + (f"@{args.revision}" if args.revision else "")
     if args.dry_run:
         print(f"would upload to {where}" + (" (private)" if args.private else ""), file=sys.stderr)
-        for name in [*files, "README.md"]:
-            size = (package / name).stat().st_size if name != "README.md" else len(card.encode())
-            print(f"  {name}  {size:,} bytes" + ("  (the model card below)" if name == "README.md" else ""),
+        for name in [*files, README_FILE]:
+            size = (package / name).stat().st_size if name != README_FILE else len(card.encode())
+            print(f"  {name}  {size:,} bytes" + ("  (the model card below)" if name == README_FILE else ""),
                   file=sys.stderr)  # fmt: skip
         print(card)
         return 0
@@ -76,7 +76,7 @@ def _upload(package: Path, files: list[str], card: str, args, where: str) -> int
         with tempfile.TemporaryDirectory(prefix="captioner-push-") as tmp:  # the package as it will be on the Hub
             for name in files:
                 shutil.copy2(package / name, Path(tmp) / name)
-            (Path(tmp) / "README.md").write_text(card, encoding="utf-8")
+            (Path(tmp) / README_FILE).write_text(card, encoding="utf-8")
             commit = api.upload_folder(
                 repo_id=args.repo_id, folder_path=tmp, revision=args.revision,
                 commit_message=args.commit_message or "Upload captioner model package",

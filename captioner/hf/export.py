@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from captioner.model import TOKENIZER_FILE, Captioner
+from captioner.model import Captioner
 from captioner.outputs import atomic_folder, check_apart
+from captioner.package import TOKENIZER_FILE
 from captioner.preprocess import Preprocessing
 from captioner.tokenizer import CaptionTokenizer
 

@@ -4,7 +4,6 @@ the trained ones."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from captioner.config import CaptionerConfig
 from captioner.model import Captioner
+from captioner.package import read_training
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.settings import Finetuning
 
@@ -126,10 +126,8 @@ def reinit_unused_embeddings(model: Captioner, package: str | Path) -> int:
     The unused rows (tokens the package's training captions never held, listed in its training.json) hold no
     learned meaning: with tied embeddings, Adam moves every unused row along the same direction at every step, so
     they end up collapsed onto one large vector that new words would first have to climb out of."""
-    info_file = Path(package) / "training.json"
-    if not info_file.is_file():
-        return 0
-    used = json.loads(info_file.read_text(encoding="utf-8")).get("used_token_ids")
+    info = read_training(package)
+    used = info.used_token_ids if info else None
     if not used or len(used) < 2:
         return 0
     weight = model.decoder.wte.weight  # tied with lm_head

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -11,12 +10,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
 from captioner.outputs import check_apart, write_jsonl
-
-TRAINING_FILE = "training.json"
+from captioner.package import TrainingInfo
 
 
 class ExportModelPackage(L.Callback):
-    """Writes the trained model as a model package (config.json, model.safetensors, tokenizer.json).
+    """Writes the trained model as a model package (`captioner.package`), with its training.json: steps, data,
+    the token ids its captions used, the resolved config, and the module's `provenance()` (objective, start
+    package, optimiser settings).
 
     Args:
         dirpath: where to write it; default `<log_dir>/model`, next to the Lightning checkpoints.
@@ -38,7 +38,8 @@ class ExportModelPackage(L.Callback):
             raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
         # overwrite: true must never replace the package the run starts from or the data it trains on
         describe = getattr(trainer.datamodule, "describe", dict)()
-        reads = [pl_module.hparams.get("init_from"), *(describe.get(k) for k in ("train", "val", "root"))]
+        package = getattr(pl_module, "package", None)  # the folder the run starts from (a Hub download too)
+        reads = [str(package) if package else None, *(describe.get(k) for k in ("train", "val", "root"))]
         reads = [fixed_part(p) for p in reads if isinstance(p, str) and p]
         check_apart([target], [p for p in reads if Path(p).exists()], "ExportModelPackage dirpath")
 
@@ -48,15 +49,14 @@ class ExportModelPackage(L.Callback):
             return
         dm = trainer.datamodule
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
-        info: dict = {"steps": trainer.global_step}
-        if hasattr(dm, "describe"):
-            info["data"] = dm.describe()
-        if hasattr(dm, "used_token_ids"):
-            info["used_token_ids"] = dm.used_token_ids()
-        extra = {TRAINING_FILE: json.dumps(info) + "\n"}
-        pl_module.model.save_pretrained(
-            target, pl_module.tokenizer, overwrite=self.overwrite, note=note, extra_files=extra
-        )
+        info = TrainingInfo.from_dict({
+            "steps": trainer.global_step,
+            "data": dm.describe() if hasattr(dm, "describe") else {},
+            "used_token_ids": dm.used_token_ids() if hasattr(dm, "used_token_ids") else None,
+            "config": pl_module.model.config.to_dict(),
+            **pl_module.provenance(),
+        })  # fmt: skip
+        pl_module.model.save_pretrained(target, pl_module.tokenizer, self.overwrite, note, training=info)
         self.exported = target
         rank_zero_info(f"model package written to {target}")
 

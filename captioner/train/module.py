@@ -11,8 +11,9 @@ import torch
 
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig
-from captioner.hub import resolve_package
+from captioner.hub import locate_package
 from captioner.model import Captioner
+from captioner.package import Origin
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
@@ -60,7 +61,8 @@ class CaptionerModule(L.LightningModule):
         self.validation, self.speed = validation or Validation(), speed or Speed()
         self.nonfinite = NonFiniteSteps(self.optimization.max_nonfinite_steps)
         self.self_critical = SelfCritical(scst) if scst is not None else None  # fitted by `connect`
-        self.package: Path | None = None  # the folder of `init_from`, once resolved
+        self.package: Path | None = None  # the folder of `init_from`, once resolved, and where it came from
+        self.origin: Origin | None = None
         self.model: Captioner | None = None  # built by `connect`
         self.tokenizer: CaptionTokenizer | None = None
         self._compiled_loss = None  # torch.compile(model.loss), made in setup when `speed.compile`
@@ -85,7 +87,7 @@ class CaptionerModule(L.LightningModule):
     def start_package(self) -> Path | None:
         """The folder of `init_from` (a Hub repo id is downloaded once, into the Hugging Face cache)."""
         if self.init_from and self.package is None:
-            self.package = resolve_package(self.init_from)
+            self.package, self.origin = locate_package(self.init_from)
         return self.package
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T, V) logits
@@ -179,3 +181,10 @@ class CaptionerModule(L.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def provenance(self) -> dict[str, Any]:
+        """How this run makes its package, for its training.json: objective, start package, optimiser settings."""
+        from captioner.train.provenance import provenance, start
+
+        origin = self.origin or (start(self.init_from) if self.init_from else None)
+        return provenance(self.optimization, self.finetuning, origin, self.self_critical)

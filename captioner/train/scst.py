@@ -26,6 +26,8 @@ from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.modes import eval_mode
 
+REWARD = "CIDEr-D"  # what each sample is rewarded with (captioner.cider.CiderD), as training.json names it
+
 
 @dataclass
 class SCST:

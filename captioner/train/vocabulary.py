@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from captioner.config import CaptionerConfig
-from captioner.model import TOKENIZER_FILE
+from captioner.package import TOKENIZER_FILE
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.settings import TokenizerSource
 

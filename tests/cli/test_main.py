@@ -23,6 +23,10 @@ def test_fit_exports_a_package_with_checkpoints_and_logs(trained_package: Path):
     assert {p.name for p in trained_package.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     info = json.loads((trained_package / "training.json").read_text())
     assert info["steps"] == 4 and info["data"]["holdout_pairs"] == [["red", "triangle"], ["blue", "cross"]]
+    # how it was made: the objective, no start package, configs/shapes.yaml's optimiser, the resolved config
+    assert info["objective"] == {"name": "cross_entropy"} and info["started_from"] is None
+    assert info["optimizer"]["lr"] == 0.002 and info["optimizer"]["min_lr_ratio"] == 0.0
+    assert info["config"] == json.loads((trained_package / "config.json").read_text())
     run = trained_package.parent
     assert list(run.glob("checkpoints/*.ckpt")) and (run / "metrics.csv").is_file()
     assert (run / "samples.jsonl").is_file()

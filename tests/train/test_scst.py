@@ -2,6 +2,7 @@
 differentiates the baseline; a short SCST run from a package trains, logs its rewards and exports."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -92,3 +93,8 @@ def test_a_short_scst_run_from_a_package(trained_package, tmp_path, baseline):
     moved = {k for k in start if not torch.equal(start[k], trained[k])}
     # biases have no weight decay: only a gradient moves them, so the policy gradient reached the decoder
     assert any(k.startswith("decoder.") and k.endswith(".bias") for k in moved)
+    info = json.loads((run / "model" / "training.json").read_text())  # how it was made
+    assert info["objective"] == {"name": "scst", "reward": "CIDEr-D", "baseline": baseline, "samples": 3}
+    assert info["started_from"] == {"path": str(trained_package.resolve())}
+    assert info["optimizer"]["lr"] == 1e-5 and info["optimizer"]["min_lr_ratio"] == 1.0  # configs/scst.yaml
+    assert info["steps"] == 4 and info["config"] == json.loads((run / "model" / "config.json").read_text())
