@@ -22,7 +22,7 @@ from captioner.train.vocabulary import resolve_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def loader_rate(loader, batches: int) -> float:  # noqa: ANN001
+def loader_rate(loader, batches: int) -> float:
     """Images per second over `batches` batches, after one warm-up batch."""
     it = iter(loader)
     next(it)

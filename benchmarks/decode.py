@@ -50,7 +50,7 @@ def ours(args: argparse.Namespace) -> Captioner:
     return Captioner(cfg)
 
 
-def hugging_face(args: argparse.Namespace):  # noqa: ANN201
+def hugging_face(args: argparse.Namespace):
     from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
     enc = ViTConfig(
@@ -89,7 +89,7 @@ def flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def cases(args: argparse.Namespace, mine: Captioner, hf, x: torch.Tensor) -> list[Row]:  # noqa: ANN001
+def cases(args: argparse.Namespace, mine: Captioner, hf, x: torch.Tensor) -> list[Row]:
     """The inference rows: end to end, then the encoder alone and the decoder alone (memory given)."""
     from transformers.modeling_outputs import BaseModelOutput
 

@@ -32,16 +32,16 @@ class EpochTimer(L.Callback):
             torch.cuda.synchronize()
         return time.perf_counter()
 
-    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = self._now()  # callbacks run before the module's on_fit_start (the cache fill)
 
-    def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_start(self, trainer, pl_module) -> None:
         self.setup_s = self._now() - self._fit_start
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = self._now()
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epochs.append(self._now() - self._start)
 
 

@@ -14,7 +14,7 @@ class KVCache(nn.Module):
     pair, made at the first reorder, that beam search reorders into (only the positions written so far are copied,
     then the pairs swap)."""
 
-    def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype) -> None:  # noqa: ANN001
+    def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype) -> None:
         super().__init__()
         shape = (batch_size, n_head, max_len, head_size)
         for name in ("k", "v"):

@@ -101,7 +101,7 @@ def check_preprocessing(values: dict[str, Any]) -> None:
     mean and one positive std per channel, a crop_pct in [0.1, 2]."""
     import math
 
-    def number(x: Any) -> bool:  # noqa: ANN401
+    def number(x: Any) -> bool:
         return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
     def fail(name: str, why: str) -> ValueError:

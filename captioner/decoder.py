@@ -117,7 +117,7 @@ class TextDecoder(nn.Module):
         return self.lm_head(self.hidden(input_ids, kv))
 
     # ---- KV cache for generation -------------------------------------------------------------------------------
-    def set_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> None:  # noqa: ANN001
+    def set_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> None:
         """Preallocate self-attention key/value buffers for `batch_size` sequences of up to `max_len` tokens."""
         max_len = self.config.block_size if max_len is None else max_len
         ref = self.wte.weight

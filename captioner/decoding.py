@@ -108,7 +108,7 @@ def step_logits(model: Captioner, last: torch.Tensor, kv: list, pos: int) -> tor
     return model.decoder.lm_head(hidden).float()
 
 
-def process(logits: torch.Tensor, history: torch.Tensor, step: int, special: SpecialIds, config: GenerationConfig):  # noqa: ANN202
+def process(logits: torch.Tensor, history: torch.Tensor, step: int, special: SpecialIds, config: GenerationConfig):
     """Penalties on (R, V) logits given (R, step) generated tokens; returns log-probs (R, V)."""
     if config.repetition_penalty != 1.0 and history.size(1) > 0:
         seen = logits.gather(1, history)

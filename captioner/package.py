@@ -104,7 +104,7 @@ class TrainingInfo:
         return json.dumps(values, allow_nan=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: Any) -> TrainingInfo:  # noqa: ANN401 - parsed JSON
+    def from_dict(cls, data: Any) -> TrainingInfo:  # parsed JSON
         """The record from parsed JSON, every field's type checked; fields a newer captioner writes are ignored."""
         if not isinstance(data, dict):
             raise ValueError(f"a JSON object of fields, not {type(data).__name__}")
@@ -122,7 +122,7 @@ class TrainingInfo:
         return cls(**{**values, "data": values.get("data") or {}})
 
 
-def _record(kind: type, name: str, value: dict[str, Any]) -> Any:  # noqa: ANN401
+def _record(kind: type, name: str, value: dict[str, Any]) -> Any:
     """An `Origin` or `Objective` from its JSON object: known keys only, text values (`samples` a count)."""
     known = [f.name for f in fields(kind)]
     wrong = [k for k, v in value.items()

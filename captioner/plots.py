@@ -162,7 +162,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: 
     return written
 
 
-def _draw(ax, series, title: str, ylabel: str, columns: list[tuple[str, str]]) -> None:  # noqa: ANN001
+def _draw(ax, series, title: str, ylabel: str, columns: list[tuple[str, str]]) -> None:
     for key, label in columns:
         points = sorted(series.get(key, []))
         if points:
@@ -177,7 +177,7 @@ def _draw(ax, series, title: str, ylabel: str, columns: list[tuple[str, str]]) -
     ax.legend(loc="best", fontsize=8)
 
 
-def _save(fig, path: Path) -> Path:  # noqa: ANN001
+def _save(fig, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png")

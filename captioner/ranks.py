@@ -37,7 +37,7 @@ class Ranks:
         """This rank's strided share of `items`."""
         return items[self.rank :: self.world]
 
-    def broadcast(self, obj: Any) -> Any:  # noqa: ANN401
+    def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj`, on every rank."""
         if self.world == 1:
             return obj

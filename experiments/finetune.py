@@ -52,7 +52,7 @@ COLOUR = {
 COUNT = {1: "une forme", 2: "deux formes", 3: "trois formes"}
 
 
-def phrase(o) -> str:  # noqa: ANN001
+def phrase(o) -> str:
     """'une petite croix bleue': article, size before the noun, colour after, both agreeing with the noun."""
     f = int(o.shape in FEMININE)
     return f"{('un', 'une')[f]} {SIZE[o.size][f]} {NOUN[o.shape]} {COLOUR[o.color][f]}"

@@ -31,7 +31,7 @@ def fit_shapes_package(runs: Path, overrides: list[str]) -> Path:
     return package
 
 
-def fit(trainer, module, datamodule) -> None:  # noqa: ANN001
+def fit(trainer, module, datamodule) -> None:
     """`trainer.fit` from Python, as the CLI does it: the module and the data connected first."""
     from captioner.train import connect
 
@@ -107,7 +107,7 @@ def own_data_args(fmt: str, folder: Path, tmp: Path) -> list[str]:
     ]
 
 
-def tiny_shapes(train_size: int, **overrides):  # noqa: ANN003, ANN201
+def tiny_shapes(train_size: int, **overrides):
     """A ShapesDataModule for the `tiny` config (block size 24): short captions for speed, most of them cut on
     purpose (`truncate`)."""
     from captioner.data import Captions
@@ -117,7 +117,7 @@ def tiny_shapes(train_size: int, **overrides):  # noqa: ANN003, ANN201
     return ShapesDataModule(train_size=train_size, **{**defaults, **overrides})
 
 
-def tiny_module(config=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
+def tiny_module(config=None, **kwargs):
     """A CaptionerModule of the `tiny` config (or `config`) whose tokenizer is a 300-token BPE of 400 shapes
     captions (`model.tokenizer`), with validation captioning off unless `validation` is given."""
     from captioner.config import CaptionerConfig
@@ -128,7 +128,7 @@ def tiny_module(config=None, **kwargs):  # noqa: ANN001, ANN003, ANN201
     return CaptionerModule(config or CaptionerConfig.from_name("tiny"), **kwargs)
 
 
-def built(module, texts=None):  # noqa: ANN001, ANN201
+def built(module, texts=None):
     """`module` with its model built as `train.connect` builds it, without data: the tokenizer from its package,
     or trained on `texts` (default: the captions of 100 shapes scenes)."""
     from captioner.shapes import captions, scene_objects

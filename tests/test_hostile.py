@@ -18,7 +18,7 @@ from captioner.tokenizer import CaptionTokenizer
 def deadline():
     """Fail instead of hanging: SIGALRM after 120 s."""
 
-    def expired(*_):  # noqa: ANN002
+    def expired(*_):
         raise TimeoutError("hung")
 
     old = signal.signal(signal.SIGALRM, expired)
@@ -75,7 +75,7 @@ def test_a_huge_caption_does_not_stall_the_tokenizer(caplog, deadline):
     assert any("1 caption(s) cut to 1000 characters" in r.getMessage() for r in caplog.records)
 
 
-def _edit_package(package, tmp_path, config=None, tensors=None):  # noqa: ANN001, ANN202
+def _edit_package(package, tmp_path, config=None, tensors=None):
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -114,7 +114,7 @@ def test_weights_that_cannot_caption_are_refused(edit, message, trained_package,
         Captioner.from_pretrained(_edit_package(trained_package, tmp_path, tensors=edit))
 
 
-def _preprocessing(package, **values):  # noqa: ANN001, ANN003, ANN202
+def _preprocessing(package, **values):
     return {"preprocessing": {**json.loads((package / "config.json").read_text())["preprocessing"], **values}}
 
 

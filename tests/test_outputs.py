@@ -21,7 +21,7 @@ def images(tmp_path):
     return folder
 
 
-def caption(package, inputs, out, *extra):  # noqa: ANN001, ANN201
+def caption(package, inputs, out, *extra):
     return main(["caption", str(package), *map(str, inputs), "-o", str(out), "--workers", "0", *extra])
 
 

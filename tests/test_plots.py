@@ -9,7 +9,7 @@ from captioner.cli import main
 from tests.cli.test_errors import one_line_error
 
 
-def write(run, text):  # noqa: ANN001, ANN201
+def write(run, text):
     run.mkdir(exist_ok=True)
     (run / "metrics.csv").write_text(text)
     return run

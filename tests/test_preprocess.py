@@ -31,7 +31,7 @@ OFFLINE = [
 COCO_OFFLINE = ["--model.config.encoder_pretrained=false", "--model.config.decoder_init_from=null"]
 
 
-def validation_and_caption_tensors(cli, tmp_path, path_of) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+def validation_and_caption_tensors(cli, tmp_path, path_of) -> tuple[torch.Tensor, torch.Tensor]:
     """The first validation image as the validation loader batches it, and the same file as `captioner caption`
     (from the package that training exports) loads it."""
     dm = cli.datamodule
@@ -44,10 +44,10 @@ def validation_and_caption_tensors(cli, tmp_path, path_of) -> tuple[torch.Tensor
     return batch["images"][0], items[0]["image"]
 
 
-def pair_paths(folder):  # noqa: ANN001, ANN201
+def pair_paths(folder):
     """The image file of a validation example of the PairsDataModule, by its key."""
 
-    def path_of(dm, key):  # noqa: ANN001, ANN202
+    def path_of(dm, key):
         if dm.format == "webdataset":  # a shard sample's json holds the pair's key: its path inside the folder
             shard = wds.WebDataset(dm.val_path, shardshuffle=False, empty_check=False)
             return folder / json.loads(next(s for s in shard if s["__key__"] == key)["json"])["key"]
@@ -77,7 +77,7 @@ def test_shapes_validation_scene_equals_its_png(tmp_path):
     args = ["--config", str(ROOT / "configs/shapes.yaml"), *OFFLINE, "--data.init_args.val_size=2"]
     cli = trainer_cli(args, run=False)
 
-    def path_of(dm, index):  # noqa: ANN001, ANN202
+    def path_of(dm, index):
         return folder / f"images/val_{index:06d}.png"
 
     seen_in_validation, seen_by_caption = validation_and_caption_tensors(cli, tmp_path, path_of)

@@ -79,10 +79,10 @@ def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
         print(f"captioner: note: {note}", file=sys.stderr)
 
 
-def option_type(name: str):  # noqa: ANN201 - an argparse type
+def option_type(name: str):  # an argparse type
     """argparse type for decoding option `name`: plain ASCII numbers (captioner.options), argparse's one line."""
 
-    def parse(text: str):  # noqa: ANN202
+    def parse(text: str):
         from captioner.options import PARSERS
 
         try:

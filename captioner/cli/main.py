@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(importlib.import_module(f"captioner.cli.{module}"), function)(rest)
         except SystemExit as done:  # --help, or a flag refused by the parser (its one line is printed)
             return done.code if isinstance(done.code, int) else 2
-    except Exception as err:  # noqa: BLE001 - sorted into the user's mistakes and bugs here
+    except Exception as err:  # sorted into the user's mistakes and bugs here
         found = user_error(err)
         if debug or found is None:
             raise

@@ -64,7 +64,7 @@ def push(argv: list[str]) -> int:
     return _upload(package, files, card, args, where)
 
 
-def _upload(package: Path, files: list[str], card: str, args, where: str) -> int:  # noqa: ANN001
+def _upload(package: Path, files: list[str], card: str, args, where: str) -> int:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 

@@ -52,7 +52,7 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
         raise ImageTooLarge(f"{name}: refused as a possible decompression bomb ({err})") from err
     except FileNotFoundError as err:
         raise ImageDecodeError(f"{name}: file not found") from err
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+    except Exception as err:  # Pillow raises many types for bad files
         reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the data", str(err))  # bytes: no object address
         raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__}: {reason})") from err
 
@@ -67,7 +67,7 @@ def image_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
                 return img.size
     except Image.DecompressionBombError as err:
         raise ImageTooLarge(f"{name}: refused as a possible decompression bomb ({err})") from err
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+    except Exception as err:  # Pillow raises many types for bad files
         raise ImageDecodeError(f"{name}: cannot decode image ({type(err).__name__})") from err
 
 

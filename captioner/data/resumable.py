@@ -55,7 +55,7 @@ class EpochSampler(Sampler):
 class ResumableDataLoader(DataLoader):
     """DataLoader over an `EpochSampler` whose position within the epoch survives a checkpoint."""
 
-    def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:  # noqa: ANN001
+    def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle, seed), **kwargs)
         self._handed_out, self._resume_at = 0, 0
 

@@ -23,7 +23,7 @@ from captioner.tokenizer import CaptionTokenizer
 RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL's numbers, as transformers stores them
 
 
-def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # noqa: ANN201 - the remote-code config class
+def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # the remote-code config class
     from captioner.hf.configuration_captioner import CaptionerConfig
 
     c = model.config
@@ -37,7 +37,7 @@ def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # noqa: ANN201 - 
     )  # fmt: skip
 
 
-def image_processor(pre: Preprocessing):  # noqa: ANN201
+def image_processor(pre: Preprocessing):
     """The transformers image processor that does what `pre.eval_transform()` does."""
     from transformers import CLIPImageProcessor, ViTImageProcessor
 

@@ -48,7 +48,7 @@ class ImageEncoder(nn.Module):
         self.ln = nn.LayerNorm(width)
         self.proj = nn.Linear(width, config.n_embd)
 
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutput:  # noqa: ANN003
+    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BaseModelOutput:
         feats = self.backbone.forward_features(pixel_values)
         tokens = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats[:, self.num_prefix_tokens :]
         return BaseModelOutput(last_hidden_state=self.proj(self.ln(tokens.to(self.ln.weight.dtype))))  # (B, N, D)
@@ -61,7 +61,7 @@ class SelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+    def forward(self, x: torch.Tensor, cache) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
@@ -117,7 +117,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.cross_gate = nn.Parameter(torch.zeros(1)) if config.cross_gate else None
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         cross = self.cross(self.ln_2(x), memory)
         x = x + (cross if self.cross_gate is None else torch.tanh(self.cross_gate) * cross)
@@ -134,7 +134,7 @@ class TextDecoder(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # a copy of wte (tied in captioner)
 
-    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:  # noqa: ANN001
+    def forward(self, input_ids: torch.Tensor, memory: torch.Tensor, cache) -> torch.Tensor:
         """(B, T) new token ids, (B, N, D) image memory -> (B, T, V) logits."""
         past = cache.get_seq_length(0) if cache is not None else 0
         T = input_ids.size(1)
@@ -169,7 +169,7 @@ class CaptionerForConditionalGeneration(CaptionerPreTrainedModel, GenerationMixi
         self.decoder = TextDecoder(config)
         self.post_init()
 
-    def get_encoder(self, *args, **kwargs) -> nn.Module:  # noqa: ANN002, ANN003
+    def get_encoder(self, *args, **kwargs) -> nn.Module:
         return self.encoder
 
     def get_input_embeddings(self) -> nn.Module:
@@ -182,7 +182,7 @@ class CaptionerForConditionalGeneration(CaptionerPreTrainedModel, GenerationMixi
         encoder_outputs: BaseModelOutput | tuple | None = None,
         labels: torch.Tensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,  # noqa: ANN003 - the cache (`cache` or `past_key_values`), masks generate passes
+        **kwargs,  # the cache (`cache` or `past_key_values`), masks generate passes
     ) -> Seq2SeqLMOutput:
         if encoder_outputs is None:
             encoder_outputs = self.encoder(pixel_values)

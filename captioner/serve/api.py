@@ -76,13 +76,13 @@ class Service:
         except ImageDecodeError as err:  # the same kind, naming the upload instead of "<bytes>"
             raise type(err)(str(err).replace("<bytes>", name, 1)) from err
 
-    async def in_worker(self, fn: Any, *args: Any) -> Any:  # noqa: ANN401
+    async def in_worker(self, fn: Any, *args: Any) -> Any:
         """`fn(*args)` in a worker thread, at most `decode_threads` at a time: off the event loop."""
         if self._decoders is None:
             self._decoders = anyio.CapacityLimiter(self.limits.decode_threads)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._decoders)
 
-    def submit(self, image: torch.Tensor, generation: GenerationConfig):  # noqa: ANN201 - a concurrent Future
+    def submit(self, image: torch.Tensor, generation: GenerationConfig):  # a concurrent Future
         return self.batcher.submit(image, generation)
 
 
@@ -142,7 +142,7 @@ def create_api(service: Service) -> FastAPI:
     async def answer(request: Request, generation: GenerationConfig) -> JSONResponse:
         try:
             form = await request.form(max_files=MAX_IMAGES, max_fields=len(PARSERS) + MAX_IMAGES)
-        except Exception as err:  # noqa: BLE001 - starlette's parser raises several kinds for a broken body
+        except Exception as err:  # starlette's parser raises several kinds for a broken body
             return error(400, f"the multipart body cannot be read: {err}")
         uploads = [v for v in form.getlist("image") if hasattr(v, "read")]
         if not uploads:

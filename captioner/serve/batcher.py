@@ -95,7 +95,7 @@ class Batcher:
             self.batch_sizes[len(batch)] += 1
             try:
                 results = self.run([r.item for r in batch], batch[0].options)
-            except Exception as err:  # noqa: BLE001 - every waiting caller gets the error, the worker lives on
+            except Exception as err:  # every waiting caller gets the error, the worker lives on
                 for r in batch:
                     r.future.set_exception(err)
                 continue

@@ -18,7 +18,7 @@ def with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: Any) -> None:  # noqa: ANN401 - asyncio's transport
+        def connection_made(self, transport: Any) -> None:  # asyncio's transport
             super().connection_made(transport)
             self._arm_header_timer()
 

@@ -72,7 +72,7 @@ class CaptionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.path = path
 
-    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:  # noqa: ANN001
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.jsonl"
         if trainer.world_size > 1:  # each rank captions its share of the data: one file per rank
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")

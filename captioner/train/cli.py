@@ -69,7 +69,7 @@ class CaptionerCLI(LightningCLI):
             resolve_last_checkpoint(config)
 
 
-def mirror_in_tensorboard(trainer) -> None:  # noqa: ANN001
+def mirror_in_tensorboard(trainer) -> None:
     """A run logged by one CSVLogger (every config) is logged to TensorBoard too, in the same folder (same
     save_dir, name and version): one `trainer.logger.init_args.save_dir` still places the run, and
     `tensorboard --logdir <save_dir>/<name>` shows it. Configure a logger list (W&B, ...) to choose otherwise."""
@@ -81,7 +81,7 @@ def mirror_in_tensorboard(trainer) -> None:  # noqa: ANN001
     trainer.loggers = [csv, tensorboard]  # the CSV logger first: trainer.log_dir stays its folder
 
 
-def resolve_last_checkpoint(config) -> None:  # noqa: ANN001
+def resolve_last_checkpoint(config) -> None:
     """`--ckpt_path last`: the newest last.ckpt of this config's runs; the resumed run logs into the same folder
     (`RunFolder` locks it and keeps the metrics logged before the resume as metrics.partN.csv)."""
     logger = config.trainer.get("logger")

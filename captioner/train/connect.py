@@ -24,6 +24,7 @@ def connect(module: CaptionerModule, datamodule: CaptionDataModule, trainer: L.T
     datamodule.connect(
         module.tokenizer, model.preprocessing, model.config.block_size, pad_to_max_length=module.speed.compile
     )
+    module.data_scores = datamodule.score_captions  # what validation logs besides the caption metrics
     if module.self_critical is not None:  # CIDEr-D's document frequencies: the training references, read once
         module.self_critical.fit(datamodule.training_references)
     if module.speed.feature_cache:

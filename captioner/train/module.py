@@ -18,7 +18,7 @@ from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
 from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
-from captioner.train.samples import caption_rows, report_captions
+from captioner.train.samples import DataScores, caption_rows, report_captions
 from captioner.train.scst import SCST, SelfCritical
 from captioner.train.settings import SETTINGS, Finetuning, Optimizer, Speed, TokenizerSource, Validation
 
@@ -65,6 +65,7 @@ class CaptionerModule(L.LightningModule):
         self.origin: Origin | None = None
         self.model: Captioner | None = None  # built by `connect`
         self.tokenizer: CaptionTokenizer | None = None
+        self.data_scores: DataScores | None = None  # the data's own caption scores, handed over by `connect`
         self._compiled_loss = None  # torch.compile(model.loss), made in setup when `speed.compile`
         self._outputs: list[dict[str, Any]] = []
 
@@ -148,7 +149,7 @@ class CaptionerModule(L.LightningModule):
     def _caption_epoch_end(self, stage: str) -> None:
         outputs, self._outputs = self._outputs, []
         v = self.validation
-        report_captions(self, stage, outputs, v.caption_metrics_every_n_epochs, v.num_samples)
+        report_captions(self, stage, outputs, v.caption_metrics_every_n_epochs, v.num_samples, self.data_scores)
 
     # ---- state that travels with checkpoints -------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

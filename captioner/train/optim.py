@@ -45,7 +45,7 @@ def parameter_groups(
     return groups
 
 
-def _decay_groups(module: nn.Module, weight_decay: float, lr: float, keep) -> list[dict[str, Any]]:  # noqa: ANN001
+def _decay_groups(module: nn.Module, weight_decay: float, lr: float, keep) -> list[dict[str, Any]]:
     matrices = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
     embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
@@ -55,7 +55,7 @@ def _decay_groups(module: nn.Module, weight_decay: float, lr: float, keep) -> li
     return [{"params": ps, "weight_decay": wd, "lr": lr} for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
 
 
-def warmup_cosine(warmup: int, total: int, min_ratio: float):  # noqa: ANN201
+def warmup_cosine(warmup: int, total: int, min_ratio: float):
     """LR multiplier: linear warmup to 1, then cosine to `min_ratio` at `total` steps."""
 
     def fn(step: int) -> float:

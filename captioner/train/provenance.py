@@ -42,5 +42,5 @@ def start(init_from: str) -> Origin:
     return Origin.of(init_from) if Path(init_from).exists() else locate_package(init_from).origin
 
 
-def _plain(value: Any) -> Any:  # noqa: ANN401
+def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value

@@ -4,16 +4,19 @@ metrics, and a few sample captions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from captioner.data.base import CaptionDataModule
 from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
 from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
+
+# the data's own scores of an epoch's captions: `CaptionDataModule.score_captions`, handed over by `train.connect`
+DataScores = Callable[[str, list[dict[str, Any]]], dict[str, float]]
 
 
 def caption_rows(
@@ -29,15 +32,19 @@ def caption_rows(
 
 
 def report_captions(
-    module: L.LightningModule, stage: str, outputs: list[dict[str, Any]], metrics_every: int, num_samples: int
+    module: L.LightningModule,
+    stage: str,
+    outputs: list[dict[str, Any]],
+    metrics_every: int,
+    num_samples: int,
+    data_scores: DataScores | None = None,
 ) -> None:
     """At the end of a validation/test epoch: log the scores of its captions (caption metrics every
     `metrics_every` epochs in validation, always in test) and, in validation, a few sample captions."""
     if not outputs:
         return
     with_metrics = metrics_every > 0 and (stage != "val" or module.current_epoch % metrics_every == 0)
-    datamodule = module.trainer.datamodule
-    own = datamodule.score_captions(stage, outputs) if isinstance(datamodule, CaptionDataModule) else {}
+    own = data_scores(stage, outputs) if data_scores is not None else {}
     for name, value in {**own, **caption_scores(outputs, with_metrics)}.items():
         module.log(f"{stage}/{name}", value, prog_bar=name in ("exact_match", "CIDEr-D"))
     if stage == "val" and not module.trainer.sanity_checking:

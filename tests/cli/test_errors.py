@@ -9,13 +9,13 @@ from captioner.cli import main
 from tests.helpers import ROOT, TINY_MODEL
 
 
-def one_line_error(capsys) -> str:  # noqa: ANN001
+def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("captioner: error:"), err
     return err[0]
 
 
-def broken_package(trained_package, tmp_path, name, text):  # noqa: ANN001, ANN201
+def broken_package(trained_package, tmp_path, name, text):
     copy = tmp_path / "pkg"
     shutil.copytree(trained_package, copy)
     if text is None:
@@ -111,7 +111,7 @@ def test_packages_follow_the_umask(tiny_model, tokenizer, tmp_path):
 def test_evaluate_refuses_an_unwritable_place_before_scoring(where, trained_package, tmp_path, capsys, monkeypatch):
     import captioner.shapes.evaluate
 
-    def scored(*_, **__):  # noqa: ANN002, ANN003, ANN202
+    def scored(*_, **__):
         raise AssertionError("scored before the output was checked")
 
     monkeypatch.setattr(captioner.shapes.evaluate, "evaluate_shapes", scored)
@@ -138,7 +138,7 @@ def test_a_gpt2_whose_bin_needs_unpickling_is_refused_with_what_to_do(gpt2_dir, 
     from safetensors.torch import load_file
 
     class Payload:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'ran'}",))
 
     evil = tmp_path / "gpt2"

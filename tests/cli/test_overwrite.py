@@ -130,7 +130,7 @@ def test_fit_never_exports_over_the_package_it_starts_from(package):
         default_root_dir=".",
         datamodule=SimpleNamespace(describe=dict),
     )
-    module = SimpleNamespace(hparams={"init_from": str(package)})
+    module = SimpleNamespace(package=package)  # the folder `connect` resolved from init_from
     with pytest.raises(OutputError, match="ExportModelPackage dirpath .* is the input"):
         ExportModelPackage(dirpath=str(package), overwrite=True).on_fit_start(trainer, module)
     ExportModelPackage(dirpath=str(package.parent / "new"), overwrite=True).on_fit_start(trainer, module)

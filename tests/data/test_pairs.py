@@ -166,7 +166,7 @@ def test_datamodule_checks_before_training(shapes_folder):
     assert len(dm.pairs()["train"]) + len(dm.pairs()["val"]) == 11 and dm.pairs()["val"]
 
 
-def _table(tmp_path, names):  # noqa: ANN001, ANN202
+def _table(tmp_path, names):
     table = tmp_path / "data" / "pairs.jsonl"
     table.parent.mkdir(exist_ok=True)
     table.write_text("".join(json.dumps({"file_name": n, "text": "a caption"}) + "\n" for n in names))

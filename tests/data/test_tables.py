@@ -9,7 +9,7 @@ import pytest
 from captioner.data.sources import DataError, read_table
 
 
-def table(tmp_path, name, text):  # noqa: ANN001, ANN201
+def table(tmp_path, name, text):
     path = tmp_path / name
     path.write_bytes(text.encode() if isinstance(text, str) else text)
     return path

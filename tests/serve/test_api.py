@@ -220,7 +220,7 @@ def test_a_request_whose_decoding_outlasts_the_timeout_is_504_in_time(client_for
     client, service = client_for(timeout_s=0.5)
     slow = service.preprocess
 
-    def preprocess(data, name):  # noqa: ANN001, ANN202 - a decode that takes 0.4 s an image
+    def preprocess(data, name):  # a decode that takes 0.4 s an image
         time.sleep(0.4)
         return slow(data, name)
 

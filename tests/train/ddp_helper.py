@@ -11,10 +11,10 @@ class RecordRank(Callback):
     def __init__(self, out: str) -> None:
         self.out, self.seen = Path(out), []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.seen.extend(int(i) for i in batch["index"])
 
-    def on_train_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_train_end(self, trainer, pl_module) -> None:
         h = hashlib.sha256()
         for name, tensor in sorted(pl_module.model.state_dict().items()):
             h.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())

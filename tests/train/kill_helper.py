@@ -9,6 +9,6 @@ class KillAt(Callback):
     def __init__(self, step: int, signal: int = 9) -> None:
         self.step, self.signal = step, signal
 
-    def on_train_batch_end(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+    def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signal)

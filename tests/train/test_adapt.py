@@ -56,7 +56,7 @@ def greek_folder(shapes_folder):
     return shapes_folder
 
 
-def finetune(package, folder, runs, *extra) -> list[str]:  # noqa: ANN001
+def finetune(package, folder, runs, *extra) -> list[str]:
     return [
         "fit",
         "--config",

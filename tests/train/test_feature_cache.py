@@ -34,7 +34,7 @@ def _data() -> ShapesDataModule:
     return tiny_shapes(24)
 
 
-def _module(cache, dtype: str = "float32", **kw) -> CaptionerModule:  # noqa: ANN001
+def _module(cache, dtype: str = "float32", **kw) -> CaptionerModule:
     torch.manual_seed(0)
     return built(
         tiny_module(
@@ -160,7 +160,7 @@ def test_refuses_a_training_encoder_or_augmented_images(tmp_path):
         fit(L.Trainer(max_steps=1, **TRAINER, default_root_dir=tmp_path), module, _data())
 
     class Augmented(ShapesDataModule):
-        def make_train_transform(self, preprocessing):  # noqa: ANN001, ANN201
+        def make_train_transform(self, preprocessing):
             return lambda im: self.transform(im.rotate(5))
 
     augmented = Augmented(

@@ -87,7 +87,7 @@ def test_the_training_bar_counts_steps_of_max_steps_also_after_a_resume(tmp_path
 
     seen: list[tuple[float, float | None, str]] = []
 
-    def record(self, trainer, *args) -> None:  # noqa: ANN001, ANN002
+    def record(self, trainer, *args) -> None:
         original(self, trainer, *args)
         task = self.progress.tasks[self.train_progress_bar_id]
         seen.append((task.completed, task.total, task.description.strip()))

@@ -13,7 +13,7 @@ from captioner.train.cli import trainer_cli
 from tests.helpers import ROOT, TINY_MODEL, TINY_SHAPES_DATA, tiny_module, tiny_shapes
 
 
-def joined(module, data) -> None:  # noqa: ANN001
+def joined(module, data) -> None:
     """Connected: the data holds the module's tokenizer, and the model's vocabulary is its size."""
     connect(module, data)
     assert data.tokenizer is module.tokenizer
@@ -22,7 +22,7 @@ def joined(module, data) -> None:  # noqa: ANN001
 
 
 @pytest.fixture
-def package(tmp_path, tokenizer, tiny_config):  # noqa: ANN001, ANN201
+def package(tmp_path, tokenizer, tiny_config):
     torch.manual_seed(0)
     folder = tmp_path / "package"
     Captioner(tiny_config).save_pretrained(folder, tokenizer)
