@@ -11,7 +11,9 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from captioner.errors import ArgumentError
 from captioner.model import Captioner
+from captioner.options import Control, check_options, option, specs
 
 
 class SpecialIds(Protocol):
@@ -20,69 +22,121 @@ class SpecialIds(Protocol):
     pad_id: int
 
 
+# token counts: more than any block size
+HUGE = 10**9
+
+
 @dataclass
 class GenerationConfig:
-    """Decoding options (names as in Hugging Face `generate`)."""
+    """Decoding options (names as in Hugging Face `generate`). Each field declares its option once (help, the range
+    where the decoding arithmetic stays finite, the page's control): the flags of `caption` and `evaluate`, the
+    API's query parameters and docs and the page's controls are made from these fields (`captioner.options`)."""
 
-    max_new_tokens: int | None = None  # None: as many as the model's block size allows (block_size - 1)
-    min_new_tokens: int = 0  # EOS is forbidden before this many tokens
-    num_beams: int = 1
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    length_penalty: float = 1.0  # beam and returned scores divide by length ** length_penalty
-    early_stopping: bool = False  # beam search: stop an image once num_beams hypotheses are finished
-    no_repeat_ngram_size: int = 0
-    repetition_penalty: float = 1.0  # CTRL penalty on tokens already generated; 1.0 = off
-    num_return_sequences: int = 1
-    seed: int | None = None  # sampling: a fixed seed gives the same samples
+    max_new_tokens: int | None = option(
+        None,
+        "token limit of a caption (unset: what the model's block size allows, block_size - 1)",
+        low=1,
+        high=HUGE,
+        why="tokens per caption; the model's block size caps it anyway",
+        control=Control("Max new tokens", 1),
+    )
+    min_new_tokens: int = option(
+        0, "EOS is forbidden before this many tokens", low=0, high=HUGE, why="tokens before EOS is allowed"
+    )
+    num_beams: int = option(
+        1,
+        "beam search with this many beams (1: greedy)",
+        low=1,
+        high=256,
+        why="each beam is a row of the batch",
+        control=Control("Beams (1: greedy)", 1),
+    )
+    do_sample: bool = option(
+        False, "sample instead of greedy / beam search", control=Control("Sample instead of greedy / beam search")
+    )
+    temperature: float = option(
+        1.0,
+        "sampling: log-probs are divided by it",
+        low=1e-6,
+        high=1e6,
+        why="log-probs are divided by it: a smaller one overflows",
+        control=Control("Temperature (sampling)", 0.1, 2.0, 0.05),
+    )
+    top_k: int | None = option(
+        None, "sampling: keep the k most likely tokens (unset: all)", low=1, high=HUGE, why="tokens kept"
+    )
+    top_p: float | None = option(
+        None,
+        "sampling: keep the fewest most likely tokens whose probability reaches p (unset: all)",
+        low=1e-6,
+        high=1.0,
+        why="the probability mass kept",
+    )
+    length_penalty: float = option(
+        1.0,
+        "beam and returned scores divide by length ** length_penalty",
+        low=-10.0,
+        high=10.0,
+        why="scores divide by length ** length_penalty: a larger one overflows",
+        control=Control("Length penalty", -2.0, 2.0, 0.1),
+    )
+    early_stopping: bool = option(False, "beam search: stop an image once num_beams hypotheses are finished")
+    no_repeat_ngram_size: int = option(
+        0,
+        "forbid repeating an n-gram of this many tokens (0: off)",
+        low=0,
+        high=HUGE,
+        why="0 is off",
+        control=Control("No repeated n-grams of (0: off)", 0, 6),
+    )
+    repetition_penalty: float = option(
+        1.0,
+        "CTRL penalty on tokens already generated (1.0: off)",
+        low=1e-6,
+        high=1e6,
+        why="1.0 is off; logits are multiplied or divided by it",
+        control=Control("Repetition penalty (1: off)", 1.0, 2.0, 0.05),
+    )
+    num_return_sequences: int = option(
+        1,
+        "n-best captions per image",
+        low=1,
+        high=256,
+        why="each sequence is a row of the batch",
+        control=Control("Captions to return (n-best)", 1),
+    )
+    seed: int | None = option(
+        None,
+        "sampling seed: the same seed gives the same samples (for the same batches)",
+        low=0,
+        high=2**63 - 1,
+        why="the generator's seed is a 64-bit integer",
+    )
 
     def validate(self) -> None:
-        """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside), naming them;
-        every number must lie in a range where the decoding arithmetic stays finite (`LIMITS`)."""
-        import math
-
-        for name, (low, high, why) in LIMITS.items():
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL:
-                continue
-            whole = name in WHOLE
-            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-                raise ValueError(f"{name}={value!r}: must be a {'whole' if whole else 'decimal'} number")
-            if not (math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name}={value!r}: must be between {_number(low)} and {_number(high)} ({why})")
-        for name in ("do_sample", "early_stopping"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be true or false")
+        """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside): every option of
+        its type and in its range (`captioner.options.check_options`), and the combinations that cannot run;
+        ArgumentError naming them."""
+        check_options(self)
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
-            raise ValueError(f"num_return_sequences={self.num_return_sequences} needs num_beams >= that (or sampling)")
+            raise ArgumentError(
+                "{0} needs {1} >= that (or {2})",
+                ("num_return_sequences", self.num_return_sequences),
+                "num_beams",
+                ("do_sample", True),
+            )
         if self.do_sample and self.num_beams > 1:
-            raise ValueError("beam sampling is not supported: use num_beams > 1 or do_sample, not both")
+            raise ArgumentError(
+                "beam sampling is not supported: use {0} > 1 or {1}, not both", "num_beams", ("do_sample", True)
+            )
 
 
-# the range of each number (low, high, why); beyond them a score, a seed or a buffer would overflow or run out
-HUGE = 10**9  # token counts: more than any block size
+# the range of each number (low, high, why), as the fields declare it
 LIMITS: dict[str, tuple[float, float, str]] = {
-    "max_new_tokens": (1, HUGE, "tokens per caption; the model's block size caps it anyway"),
-    "min_new_tokens": (0, HUGE, "tokens before EOS is allowed"),
-    "num_beams": (1, 256, "each beam is a row of the batch"),
-    "num_return_sequences": (1, 256, "each sequence is a row of the batch"),
-    "temperature": (1e-6, 1e6, "log-probs are divided by it: a smaller one overflows"),
-    "top_k": (1, HUGE, "tokens kept"),
-    "top_p": (1e-6, 1.0, "the probability mass kept"),
-    "length_penalty": (-10.0, 10.0, "scores divide by length ** length_penalty: a larger one overflows"),
-    "no_repeat_ngram_size": (0, HUGE, "0 is off"),
-    "repetition_penalty": (1e-6, 1e6, "1.0 is off; logits are multiplied or divided by it"),
-    "seed": (0, 2**63 - 1, "the generator's seed is a 64-bit integer"),
+    name: (s.option.low, s.option.high, s.option.why)
+    for name, s in specs(GenerationConfig).items()
+    if s.option.low is not None and s.option.high is not None
 }
-WHOLE = {"max_new_tokens", "min_new_tokens", "num_beams", "num_return_sequences", "top_k", "no_repeat_ngram_size",
-         "seed"}  # fmt: skip
-OPTIONAL = {"max_new_tokens", "top_k", "top_p", "seed"}  # None: unset
-
-
-def _number(x: float) -> str:
-    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
 
 @dataclass

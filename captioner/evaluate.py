@@ -8,12 +8,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from captioner.data.images import DEFAULT_MAX_PIXELS
 from captioner.data.sources import Pair
 from captioner.generate import GenerationConfig
-from captioner.inference import caption_items, file_loader
 from captioner.metrics import caption_metrics
 from captioner.model import Captioner
+from captioner.runs.files import RunOptions, caption_items, file_loader
 from captioner.tokenizer import CaptionTokenizer
 
 
@@ -23,15 +22,17 @@ def evaluate_pairs(
     tokenizer: CaptionTokenizer,
     pairs: Sequence[Pair],
     generation: GenerationConfig | None = None,
-    batch_size: int = 32,
-    workers: int = 2,
-    progress: bool = True,
+    options: RunOptions | None = None,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Caption image-caption `Pair`s and score the captions against their references (BLEU, METEOR, ROUGE-L,
-    CIDEr-D). Images that fail to decode are reported and left out of the scores."""
+    CIDEr-D). Images that fail to decode are reported and left out of the scores. Of the `options`, the batch size,
+    workers, pixel limit and progress bar apply (the caller sets the precision: `captioner.device.autocast`)."""
+    options = options or RunOptions()
+    options.validate()
     records: list[dict[str, Any]] = []
-    loader = file_loader(model, [p.image for p in pairs], batch_size, workers, DEFAULT_MAX_PIXELS)
-    for items in tqdm(loader, desc="captioning", disable=not progress, unit="batch"):
+    paths = [p.image for p in pairs]
+    loader = file_loader(model, paths, options.batch_size, options.workers, options.max_image_pixels)
+    for items in tqdm(loader, desc="captioning", disable=not options.progress, unit="batch"):
         for item, row in zip(items, caption_items(model, tokenizer, items, generation), strict=True):
             pair = pairs[item["index"]]
             records.append({"id": pair.key, **row, **({} if "error" in row else {"references": pair.captions})})

@@ -46,14 +46,14 @@ def locate_package(name_or_path: str | Path, revision: str | None = None) -> Loc
     name, _, at = str(name_or_path).partition("@")
     if not path.exists() and at and is_repo_id(name):  # org/name@revision
         if revision is not None and revision != at:
-            raise ValueError(f"{name_or_path} names revision {at!r} but --revision is {revision!r}; give one")
+            raise ValueError(f"{name_or_path} names revision {at!r} but revision={revision!r} is given; give one")
         revision = at
     else:
         name = str(name_or_path)
     if path.exists() or not is_repo_id(name):
         if revision is not None:
             what = "a local folder" if path.exists() else "neither a folder here nor a Hub repo id (org/name)"
-            raise ValueError(f"--revision {revision}: {name_or_path} is {what}")
+            raise ValueError(f"revision={revision!r}: {name_or_path} is {what}")
         return Located(path, Origin.of(path))
     return _download(name, revision)
 

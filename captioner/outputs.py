@@ -1,11 +1,10 @@
-"""Writing results without ever losing a user's data: THE atomic-write helpers (a file, a folder), the JSONL/CSV
-row writer that `caption` streams to, and the bookkeeping that lets `--resume` skip what is already written."""
+"""Writing results without ever losing a user's data: THE atomic-write helpers (a file, a folder), and the checks
+that refuse, before any work, an output that cannot be written or that is one of the inputs. The caption rows that
+a run streams, and resuming them, are `captioner.runs.writers`."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-CSV_FIELDS = ["path", "caption", "score", "error", "n_best", "truncated"]
+from captioner.errors import NamesArguments
 
 
 @contextlib.contextmanager
@@ -23,7 +22,7 @@ def atomic_file(path: str | Path, mode: str = "w", overwrite: bool = True) -> It
     (a rename within one folder cannot be half done), on failure removed. `mode` is "w" (UTF-8 text) or "wb"."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        raise OutputExists("{path} exists; pass {0} to replace it", ("overwrite", True), path=path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -60,7 +59,7 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     swapped out first and removed only after the rename), on failure it is removed."""
     directory = Path(directory)
     if directory.exists() and not overwrite:
-        raise FileExistsError(f"{directory} exists; choose another folder or pass overwrite=True")
+        raise OutputExists("{path} exists; choose another folder or pass {0}", ("overwrite", True), path=directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -80,11 +79,6 @@ def atomic_folder(directory: str | Path, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-ROW_KEYS = set(CSV_FIELDS)
-CSV_HEADER = ",".join(CSV_FIELDS).encode() + b"\r\n"  # what csv.DictWriter writes first
-JSONL_START = b'{"path": '  # every row json.dumps writes starts so: the path is its first key
 
 
 def check_writable(path: str | Path, option: str, folder: bool = False) -> None:
@@ -110,7 +104,7 @@ def check_writable(path: str | Path, option: str, folder: bool = False) -> None:
 
 def check_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], option: str) -> None:
     """Refuse an output that is one of the command's inputs, lies inside an input folder, or is a folder that holds
-    an input: writing it (or replacing it with --overwrite) could destroy what the command only reads. Paths are
+    an input: writing it (or replacing it) could destroy what the command only reads. Paths are
     compared after resolving symbolic links; each input is resolved once, however many outputs there are."""
     sources = {Path(os.path.realpath(item)): item for item in inputs}
     holders = {parent: item for src, item in sources.items() for parent in src.parents}
@@ -123,129 +117,16 @@ def check_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], opt
                                   "choose an output outside it")  # fmt: skip
 
 
-class OutputError(ValueError):
-    """An output file that a run must not write to (someone else's rows, another run holds it); nothing changed."""
+class OutputError(NamesArguments, ValueError):
+    """An output that must not be written to (an input, someone else's rows, another run holds it); nothing changed.
+    Its message names the caller's arguments (`captioner.errors`)."""
+
+
+class OutputExists(NamesArguments, FileExistsError):
+    """An output that exists, and the caller did not ask to replace it."""
 
 
 def _umask() -> int:
     mask = os.umask(0)  # the only way to read it; set straight back
     os.umask(mask)
     return mask
-
-
-class OutputWriter:
-    """Appends caption rows to a .jsonl or .csv file, flushed and fsynced after every batch, and holds an exclusive
-    lock on the file for its whole life, so that a second run on the same output refuses instead of interleaving.
-
-    With `resume`, the rows already there are read (`done` holds their paths): every complete record must be a
-    row this command writes, else the file is refused untouched; a last record cut by a kill is removed by
-    truncating the file to the end of the last complete record (parsed as JSON / by CSV quoting, not by lines).
-    Without `resume` the file is emptied, after the lock is taken.
-    """
-
-    def __init__(self, path: Path, resume: bool) -> None:
-        self.path, self.csv = path, path.suffix.lower() == ".csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a+b")  # appending: never truncated before the lock is held
-        try:
-            _lock(self.file, path)
-            self.done: set[str] = set()
-            if resume:
-                self.file.seek(0)
-                data = self.file.read()
-                end, self.done = (_csv_rows if self.csv else _jsonl_rows)(data, path)
-                if end < len(data):  # a record cut by a kill: dropped, its image is captioned again
-                    self.file.truncate(end)
-            else:
-                self.file.truncate(0)
-            if self.csv and os.fstat(self.file.fileno()).st_size == 0:
-                self._append(CSV_HEADER)
-        except BaseException:
-            self.file.close()
-            raise
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        text = io.StringIO(newline="")
-        if self.csv:
-            writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
-            for row in rows:
-                flat = {**row, "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else "",
-                        "truncated": "true" if row.get("truncated") else ""}  # fmt: skip
-                writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
-        else:
-            text.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
-        self._append(text.getvalue().encode("utf-8"))
-
-    def _append(self, data: bytes) -> None:
-        self.file.write(data)
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()  # releases the lock
-
-
-def _lock(file: IO[Any], path: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock (the output is still never replaced by a rename)
-        return
-    try:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        raise OutputError(
-            f"{path} is being written by another captioner run; wait for it to finish or choose another --output"
-        ) from err
-
-
-def _foreign(path: Path, where: str) -> OutputError:
-    return OutputError(
-        f"{path}: {where} is not a row that `captioner caption` writes; --resume only continues its own output "
-        "(the file was left as it is). Choose another --output"
-    )
-
-
-def _jsonl_rows(data: bytes, path: Path) -> tuple[int, set[str]]:
-    """(end of the last complete row, paths); records end at b"\n" only (a path may hold U+2028 and friends)."""
-    paths, start = set(), 0
-    for number, line in enumerate(data.split(b"\n")[:-1], start=1):
-        start += len(line) + 1
-        try:
-            row = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            row = None
-        if not (isinstance(row, dict) and isinstance(row.get("path"), str) and set(row) <= ROW_KEYS):
-            raise _foreign(path, f"line {number}")
-        paths.add(row["path"])
-    tail = data[start:]
-    if tail and not (JSONL_START.startswith(tail) or tail.startswith(JSONL_START)):
-        raise _foreign(path, "the last line")
-    return start, paths
-
-
-def _csv_rows(data: bytes, path: Path) -> tuple[int, set[str]]:
-    """(end of the last complete record, paths): a record ends at a line break outside quotes, so a kill inside a
-    quoted field that holds a line break leaves a record that is not complete."""
-    if len(data) < len(CSV_HEADER):
-        if not CSV_HEADER.startswith(data):
-            raise _foreign(path, "the header")
-        return 0, set()
-    if not data.startswith(CSV_HEADER):
-        raise _foreign(path, "the header")
-    end, quoted = len(CSV_HEADER), False
-    for i in range(len(CSV_HEADER), len(data)):
-        byte = data[i]
-        if byte == 0x22:  # '"': doubled quotes inside a quoted field toggle twice
-            quoted = not quoted
-        elif byte == 0x0A and not quoted:
-            end = i + 1
-    try:
-        text = data[len(CSV_HEADER) : end].decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _foreign(path, "a row") from err
-    paths = set()
-    for number, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=2):
-        if len(row) != len(CSV_FIELDS) or not row[0]:
-            raise _foreign(path, f"record {number}")
-        paths.add(row[0])
-    return end, paths

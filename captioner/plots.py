@@ -131,7 +131,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: 
     series = found.curves
     out = Path(out_dir) if out_dir else Path(run_dir) / "plots"
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputError(f"{out} holds plots already; pass --overwrite to redraw them")
+        raise OutputError("{path} holds plots already; pass {0} to redraw them", ("overwrite", True), path=out)
     if found.nonfinite or found.unreadable:
         log.warning("captioner: note: %s: left out %d values that are NaN or infinite and %d that are not numbers "
                     "(in the metric or its step)", run_dir, found.nonfinite, found.unreadable)  # fmt: skip

@@ -20,8 +20,10 @@ from captioner.model import Captioner
 
 def quantize_int8(model: Captioner) -> Captioner:
     """The model (in place) with dynamic int8 linear layers; CPU only, for inference."""
-    if next(model.parameters()).device.type != "cpu":
-        raise ValueError("--quantize int8 runs on the CPU (fbgemm kernels); on a GPU use --precision bf16")
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(f"int8 dynamic quantization runs on the CPU (fbgemm kernels), and the model is on {device}: "
+                         "move it to the CPU first, or on a GPU autocast to bf16 instead")  # fmt: skip
     model.eval()
     with warnings.catch_warnings():  # the torch.ao deprecation notes: see the module docstring
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -41,8 +43,5 @@ def cpu_has_bf16() -> bool:
 def bf16_note(device: torch.device) -> str | None:
     """A one-line note when bf16 on this device will be slower than fp32, else None."""
     if device.type == "cpu" and not cpu_has_bf16():
-        return (
-            "--precision bf16: this CPU has no AVX512-BF16 or AMX, so bf16 is emulated (same captions within "
-            "rounding, slower than 32); for speed on it use --precision 32, or --quantize int8"
-        )
+        return "this CPU has no AVX512-BF16 or AMX, so bf16 is emulated (same captions within rounding, slower than 32)"
     return None

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from captioner.decoding import LIMITS, GenerationConfig
 from captioner.generate import generate
-from captioner.options import PARSERS, parse_option
+from captioner.options import parse_option, specs
 from tests.test_generate import IDS, make_model
 
 # what the issue found breaking the decoding, each with the field the refusal must name
@@ -64,11 +64,12 @@ def test_a_row_whose_every_token_is_banned_ends_with_eos(images):
 @pytest.mark.parametrize("text", ["1_6", "\u0661\u0666", " 16", "16 ", "+", "", "0x10", "1e3", "nan", "inf", "1e999"])
 def test_numbers_parse_as_plain_ascii_decimals_only(text):
     with pytest.raises(ValueError, match="num_beams="):
-        parse_option("num_beams", text)
+        parse_option(GenerationConfig, "num_beams", text)
     if text not in ("1e3",):
         with pytest.raises(ValueError, match="temperature="):
-            parse_option("temperature", text)
-    assert parse_option("temperature", "1e-3") == 0.001 and parse_option("num_beams", "16") == 16
+            parse_option(GenerationConfig, "temperature", text)
+    assert parse_option(GenerationConfig, "temperature", "1e-3") == 0.001
+    assert parse_option(GenerationConfig, "num_beams", "16") == 16
 
 
 # random, extreme, malformed: what a careless or hostile user types for each option
@@ -107,7 +108,7 @@ def options(draw: st.DrawFn) -> dict[str, str]:
     """A few options, each either any text or a number drawn from its own range (its ends included), so that many
     examples get past validation and decode."""
     out = {}
-    for name in draw(st.lists(st.sampled_from(sorted(PARSERS)), max_size=5, unique=True)):
+    for name in draw(st.lists(st.sampled_from(sorted(specs(GenerationConfig))), max_size=5, unique=True)):
         low, high, _ = LIMITS.get(name, (0, 1, ""))
         if name not in LIMITS:  # a flag
             ranged = st.sampled_from(["true", "false"])
@@ -166,11 +167,8 @@ def test_random_extreme_options_through_caption_are_a_row_or_one_line(trained_pa
     folder = tmp_path_factory.mktemp("caption")
     make_scene("test", 0).image.save(folder / "a.png")
     flags = [f"--{name.replace('_', '-')}" for name in options]
-    args = [
-        a
-        for flag, (name, text) in zip(flags, options.items(), strict=True)
-        for a in ((flag,) if PARSERS[name].__name__ == "parse_bool" else (f"{flag}={text}",))
-    ]
+    args = [a for flag, (name, text) in zip(flags, options.items(), strict=True)
+            for a in ((flag,) if specs(GenerationConfig)[name].kind is bool else (f"{flag}={text}",))]  # fmt: skip
     out = folder / "rows.jsonl"
     import contextlib
     import io

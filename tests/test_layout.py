@@ -78,6 +78,16 @@ def test_the_model_and_inference_never_import_training_or_the_cli():
             assert not [m for m in imports(name) if m.startswith(("captioner.train", "captioner.cli"))], name
 
 
+def test_the_captioning_core_never_imports_the_runner():
+    """Running over inputs (`captioner.runs`: files, writers, resume, ranks) is its own room: the core, the model and
+    the options never import it; the commands, the server, evaluation and the runs themselves may."""
+    may = ("captioner.runs", "captioner.cli", "captioner.serve", "captioner.evaluate", "captioner.train")
+    for name in MODULES:
+        if not name.startswith(may):
+            assert not [m for m in imports(name) if m.startswith("captioner.runs")], name
+    assert "captioner.runs.ranks" in MODULES and "captioner.ranks" not in MODULES
+
+
 def test_nothing_reaches_through_the_trainer_into_the_other_side():
     """The module and the data are connected explicitly (`captioner.train.connect`); only callbacks, Lightning's
     glue, may look at `trainer.datamodule`."""

@@ -10,9 +10,9 @@ import webdataset as wds
 
 from captioner.config import CaptionerConfig
 from captioner.data.images import DEFAULT_MAX_PIXELS
-from captioner.inference import file_loader
 from captioner.model import Captioner
 from captioner.preprocess import Preprocessing
+from captioner.runs.files import file_loader
 from captioner.shapes import write_imagefolder
 from captioner.train.cli import trainer_cli
 from tests.helpers import FORMATS, ROOT, own_data_args

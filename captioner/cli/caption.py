@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import sys
 from pathlib import Path
 
 from captioner.cli.common import (
     Parser,
+    add_device_arg,
     add_generation_args,
+    add_options,
     add_package_args,
-    add_speed_args,
+    add_quantize_arg,
     apply_speed_args,
     fail,
     generation_config,
     load_package,
+    options_from,
     positive,
 )
 
 
-def caption(argv: list[str]) -> int:
+def caption_parser() -> argparse.ArgumentParser:
+    from captioner.runs.files import RunOptions
+
     parser = Parser(
         prog="captioner caption",
         description="Caption images with a model package: files, folders (recursive), globs or a list file. "
@@ -31,27 +37,30 @@ def caption(argv: list[str]) -> int:
     parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
-    parser.add_argument("--batch-size", type=positive, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_arg(parser)
     parser.add_argument("--devices", type=positive, default=None,
                         help="caption on this many processes (GPUs, or CPU processes sharing the cores), one merged "
                         "output in input order; under torchrun or SLURM the launcher's count is used")  # fmt: skip
     parser.add_argument("--num-nodes", type=positive, default=None, help="machines taking part (with --devices)")
     parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
-    parser.add_argument(
-        "--max-image-pixels", type=int, default=64_000_000, help="refuse larger images (decompression bombs)"
-    )
-    add_speed_args(parser)
+    add_options(parser, RunOptions, "running")
+    add_quantize_arg(parser)
     add_generation_args(parser)
-    args = parser.parse_args(argv)
-    from captioner.inference import caption_files, resolve_device
-    from captioner.ranks import launch
+    return parser
+
+
+def caption(argv: list[str]) -> int:
+    args = caption_parser().parse_args(argv)
+    from captioner.device import resolve_device
+    from captioner.runs.files import RunOptions, caption_files
+    from captioner.runs.ranks import launch
 
     try:
         gen = generation_config(args)
+        attention = Path(args.attention_maps) if args.attention_maps else None
+        options = options_from(args, RunOptions, resume=args.resume, attention_dir=attention)
     except ValueError as err:
-        return fail(str(err))
+        return fail(err)
     if not args.inputs and not args.list_file:
         return fail("no inputs: give image files, folders, globs or --list FILE")
     output = Path(args.output) if args.output else None
@@ -77,20 +86,17 @@ def caption(argv: list[str]) -> int:
     try:
         ranks = launch(args.devices, args.num_nodes, resolve_device(args.device).type)
     except ValueError as err:  # e.g. --devices that do not match torchrun's or SLURM's process count
-        return fail(str(err))
+        return fail(err)
     try:
         model, tok = load_package(args.model_dir, str(ranks.device or args.device), args.revision)
         apply_speed_args(model, args)
-        run = caption_files(
-            model, tok, paths, output, gen, args.batch_size, args.workers, args.precision, args.resume,
-            Path(args.attention_maps) if args.attention_maps else None, max_pixels=args.max_image_pixels, ranks=ranks,
-        )  # fmt: skip
+        run = caption_files(model, tok, paths, output=output, generation=gen, options=options, ranks=ranks)
     except ValueError as err:
-        return fail(str(err))
+        return fail(err)
     finally:
         ranks.close()
     if ranks.rank != 0:
-        return 0  # rank 0 says how it went, and exits with the status (see captioner.ranks)
+        return 0  # rank 0 says how it went, and exits with the status (see captioner.runs.ranks)
     where = f" to {output}" if output else ""
     cut = f" ({run.truncated} cut by the token limit)" if run.truncated else ""
     print(

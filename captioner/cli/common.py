@@ -1,13 +1,16 @@
-"""What the subcommands share: the one-line user error, loading a package, the decoding flags, the data-source flags."""
+"""What the subcommands share: the one-line user error (the library's errors said with this command's flags), loading
+a package, flags made from declared options (decoding, running over files, device), the data-source flags."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the commands import torch and the model only when they run, so that --help is quick
+from captioner.errors import NamesArguments, as_flag
+from captioner.options import DEVICE, Spec, specs
+
+if TYPE_CHECKING:  # the commands import the model only when they run
     from captioner.data.sources import DataSource
     from captioner.generate import GenerationConfig
     from captioner.model import Captioner
@@ -22,9 +25,15 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def fail(message: str) -> int:
+def said(err: BaseException) -> str:
+    """An error's message for the command line: a library error's arguments said as flags (`--device cpu`)."""
+    return err.as_flags() if isinstance(err, NamesArguments) else str(err)
+
+
+def fail(message: str | BaseException) -> int:
     """A mistake the user can fix: one line on stderr, exit code 2."""
-    print(f"captioner: error: {message}", file=sys.stderr)
+    text = said(message) if isinstance(message, BaseException) else message
+    print(f"captioner: error: {text}", file=sys.stderr)
     return 2
 
 
@@ -34,6 +43,46 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a whole number >= 1")
     return value
+
+
+def add_option(parser: argparse.ArgumentParser | Any, spec: Spec) -> None:  # or an argument group
+    """The flag of a declared option: `--num-beams` for `num_beams`, its default, help and range; text parses as the
+    option's type (plain ASCII numbers); the range is checked with the other options (`options_from`)."""
+    option, flag = spec.option, as_flag(spec.name)
+    if spec.kind is bool:
+        action = argparse.BooleanOptionalAction if option.default else "store_true"
+        parser.add_argument(flag, action=action, default=option.default, help=option.help)
+        return
+
+    def parse(text: str) -> Any:
+        try:
+            return spec.parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = spec.kind.__name__  # what argparse calls the type in its messages
+    shown = "" if option.default is None else " (default: %(default)s)"
+    parser.add_argument(flag, type=parse, default=option.default, choices=option.choices or None,
+                        help=spec.describe() + shown)  # fmt: skip
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, title: str, names: list[str] | None = None) -> None:
+    """A group of flags, one per option of dataclass `cls` (or of those `names`)."""
+    group = parser.add_argument_group(title)
+    for name, spec in specs(cls).items():
+        if names is None or name in names:
+            add_option(group, spec)
+
+
+def options_from(args: argparse.Namespace, cls: type, **others: Any) -> Any:
+    """The dataclass `cls` from its flags (`add_options`) and `others`, validated; ArgumentError naming the option."""
+    obj = cls(**{name: getattr(args, name) for name in specs(cls)}, **others)
+    obj.validate()
+    return obj
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    add_option(parser, Spec.of("device", DEVICE))
 
 
 def add_package_args(parser: argparse.ArgumentParser) -> None:
@@ -48,20 +97,17 @@ def add_package_args(parser: argparse.ArgumentParser) -> None:
 
 def load_package(model_dir: str, device: str, revision: str | None = None) -> tuple[Captioner, CaptionTokenizer]:
     """A package folder or Hub repo id (captioner.hub), on `device`."""
-    from captioner.inference import resolve_device
+    from captioner.device import resolve_device
     from captioner.model import Captioner
 
     return Captioner.from_pretrained(model_dir, map_location=resolve_device(device), revision=revision)
 
 
-def add_speed_args(parser: argparse.ArgumentParser) -> None:
-    """Inference speed options shared by caption and evaluate (see `captioner.quantize`)."""
-    g = parser.add_argument_group("speed")
-    g.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
-                   help="autocast: bf16 (GPU, or a CPU with AVX512-BF16/AMX), 16 (GPU) or 32")  # fmt: skip
-    g.add_argument("--quantize", choices=["int8"], default=None,
-                   help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
-                   "change with the batch it is in)")  # fmt: skip
+def add_quantize_arg(parser: argparse.ArgumentParser) -> None:
+    """Inference speed beside --precision (see `captioner.quantize`)."""
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
+                        "change with the batch it is in)")  # fmt: skip
 
 
 def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
@@ -73,55 +119,27 @@ def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
     if args.quantize == "int8":
         if args.precision != "32":
             raise ValueError(f"--quantize int8 runs in fp32 around the int8 layers; drop --precision {args.precision}")
+        if device.type != "cpu":
+            raise ValueError("--quantize int8 runs on the CPU (fbgemm kernels); on a GPU use --precision bf16")
         quantize_int8(model)
     note = bf16_note(device) if args.precision == "bf16" else None
     if note:
-        print(f"captioner: note: {note}", file=sys.stderr)
-
-
-def option_type(name: str):  # an argparse type
-    """argparse type for decoding option `name`: plain ASCII numbers (captioner.options), argparse's one line."""
-
-    def parse(text: str):
-        from captioner.options import PARSERS
-
-        try:
-            return PARSERS[name](text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    return parse
+        print(f"captioner: note: --precision bf16: {note}; for speed on it use --precision 32, or --quantize int8",
+              file=sys.stderr)  # fmt: skip
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
-    """Decoding options shared by caption and evaluate (names as in Hugging Face `generate`)."""
-    g = parser.add_argument_group("decoding")
-    t = option_type
-    g.add_argument("--num-beams", type=t("num_beams"), default=1, help="beam search with this many beams (1: greedy)")
-    g.add_argument("--do-sample", action="store_true", help="sample instead of greedy/beam")
-    g.add_argument("--temperature", type=t("temperature"), default=1.0)
-    g.add_argument("--top-k", type=t("top_k"), default=None)
-    g.add_argument("--top-p", type=t("top_p"), default=None)
-    g.add_argument("--seed", type=t("seed"), default=None, help="sampling seed, for reproducible samples")
-    g.add_argument(
-        "--num-return-sequences", type=t("num_return_sequences"), default=1, help="n-best captions per image"
-    )
-    g.add_argument("--length-penalty", type=t("length_penalty"), default=1.0)
-    g.add_argument("--no-repeat-ngram-size", type=t("no_repeat_ngram_size"), default=0)
-    g.add_argument("--repetition-penalty", type=t("repetition_penalty"), default=1.0)
-    g.add_argument("--min-new-tokens", type=t("min_new_tokens"), default=0)
-    g.add_argument("--max-new-tokens", type=t("max_new_tokens"), default=None,
-                   help="token limit of a caption (default: what the model's block size allows)")  # fmt: skip
-    g.add_argument("--early-stopping", action="store_true")
+    """The decoding flags: one per `GenerationConfig` field (names as in Hugging Face `generate`)."""
+    from captioner.generate import GenerationConfig
+
+    add_options(parser, GenerationConfig, "decoding")
 
 
 def generation_config(args: argparse.Namespace) -> GenerationConfig:
-    """The decoding flags (`add_generation_args`, named like the fields) as a validated GenerationConfig."""
+    """The decoding flags (`add_generation_args`) as a validated GenerationConfig; ArgumentError naming the option."""
     from captioner.generate import GenerationConfig
 
-    cfg = GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)})
-    cfg.validate()
-    return cfg
+    return options_from(args, GenerationConfig)
 
 
 def add_source_args(parser: argparse.ArgumentParser, formats: list[str], default: str, split: str) -> None:

@@ -29,7 +29,7 @@ def shapes(argv: list[str]) -> int:
         start = time.time()
         write_imagefolder(args.directory, args.split, args.count, holdout, overwrite=args.overwrite)  # type: ignore[arg-type]
     except (FileExistsError, ValueError) as err:
-        return fail(str(err))
+        return fail(err)
     print(f"wrote {args.count} {args.split} scenes to {args.directory} in {time.time() - start:.1f}s")
     return 0
 
@@ -55,7 +55,7 @@ def shards(argv: list[str]) -> int:
         items = clean(data_source(args).read(args.data, args.split.split(",")), args.data, args.drop_missing)
         written, skipped = write_shards(items, args.pattern, args.max_count, args.overwrite, inputs=[args.data])
     except (DataError, FileExistsError, OutputError) as err:
-        return fail(str(err))
+        return fail(err)
     if skipped:
         print(f"left out {len(skipped)} file(s) that do not decode as images, e.g. {skipped[:3]}", file=sys.stderr)
     if not written:

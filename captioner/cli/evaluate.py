@@ -9,15 +9,18 @@ from typing import TYPE_CHECKING
 
 from captioner.cli.common import (
     Parser,
+    add_device_arg,
     add_generation_args,
+    add_options,
     add_package_args,
+    add_quantize_arg,
     add_source_args,
-    add_speed_args,
     apply_speed_args,
     data_source,
     fail,
     generation_config,
     load_package,
+    options_from,
     positive,
 )
 from captioner.data.sources import FORMATS, clean
@@ -27,10 +30,13 @@ from captioner.package import TRAINING_FILE, read_training
 if TYPE_CHECKING:
     from captioner.generate import GenerationConfig
     from captioner.model import Captioner
+    from captioner.runs.files import RunOptions
     from captioner.tokenizer import CaptionTokenizer
 
 
-def _evaluate_parser() -> argparse.ArgumentParser:
+def evaluate_parser() -> argparse.ArgumentParser:
+    from captioner.runs.files import RunOptions
+
     parser = Parser(
         prog="captioner evaluate",
         description="Caption a data set split and score it: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (pycocoevalcap; "
@@ -48,17 +54,17 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", help="per-image predictions, JSON lines")
     parser.add_argument("--report", help="JSON report: metrics, model, data, decoding settings")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default="auto")
-    add_speed_args(parser)
+    add_device_arg(parser)
+    add_options(parser, RunOptions, "running")
+    add_quantize_arg(parser)
     add_generation_args(parser)
     return parser
 
 
 def evaluate(argv: list[str]) -> int:
-    args = _evaluate_parser().parse_args(argv)
+    args = evaluate_parser().parse_args(argv)
     from captioner.outputs import check_apart, check_writable
+    from captioner.runs.files import RunOptions
 
     for option, out in (("--output", args.output), ("--report", args.report)):
         if out and Path(out).exists() and not args.overwrite:
@@ -67,9 +73,10 @@ def evaluate(argv: list[str]) -> int:
             check_writable(out, option)  # before the scoring, not after it
     try:
         gen = generation_config(args)
+        options = options_from(args, RunOptions)
     except ValueError as err:
-        return fail(str(err))
-    from captioner.inference import autocast
+        return fail(err)
+    from captioner.device import autocast
 
     try:
         args.folder = resolve_package(args.model_dir, args.revision)  # once: the model and training.json
@@ -79,14 +86,16 @@ def evaluate(argv: list[str]) -> int:
                 check_apart([out], reads, option)
         model, tok = load_package(str(args.folder), args.device)
         apply_speed_args(model, args)
-        speed = autocast(next(model.parameters()).device, args.precision)
+        speed = autocast(next(model.parameters()).device, options.precision)
     except ValueError as err:
-        return fail(str(err))
+        return fail(err)
     with speed:
-        return _evaluate(args, model, tok, gen)
+        return _evaluate(args, model, tok, gen, options)
 
 
-def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer, gen: GenerationConfig) -> int:
+def _evaluate(
+    args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer, gen: GenerationConfig, options: RunOptions
+) -> int:
     from dataclasses import asdict
 
     from captioner.evaluate import evaluate_pairs
@@ -113,9 +122,9 @@ def _evaluate(args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer,
         try:
             pairs = clean(data_source(args).read(args.data, [args.split]), args.data)
         except ValueError as err:
-            return fail(str(err))
+            return fail(err)
         try:
-            metrics, records = evaluate_pairs(model, tok, pairs, gen, args.batch_size, args.workers)
+            metrics, records = evaluate_pairs(model, tok, pairs, gen, options)
         except ValueError as err:  # e.g. no image could be captioned
             return fail(f"{args.data}: {err}")
         data = {"format": args.format, "path": args.data, "split": args.split, "count": len(pairs)}

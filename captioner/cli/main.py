@@ -60,9 +60,12 @@ def user_error(err: BaseException) -> BaseException | None:
 
 
 def one_line(err: BaseException) -> str:
-    """The error's sentence on one line; for an error raised in a DataLoader worker (which torch re-raises with
-    the worker's whole traceback as its message) the worker's own sentence."""
-    text = str(err)
+    """The error's sentence on one line, a library error's arguments said as flags; for an error raised in a
+    DataLoader worker (which torch re-raises with the worker's whole traceback as its message) the worker's own
+    sentence."""
+    from captioner.cli.common import said
+
+    text = said(err)
     if "\nOriginal Traceback" in text:
         last = text.strip().splitlines()[-1]
         text = last.split(": ", 1)[1] if last.startswith(f"{type(err).__module__}.{type(err).__name__}: ") else last

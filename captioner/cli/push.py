@@ -39,7 +39,7 @@ def push(argv: list[str]) -> int:
     try:  # a link to a file elsewhere on this machine (~/.ssh/id_rsa as training.json) is never uploaded
         check_inside(package, PACKAGE_FILES)
     except ValueError as err:
-        return fail(str(err))
+        return fail(err)
     if "/" not in args.repo_id or not is_repo_id(args.repo_id):
         return fail(f"{args.repo_id!r} is not a Hub repo id; give org/name (your user name or an organisation)")
     report = None

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from captioner.cli.common import Parser, add_package_args, fail, load_package, positive
+from captioner.cli.common import Parser, add_device_arg, add_option, add_package_args, fail, load_package, positive
+from captioner.options import MAX_IMAGE_PIXELS, Spec
+from captioner.serve.limits import Limits
 
 
 def serve(argv: list[str]) -> int:
@@ -19,21 +22,24 @@ def serve(argv: list[str]) -> int:
     add_package_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves other machines too)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_device_arg(parser)
     parser.add_argument("--no-page", action="store_true", help="the JSON API only, no web page")
-    g = parser.add_argument_group("batching and limits")
-    g.add_argument("--max-batch-size", type=positive, default=32, help="images per batch (1: no dynamic batching)")
-    g.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to join it")
-    g.add_argument("--max-queue", type=positive, default=256, help="waiting requests; more get 503 + Retry-After")
-    g.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its captions (504)")
-    g.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body in MiB (413)")
-    g.add_argument("--max-image-pixels", type=positive, default=16_000_000, help="refuse larger images (413)")
-    g.add_argument(
-        "--max-request-pixels",
-        type=positive,
-        default=128_000_000,
-        help="refuse a request whose images hold more pixels together (413), measured before decoding",
-    )
+    g = parser.add_argument_group("batching and limits (defaults: captioner.serve.limits.Limits)")
+    g.add_argument("--max-batch-size", type=positive, default=Limits.max_batch,
+                   help="images per batch (1: no dynamic batching)")  # fmt: skip
+    g.add_argument("--max-wait-ms", type=float, default=Limits.max_wait_ms,
+                   help="how long a request waits for others to join it")  # fmt: skip
+    g.add_argument("--max-queue", type=positive, default=Limits.max_queue,
+                   help="waiting requests; more get 503 + Retry-After")  # fmt: skip
+    g.add_argument("--timeout", type=float, default=Limits.timeout_s,
+                   help="seconds a request may wait for its captions (504)")  # fmt: skip
+    g.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20,
+                   help="largest request body in MiB (413)")  # fmt: skip
+    pixels = Spec.of("max_image_pixels", replace(MAX_IMAGE_PIXELS, default=Limits.max_pixels))  # uploads: less
+    add_option(g, pixels)
+    g.add_argument("--max-request-pixels", type=positive, default=Limits.max_request_pixels,
+                   help="refuse a request whose images hold more pixels together (413), measured before "
+                   "decoding")  # fmt: skip
     g.add_argument("--header-timeout", type=float, default=10.0,
                    help="close a connection whose next request's headers have not arrived within this many seconds "
                    "(slow or idle clients); an idle keep-alive connection is closed after 5 s")  # fmt: skip
@@ -41,9 +47,13 @@ def serve(argv: list[str]) -> int:
     try:
         import uvicorn
 
-        from captioner.serve.api import Limits, Service, create_api
+        from captioner.serve.api import Service, create_api
     except ImportError as err:
         return fail(f"serve needs the serve extra ({err.name} is missing): pip install -e '.[serve]'")
+    try:
+        pixels.check(args.max_image_pixels)
+    except ValueError as err:
+        return fail(err)
     if not 0 < args.port < 65536:
         return fail(f"--port {args.port}: give a port between 1 and 65535")
     taken = _cannot_bind(args.host, args.port)  # before the model loads, not after

@@ -56,7 +56,7 @@ def write_shards(
     if taken and not overwrite:
         raise FileExistsError(
             f"{len(taken)} of the shard names to write exist already ({', '.join(taken[:3])}); choose another "
-            "pattern or pass --overwrite"
+            "pattern or pass overwrite=True"
         )
     folder = Path(names[0]).parent
     folder.mkdir(parents=True, exist_ok=True)

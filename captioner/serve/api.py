@@ -17,9 +17,7 @@ images are measured from their headers before any is decoded.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -30,26 +28,20 @@ from fastapi.responses import JSONResponse
 
 from captioner.data.images import ImageDecodeError, ImageTooLarge, image_size, load_rgb
 from captioner.generate import GenerationConfig
-from captioner.inference import Caption, caption_batch, caption_row
+from captioner.inference import Caption, caption_batch
 from captioner.model import Captioner
-from captioner.options import PARSERS, generation_from_text
+from captioner.options import from_text, specs
+from captioner.runs.writers import caption_row
 from captioner.serve.batcher import Batcher, QueueFull
+from captioner.serve.limits import Limits
+from captioner.serve.schema import caption_openapi
 from captioner.tokenizer import CaptionTokenizer
 
 MAX_IMAGES = 64  # per request
-MAX_BEAMS = 16
-
-
-@dataclass
-class Limits:
-    max_upload_bytes: int = 10 * 2**20  # the whole request body
-    max_pixels: int = 16_000_000  # per image: larger ones are refused (decompression bombs)
-    max_request_pixels: int = 128_000_000  # all images of one request together, measured before decoding
-    timeout_s: float = 30.0  # a request not answered by then (body, decoding, captions) gets 504
-    max_queue: int = 256  # requests waiting for the model; more get 503
-    max_batch: int = 32  # images captioned together (1: no dynamic batching)
-    max_wait_ms: float = 5.0  # how long the oldest request waits for others to join its batch
-    decode_threads: int = os.cpu_count() or 2  # images decoded at once, over all requests
+# what this server takes of a decoding option, inside the option's own range: one request must not hold the model
+# for long (the API refuses more with 422, the page's sliders end there)
+CAPS = {"num_beams": 16, "num_return_sequences": 16}
+OPTIONS = specs(GenerationConfig)  # the query parameters of POST /caption
 
 
 class Service:
@@ -92,17 +84,17 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
 
 def generation_from(query: list[tuple[str, str]]) -> GenerationConfig:
     """Decoding options from the query's (name, value) pairs (captioner.options: plain ASCII numbers); ValueError
-    naming an unknown, repeated or bad one."""
-    if len(query) > len(PARSERS):  # before counting: a query of 100,000 parameters is refused at once
-        raise ValueError(f"{len(query)} query parameters; there are {len(PARSERS)} options, each given once")
+    naming an unknown, repeated or bad one, or one over this server's cap (`CAPS`)."""
+    if len(query) > len(OPTIONS):  # before counting: a query of 100,000 parameters is refused at once
+        raise ValueError(f"{len(query)} query parameters; there are {len(OPTIONS)} options, each given once")
     counts = Counter(name for name, _ in query)
     repeated = sorted(n for n, c in counts.items() if c > 1)
     if repeated:
         raise ValueError(f"{repeated[0]} is given {counts[repeated[0]]} times; give each option once")
-    generation = generation_from_text(dict(query))
-    for name in ("num_beams", "num_return_sequences"):  # one request must not hold the model for long
-        if getattr(generation, name) > MAX_BEAMS:
-            raise ValueError(f"{name}={getattr(generation, name)}: at most {MAX_BEAMS} here")
+    generation = from_text(GenerationConfig, dict(query))
+    for name, cap in CAPS.items():
+        if getattr(generation, name) > cap:
+            raise ValueError(f"{name}={getattr(generation, name)}: at most {cap} here")
     return generation
 
 
@@ -120,7 +112,9 @@ def create_api(service: Service) -> FastAPI:
             "mean_batch_size": round(sum(k * v for k, v in sizes.items()) / max(batches, 1), 2),
         }  # fmt: skip
 
-    @app.post("/caption")
+    # the handler reads the request itself (the size before the body, strict numbers, repeated options); its
+    # parameters and upload are described from the same declarations (captioner.serve.schema)
+    @app.post("/caption", openapi_extra=caption_openapi(OPTIONS, CAPS, MAX_IMAGES))
     async def caption(request: Request) -> JSONResponse:
         length = request.headers.get("content-length")
         if length is None:
@@ -141,7 +135,7 @@ def create_api(service: Service) -> FastAPI:
 
     async def answer(request: Request, generation: GenerationConfig) -> JSONResponse:
         try:
-            form = await request.form(max_files=MAX_IMAGES, max_fields=len(PARSERS) + MAX_IMAGES)
+            form = await request.form(max_files=MAX_IMAGES, max_fields=len(OPTIONS) + MAX_IMAGES)
         except Exception as err:  # starlette's parser raises several kinds for a broken body
             return error(400, f"the multipart body cannot be read: {err}")
         uploads = [v for v in form.getlist("image") if hasattr(v, "read")]

@@ -1,6 +1,7 @@
 """The web page (Gradio): drop or pick an image, see its caption, the n-best list with scores, and where each
-word looked (its cross-attention map over the image); decoding controls beside it. It captions through the same
-batcher as the API, so page users and API clients share batches."""
+word looked (its cross-attention map over the image); decoding controls beside it, one per `GenerationConfig` field
+that declares a page control (`captioner.options.Control`). It captions through the same batcher as the API, so
+page users and API clients share batches."""
 
 from __future__ import annotations
 
@@ -12,13 +13,28 @@ import torch
 
 from captioner.data.images import ImageDecodeError, load_rgb
 from captioner.generate import GenerationConfig
-from captioner.serve.api import MAX_BEAMS, Service
+from captioner.options import Spec, specs
+from captioner.serve.api import CAPS, Service
 from captioner.serve.batcher import QueueFull
 from captioner.viz import cross_attention_maps, overlay, word_maps
 
+# the decoding options the page shows, in field order
+ON_PAGE = {name: spec for name, spec in specs(GenerationConfig).items() if spec.option.control is not None}
+
+
+def control(spec: Spec, caps: dict[str, int]) -> gr.components.Component:
+    """A checkbox or a slider for `spec`; a slider without its own end ends where the option's range or `caps` do."""
+    shown, option = spec.option.control, spec.option
+    if spec.kind is bool:
+        return gr.Checkbox(value=option.default, label=shown.label, info=option.help, elem_id=spec.name)
+    high = shown.high if shown.high is not None else min(option.high, caps.get(spec.name, option.high))
+    value = high if option.default is None else option.default  # unset: as far as allowed (max_new_tokens)
+    return gr.Slider(shown.low, high, value=value, step=shown.step, label=shown.label, info=option.help,
+                     elem_id=spec.name)  # fmt: skip
+
 
 def create_page(service: Service) -> gr.Blocks:
-    longest = service.model.config.block_size - 1
+    caps = {**CAPS, "max_new_tokens": service.model.config.block_size - 1}
     with gr.Blocks(title=f"captioner · {service.name}") as page:
         gr.Markdown(f"## captioner\nModel `{service.name}`. Drop an image, or pick one, and press Caption.")
         with gr.Row():
@@ -26,35 +42,42 @@ def create_page(service: Service) -> gr.Blocks:
                 image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
                                  elem_id="image")  # fmt: skip
                 with gr.Accordion("Decoding", open=False):
-                    beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, label="Beams (1: greedy)")
-                    n_best = gr.Slider(1, MAX_BEAMS, value=1, step=1, label="Captions to return (n-best)")
-                    sample = gr.Checkbox(value=False, label="Sample instead of greedy / beam search")
-                    temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (sampling)")
-                    max_tokens = gr.Slider(1, longest, value=longest, step=1, label="Max new tokens")
+                    controls = [control(spec, caps) for spec in ON_PAGE.values()]
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column():
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption")
                 table = gr.Dataframe(headers=["caption", "score"], label="n-best", interactive=False, wrap=True,
                                      column_widths=["82%", "18%"], elem_id="nbest")  # fmt: skip
                 maps = gr.Gallery(label="Cross-attention of each word", columns=4, height="auto", elem_id="maps")
-        inputs = [image, beams, n_best, sample, temperature, max_tokens]
-        button.click(lambda *a: caption_image(service, *a), inputs, [caption, table, maps], api_visibility="private")
+
+        def clicked(path: str | None, *values: Any) -> tuple[str, list[list[Any]], list[tuple[Any, str]]]:
+            return caption_image(service, path, dict(zip(ON_PAGE, values, strict=True)))
+
+        button.click(clicked, [image, *controls], [caption, table, maps], api_visibility="private")
     return page
 
 
+def page_generation(values: dict[str, Any]) -> GenerationConfig:
+    """The controls' values (sliders give floats) as decoding options: sampling takes one beam, and beam search
+    returns at most as many captions as it has beams."""
+    options = {name: round(v) if ON_PAGE[name].kind is int else ON_PAGE[name].kind(v) for name, v in values.items()}
+    if options.get("do_sample"):
+        options["num_beams"] = 1
+    else:
+        n_best = options.get("num_return_sequences", 1)
+        options["num_return_sequences"] = min(n_best, options.get("num_beams", 1))
+    return GenerationConfig(**options)
+
+
 def caption_image(
-    service: Service, path: str | None, beams: float, n_best: float, sample: bool, temperature: float,
-    max_tokens: float,
-) -> tuple[str, list[list[Any]], list[tuple[Any, str]]]:  # fmt: skip
-    """One image from the page -> (caption, n-best rows, (overlay, word) per word); gr.Error for bad input."""
+    service: Service, path: str | None, values: dict[str, Any]
+) -> tuple[str, list[list[Any]], list[tuple[Any, str]]]:
+    """One image from the page and the controls' values by option name -> (caption, n-best rows, (overlay, word) per
+    word); gr.Error for bad input."""
     if not path:
         raise gr.Error("drop or pick an image first")
-    beams, n_best = int(beams), int(n_best)
-    generation = GenerationConfig(
-        num_beams=1 if sample else beams, num_return_sequences=n_best if sample else min(n_best, beams),
-        do_sample=bool(sample), temperature=float(temperature), max_new_tokens=int(max_tokens),
-    )  # fmt: skip
     try:
+        generation = page_generation(values)
         generation.validate()
         data = Path(path).read_bytes()
         pixels = service.preprocess(data, Path(path).name)  # (H, W, 3) uint8

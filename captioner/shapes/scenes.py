@@ -168,7 +168,7 @@ def write_imagefolder(
     directory = Path(directory)
     meta = directory / "metadata.jsonl"
     if meta.exists() and not overwrite:
-        raise FileExistsError(f"{meta} exists; pass overwrite=True (or --overwrite) to replace it")
+        raise FileExistsError(f"{meta} exists; pass overwrite=True to replace it")
     if meta.exists() and not _written_by_shapes(meta):
         raise FileExistsError(
             f"{meta} is not the metadata of shapes scenes; {directory} is left as it is, choose another folder"

@@ -91,7 +91,7 @@ def resolve_last_checkpoint(config) -> None:
     runs = Path(args["save_dir"]) / (args.get("name") or "lightning_logs")
     found = sorted(runs.glob("version_*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {runs}/version_*/checkpoints")
+        raise FileNotFoundError(f"ckpt_path=last: no last.ckpt under {runs}/version_*/checkpoints")
     config.ckpt_path = str(found[-1])
     run_dir = found[-1].parent.parent
     version = run_dir.name.removeprefix("version_")

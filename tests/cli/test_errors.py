@@ -68,18 +68,19 @@ def test_a_data_error_in_fit_is_one_line_and_debug_shows_the_traceback(tmp_path,
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "said"),
     [
-        ["shapes", "out", "--count", "-5"],
-        ["shards", "s/%05d.tar", "--input", "x", "--max-count", "0"],
-        ["caption", "pkg", "a.png", "--batch-size", "0"],
-    ],
-    ids=["shapes-count", "shards-max-count", "caption-batch-size"],
+        (["shapes", "out", "--count", "-5"], "is not a whole number >= 1"),
+        (["shards", "s/%05d.tar", "--input", "x", "--max-count", "0"], "is not a whole number >= 1"),
+        (["caption", "pkg", "a.png", "--batch-size", "0"], "--batch-size 0: must be between 1 and"),
+        (["evaluate", "pkg", "--batch-size", "0"], "--batch-size 0: must be between 1 and"),  # the same option
+    ],  # fmt: skip
+    ids=["shapes-count", "shards-max-count", "caption-batch-size", "evaluate-batch-size"],
 )
-def test_counts_below_one_are_refused(args, tmp_path, capsys, monkeypatch):
+def test_counts_below_one_are_refused(args, said, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(args) == 2
-    assert "is not a whole number >= 1" in one_line_error(capsys)
+    assert said in one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

@@ -245,3 +245,22 @@ def test_health_and_the_api_docs_name_the_model_not_its_path(trained_package):
             assert name in page and str(trained_package.parent.parent) not in page
     finally:
         service.batcher.stop()
+
+
+def test_the_api_docs_describe_post_caption(client_for):
+    from captioner.decoding import GenerationConfig
+    from captioner.options import specs
+
+    client, _ = client_for()
+    assert client.get("/api/docs").status_code == 200
+    post = client.get("/openapi.json").json()["paths"]["/caption"]["post"]
+    body = post["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["required"] == ["image"] and body["properties"]["image"]["items"] == {"type": "string",
+                                                                                       "format": "binary"}  # fmt: skip
+    parameters = {p["name"]: p for p in post["parameters"]}
+    assert list(parameters) == list(specs(GenerationConfig)) and all(p["in"] == "query" for p in parameters.values())
+    assert parameters["num_beams"]["schema"] == {"type": "integer", "default": 1, "minimum": 1, "maximum": 16}
+    assert parameters["temperature"]["schema"] == {"type": "number", "default": 1.0, "minimum": 1e-6, "maximum": 1e6}
+    assert parameters["do_sample"]["schema"] == {"type": "boolean", "default": False}
+    assert parameters["top_k"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10**9}  # unset by default
+    assert {"200", "400", "413", "422", "503", "504"} <= set(post["responses"])

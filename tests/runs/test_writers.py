@@ -8,7 +8,7 @@ import json
 import pytest
 
 from captioner.cli import main
-from captioner.outputs import OutputWriter
+from captioner.runs.writers import OutputWriter
 from captioner.shapes import make_scene, write_imagefolder
 
 

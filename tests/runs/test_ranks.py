@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from captioner.ranks import Ranks, launcher_size
+from captioner.runs.ranks import Ranks, launcher_size
 from captioner.shapes import make_scene
 from tests.helpers import ROOT
 
