@@ -20,6 +20,21 @@ TINY_SHAPES_DATA = [
     "--model.tokenizer.train_captions=800",
 ]
 
+# TINY_MODEL and TINY_SHAPES_DATA as a YAML override (a second --config file)
+TINY_OVERRIDE = {
+    "model": {
+        "config": {
+            "encoder_img_size": 32,
+            "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+            "n_layer": 1,
+            "n_embd": 32,
+            "n_head": 2,
+        },
+        "tokenizer": {"train_captions": 800},
+    },
+    "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0}},
+}
+
 
 def fit_shapes_package(runs: Path, overrides: list[str]) -> Path:
     """`captioner fit --config configs/shapes.yaml` with overrides, logging under `runs`; the exported package."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TINY_OVERRIDE
 
 STEPS = 3
 
@@ -39,17 +39,10 @@ def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | No
             **(extra_trainer or {}),
         },
         "model": {
-            "config": {
-                "encoder_img_size": 32,
-                "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
-                "n_layer": 1,
-                "n_embd": 32,
-                "n_head": 2,
-            },
-            "tokenizer": {"train_captions": 800},
+            **TINY_OVERRIDE["model"],
             **(extra_model or {}),
         },
-        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0}},
+        "data": TINY_OVERRIDE["data"],
     }
     path = tmp / "override.yaml"
     path.write_text(yaml.safe_dump(override))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, TINY_OVERRIDE
 
 STEPS = 12  # 8 batches an epoch: the kill lands mid-epoch and the run crosses an epoch boundary
 
@@ -42,16 +42,9 @@ def run_fit(tmp: Path, runs: Path, kill: tuple[int, int] | None = None, resume: 
             },
         },
         "model": {
-            "config": {
-                "encoder_img_size": 32,
-                "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
-                "n_layer": 1,
-                "n_embd": 32,
-                "n_head": 2,
-            },
-            "tokenizer": {"train_captions": 800},
+            **TINY_OVERRIDE["model"],
         },
-        "data": {"init_args": {"train_size": 64, "batch_size": 8, "num_workers": 0}},
+        "data": TINY_OVERRIDE["data"],
     }
     path = tmp / f"override_{len(list(tmp.glob('override_*')))}.yaml"
     path.write_text(yaml.safe_dump(override))
