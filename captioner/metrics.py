@@ -121,5 +121,8 @@ def meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
     finally:
         scorer.meteor_p.kill()
         scorer.meteor_p.wait()
+        for pipe in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
+            if pipe is not None:
+                pipe.close()
         if scorer.lock.locked():
             scorer.lock.release()

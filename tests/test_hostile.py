@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -51,8 +52,9 @@ def java_children() -> list[str]:
     found = []
     for stat_file in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
-            fields = open(f"/proc/{stat_file}/stat").read().rsplit(")", 1)[1].split()
-            comm = open(f"/proc/{stat_file}/comm").read().strip()
+            proc = Path("/proc", stat_file)
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            comm = (proc / "comm").read_text().strip()
         except OSError:
             continue
         if int(fields[1]) == os.getpid() and fields[0] != "Z" and comm == "java":

@@ -1,6 +1,7 @@
 """The captioning core and the public face: `captioner.caption(...)` in one call gives what `captioner caption`
 writes; every path that captions goes through `caption_batch`."""
 
+import contextlib
 import json
 
 import pytest
@@ -23,7 +24,8 @@ def test_caption_in_one_call_equals_the_command(trained_package, tmp_path):
     assert main(["caption", str(trained_package), *map(str, files), "-o", str(out), "--workers", "0"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     from_files = captioner.caption([str(f) for f in files], model=str(trained_package))
-    from_pil = captioner.caption([Image.open(f) for f in files], model=trained_package)
+    with contextlib.ExitStack() as stack:
+        from_pil = captioner.caption([stack.enter_context(Image.open(f)) for f in files], model=trained_package)
     assert [c.text for c in from_files] == [c.text for c in from_pil] == [r["caption"] for r in rows]
     assert [round(c.score, 4) for c in from_files] == [r["score"] for r in rows]
 

@@ -82,7 +82,7 @@ def test_csv_output_glob_and_list_inputs(trained_package, mixed_folder, tmp_path
         ]
     )
     assert code == 0
-    table = list(csv.DictReader(out.open()))
+    table = list(csv.DictReader(out.read_text().splitlines()))
     assert [r["path"].split("/")[-1] for r in table] == ["a.png", "b.jpg", "d.png"]
     assert all(len(json.loads(r["n_best"])) == 2 and r["error"] == "" for r in table)
 
@@ -111,7 +111,8 @@ def test_attention_maps_written_and_returned(trained_package, mixed_folder, tmp_
     )
     (png,) = maps_dir.glob("a.*.attention.png")
     n_words = len(rows(out)[0]["caption"].split())
-    assert png.is_file() and Image.open(png).size[0] == 128 * min(6, 1 + n_words)  # the image + a panel per word
+    with Image.open(png) as figure:
+        assert figure.size[0] == 128 * min(6, 1 + n_words)  # the image + a panel per word
 
     from captioner.model import Captioner
     from captioner.viz import cross_attention_maps

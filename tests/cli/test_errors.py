@@ -154,6 +154,7 @@ def test_a_gpt2_whose_bin_needs_unpickling_is_refused_with_what_to_do(gpt2_dir, 
     assert not (tmp_path / "ran").exists()
 
 
+@pytest.mark.filterwarnings("ignore:skipped an example that could not be read")  # collate's own, as intended
 @pytest.mark.parametrize("workers", ["0", "1"])  # in a worker, torch re-raises it with the worker's traceback
 def test_a_validation_split_whose_images_all_fail_stops_with_a_message(workers, tmp_path, capsys):
     from captioner.shapes import write_imagefolder

@@ -56,7 +56,7 @@ def test_throughput_is_logged_with_the_projects_flops(tmp_path):
         enable_model_summary=False,
     )
     fit(trainer, module, data)
-    rows = list(csv.DictReader(open(tmp_path / "run/version_0/metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "run/version_0/metrics.csv").read_text().splitlines()))
     images_s = [float(r["train/device/samples_per_sec"]) for r in rows if r.get("train/device/samples_per_sec")]
     flops_s = [float(r["train/device/flops_per_sec"]) for r in rows if r.get("train/device/flops_per_sec")]
     assert images_s and all(v > 0 for v in images_s) and flops_s and all(v > 0 for v in flops_s)

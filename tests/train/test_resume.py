@@ -9,99 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from tests.helpers import ROOT, TINY_OVERRIDE
+from tests.helpers import ROOT
 
 STEPS = 12  # 8 batches an epoch: the kill lands mid-epoch and the run crosses an epoch boundary
-
-
-def run_fit(tmp: Path, runs: Path, kill: tuple[int, int] | None = None, resume: bool = False) -> int:
-    callbacks = [
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"every_n_train_steps": 2, "save_last": True},
-        },
-        {"class_path": "captioner.train.PreemptionCheckpoint"},
-    ]
-    if kill:
-        callbacks.append(
-            {"class_path": "tests.train.kill_helper.KillAt", "init_args": {"step": kill[0], "signal": int(kill[1])}}
-        )
-    override = {
-        "trainer": {
-            "max_steps": STEPS,
-            "limit_val_batches": 0,
-            "log_every_n_steps": 1,
-            "deterministic": True,
-            "enable_progress_bar": False,
-            "callbacks": callbacks,
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": str(runs), "name": "shapes", "flush_logs_every_n_steps": 1},
-            },
-        },
-        "model": {
-            **TINY_OVERRIDE["model"],
-        },
-        "data": TINY_OVERRIDE["data"],
-    }
-    path = tmp / f"override_{len(list(tmp.glob('override_*')))}.yaml"
-    path.write_text(yaml.safe_dump(override))
-    cmd = [
-        sys.executable,
-        "-m",
-        "captioner",
-        "fit",
-        "--config",
-        str(ROOT / "configs/shapes.yaml"),
-        "--config",
-        str(path),
-    ]
-    if resume:
-        cmd.append("--ckpt_path=last")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300).returncode
-
-
-def weights(runs: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(next(runs.glob("shapes/version_*/checkpoints/last.ckpt")), weights_only=True)
-    assert ckpt["global_step"] == STEPS
-    return ckpt["state_dict"]
-
-
-def losses(runs: Path) -> dict[int, float]:
-    out = {}
-    for path in runs.glob("shapes/version_*/metrics*.csv"):
-        for row in csv.DictReader(path.open()):
-            if row.get("train/loss"):
-                out[int(row["step"])] = float(row["train/loss"])
-    return out
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run_fit(tmp_path, straight) == 0
-    assert run_fit(tmp_path, killed, kill=(7, signal.SIGKILL)) == -signal.SIGKILL
-    assert not list(killed.glob("shapes/version_*/model"))  # it never finished
-    assert run_fit(tmp_path, killed, resume=True) == 0
-    a, b = weights(straight), weights(killed)
-    assert a.keys() == b.keys()
-    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
-    la, lb = losses(straight), losses(killed)
-    assert len(lb) >= STEPS - 1 and all(abs(la[s] - lb[s]) <= 1e-6 for s in lb)
-    assert len(list(killed.glob("shapes/version_*"))) == 1  # the resumed run continued in the same folder
-
-
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    runs = tmp_path / "runs"
-    assert run_fit(tmp_path, runs, kill=(3, signal.SIGTERM)) == 0
-    ckpt = torch.load(next(runs.glob("shapes/version_*/checkpoints/last.ckpt")), weights_only=True)
-    assert 3 <= ckpt["global_step"] < STEPS
-    assert run_fit(tmp_path, runs, resume=True) == 0
-    assert weights(runs)  # finished at STEPS from the preemption checkpoint
 
 
 def fit_demo_config(tmp: Path, runs: Path, extra: list[str]) -> int:
@@ -142,28 +53,68 @@ def package_tensors(runs: Path) -> dict[str, torch.Tensor]:
     return load_file(package / "model.safetensors")
 
 
+def losses(runs: Path) -> dict[int, float]:
+    out = {}
+    for path in runs.glob("shapes/version_*/metrics*.csv"):
+        with path.open() as rows:
+            out.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(rows) if r.get("train/loss")})
+    return out
+
+
+def last_step(runs: Path) -> int:
+    (path,) = runs.glob("shapes/version_*/checkpoints/last.ckpt")
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+def kill_at(step: int, sig: signal.Signals) -> list[str]:
+    return [
+        "--trainer.callbacks+=tests.train.kill_helper.KillAt",
+        f"--trainer.callbacks.step={step}",
+        f"--trainer.callbacks.signal={int(sig)}",
+    ]
+
+
 @pytest.fixture(scope="module")
-def demo_config_straight(tmp_path_factory) -> dict[str, torch.Tensor]:
+def straight(tmp_path_factory) -> Path:
+    """The runs folder of the demo config trained straight through (STEPS steps, validation every 6)."""
     tmp = tmp_path_factory.mktemp("straight")
     assert fit_demo_config(tmp, tmp / "runs", []) == 0
-    return package_tensors(tmp / "runs")
+    return tmp / "runs"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [5, 6, 8])  # mid-epoch; right after a validation; the last batch of an epoch
-def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights(tmp_path, demo_config_straight, stop):
-    """Black box, with the shipped config's own callbacks (throughput, figures, export, ...) and its conv stem:
-    nothing that measures the model may move its state, BatchNorm's running statistics included."""
-    runs = tmp_path / "runs"
-    kill = [
-        "--trainer.callbacks+=tests.train.kill_helper.KillAt",
-        f"--trainer.callbacks.step={stop}",
-        f"--trainer.callbacks.signal={int(signal.SIGTERM)}",
-    ]
-    assert fit_demo_config(tmp_path, runs, kill) == 0  # SIGTERM: last.ckpt saved, a clean exit, no package
-    assert not list(runs.glob("shapes/version_*/model"))
-    assert fit_demo_config(tmp_path, runs, ["--ckpt_path=last"]) == 0
-    a, b = demo_config_straight, package_tensors(runs)
+def assert_same_run(straight: Path, resumed: Path) -> None:
+    a, b = package_tensors(straight), package_tensors(resumed)
     assert any(k.endswith("running_mean") for k in a)  # the conv stem's BatchNorm is there
     assert a.keys() == b.keys()
     assert max(float((a[k].double() - b[k].double()).abs().max()) for k in a) <= 1e-6
+    la, lb = losses(straight), losses(resumed)
+    assert len(lb) >= STEPS - 1 and all(abs(la[s] - lb[s]) <= 1e-6 for s in lb)
+    assert len(list(resumed.glob("shapes/version_*"))) == 1  # every resume continued in the same folder
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path, straight):
+    """SIGKILL at step 7 loses what followed the last checkpoint (ModelCheckpoint's last.ckpt at the validation of
+    step 6); the resumed run trains steps 7.. again and ends where the straight run ended."""
+    runs = tmp_path / "runs"
+    assert fit_demo_config(tmp_path, runs, kill_at(7, signal.SIGKILL)) == -signal.SIGKILL
+    assert not list(runs.glob("shapes/version_*/model"))  # it never finished
+    assert last_step(runs) == 6
+    assert fit_demo_config(tmp_path, runs, ["--ckpt_path=last"]) == 0
+    assert_same_run(straight, runs)
+
+
+@pytest.mark.slow
+def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights(tmp_path, straight):
+    """Black box, with the shipped config's own callbacks (throughput, figures, export, ...) and its conv stem:
+    nothing that measures the model may move its state, BatchNorm's running statistics included. One run is
+    stopped three times and resumed each time: mid-epoch (5), at a validation (6), at the last batch of an epoch (8)."""
+    runs = tmp_path / "runs"
+    resume: list[str] = []
+    for stop in (5, 6, 8):
+        assert fit_demo_config(tmp_path, runs, [*resume, *kill_at(stop, signal.SIGTERM)]) == 0  # a clean exit
+        assert last_step(runs) == stop  # PreemptionCheckpoint saved last.ckpt where it stopped
+        assert not list(runs.glob("shapes/version_*/model"))  # and no package yet
+        resume = ["--ckpt_path=last"]
+    assert fit_demo_config(tmp_path, runs, resume) == 0
+    assert_same_run(straight, runs)

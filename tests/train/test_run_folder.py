@@ -36,7 +36,8 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def logged_steps(path: Path) -> set[int]:
-    return {int(r["step"]) for r in csv.DictReader(path.open()) if r.get("train/loss")}
+    with path.open() as rows:
+        return {int(r["step"]) for r in csv.DictReader(rows) if r.get("train/loss")}
 
 
 @pytest.fixture

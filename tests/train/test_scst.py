@@ -80,14 +80,15 @@ def test_a_short_scst_run_from_a_package(trained_package, tmp_path, baseline):
     ]
     assert main(args) == 0
     (run,) = tmp_path.glob("scst/version_*")
-    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("train/scst_reward")]
+    rows = [r for r in csv.DictReader((run / "metrics.csv").read_text().splitlines()) if r.get("train/scst_reward")]
     reward, base = ([float(r[f"train/scst_{k}"]) for r in rows] for k in ("reward", "baseline"))
     assert len(rows) == 4
     if baseline == "mean":  # each sample's baseline is the mean of its image's others: on average the reward itself
         assert reward == pytest.approx(base, abs=1e-5)
     else:  # the greedy caption's reward: another number than the samples' mean
         assert any(abs(r - b) > 1e-6 for r, b in zip(reward, base, strict=True))
-    validation = [float(r["val/CIDEr-D"]) for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/CIDEr-D")]
+    logged = csv.DictReader((run / "metrics.csv").read_text().splitlines())
+    validation = [float(r["val/CIDEr-D"]) for r in logged if r.get("val/CIDEr-D")]
     assert len(validation) == 1 and validation[0] >= 0
     start, trained = (load_file(p / "model.safetensors") for p in (trained_package, run / "model"))
     moved = {k for k in start if not torch.equal(start[k], trained[k])}
