@@ -1,4 +1,4 @@
-# `make demo` trains on the built-in shapes data and scores 500 held-out scenes; `make test` runs ruff + pytest
+# `make demo` trains on the built-in shapes data and scores 500 held-out scenes; `make test` runs ruff, mypy and pytest
 # (everything, as CI does); `make test-fast` leaves out the end-to-end trainings marked slow (under 2 minutes).
 # Each creates the virtual environment .venv when it is missing.
 PYTHON ?= python3
@@ -22,6 +22,7 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest -q tests

@@ -30,15 +30,27 @@ def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None
         eval_results=results,
         base_model=_base_model(start, config.decoder_init_from),
     )
+    evaluation = (
+        _evaluation_lines(report) if report else ["Not evaluated when pushed (`captioner push --report` adds it)."]
+    )
+    training_lines = _training_lines(training, config)
+    lines = [f"# {repo_id}", "", _summary(config), "", *_usage_lines(repo_id), "", "## Training", "", *training_lines]
+    body = "\n".join([*lines, "", *evaluation, ""])
+    return ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n\n" + body).content
+
+
+def _summary(config: CaptionerConfig) -> str:
     layers = f"{config.n_layer} layer{'s' if config.n_layer > 1 else ''}"
-    body = "\n".join([
-        f"# {repo_id}",
-        "",
+    return (
         "An image captioning model made with captioner: a timm ViT "
         f"(`{config.encoder_name}` at {config.encoder_img_size or 'its own'} px) turns the image into patch tokens, "
         f"and a GPT-style decoder ({layers} x {config.n_embd} wide, {config.vocab_size:,} tokens) "
-        "writes the caption, looking at the patches through cross-attention.",
-        "",
+        "writes the caption, looking at the patches through cross-attention."
+    )
+
+
+def _usage_lines(repo_id: str) -> list[str]:
+    return [
         "## Use it",
         "",
         "With captioner installed (`pip install -e .` in a clone of its repository):",
@@ -52,15 +64,7 @@ def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None
         f'captions = captioner.caption(["photo.jpg"], model="{repo_id}")',
         "print(captions[0].text, captions[0].score)",
         "```",
-        "",
-        "## Training",
-        "",
-        *_training_lines(training, config),
-        "",
-        *(_evaluation_lines(report) if report else ["Not evaluated when pushed (`captioner push --report` adds it)."]),
-        "",
-    ])  # fmt: skip
-    return ModelCard.from_template(card_data, template_str="---\n{{ card_data }}\n---\n\n" + body).content
+    ]
 
 
 def _training_lines(training: TrainingInfo | None, config: CaptionerConfig) -> list[str]:
@@ -69,11 +73,15 @@ def _training_lines(training: TrainingInfo | None, config: CaptionerConfig) -> l
     data = training.data
     source = data.get("source", "unknown")
     described = ", ".join(f"{k}: {v}" for k, v in data.items() if k != "source")
-    lines = [f"- {training.steps if training.steps is not None else '?'} optimiser steps on `{source}` data"
-             + (f" ({described})" if described else "")]  # fmt: skip
+    lines = [
+        f"- {training.steps if training.steps is not None else '?'} optimiser steps on `{source}` data"
+        + (f" ({described})" if described else "")
+    ]
     if source == "shapes":
-        lines.append("- the built-in shapes scenes: drawn on the fly, captions name each object's size, colour and "
-                     "shape left to right (`captioner shapes` writes them to disk)")  # fmt: skip
+        lines.append(
+            "- the built-in shapes scenes: drawn on the fly, captions name each object's size, colour and "
+            "shape left to right (`captioner shapes` writes them to disk)"
+        )
     if training.objective is None:  # a package from before these were recorded
         lines.append("- objective, start and optimiser settings: not recorded (trained by an older captioner)")
     else:
@@ -88,8 +96,10 @@ def _objective(training: TrainingInfo) -> str:
     o = training.objective
     if o is None or o.name != "scst":
         return "cross-entropy (next-token prediction on the reference captions)"
-    return (f"SCST, self-critical sequence training: reward {o.reward}, baseline {o.baseline}, "
-            f"{o.samples} sampled captions per image")  # fmt: skip
+    return (
+        f"SCST, self-critical sequence training: reward {o.reward}, baseline {o.baseline}, "
+        f"{o.samples} sampled captions per image"
+    )
 
 
 def _start(origin: Origin | None, config: CaptionerConfig) -> str:
@@ -118,8 +128,15 @@ def _evaluation_lines(report: dict[str, Any]) -> list[str]:
     decoding = report.get("decoding", {})
     how = f"beam search, {decoding['num_beams']} beams" if decoding.get("num_beams", 1) > 1 else "greedy decoding"
     rows = [f"| {name} | {value:.4f} |" for name, value in metrics.items()]
-    return ["## Evaluation", "", f"On {where}, {how} (`captioner evaluate --report`):", "", "| metric | value |",
-            "|---|---:|", *rows]  # fmt: skip
+    return [
+        "## Evaluation",
+        "",
+        f"On {where}, {how} (`captioner evaluate --report`):",
+        "",
+        "| metric | value |",
+        "|---|---:|",
+        *rows,
+    ]
 
 
 def _eval_results(report: dict[str, Any]) -> list[EvalResult]:
@@ -134,7 +151,7 @@ def _eval_results(report: dict[str, Any]) -> list[EvalResult]:
             dataset_split=data.get("split"),
             metric_type=metric,
             metric_value=value,
-        )  # fmt: skip
+        )
         for metric, value in _numbers(report.get("metrics", {})).items()
     ]
 

@@ -58,22 +58,24 @@ class CiderD:
         groups: dict[tuple[str, ...], int] = {}
         group_of = [groups.setdefault(tuple(rs), len(groups)) for rs in references]
         slots: list[dict[tuple[str, ...], int]] = []
-        ref_g, ref_r, ref_u, ref_c = [], [], [], []  # flat (group, reference, slot, count)
+        ref_rows: list[tuple[int, int, int, int]] = []  # (group, reference, slot, count)
         for g, rs in enumerate(groups):
             table: dict[tuple[str, ...], int] = {}
             for r, ref in enumerate(rs):
                 for gram, c in ngrams(self._tok(ref), n).items():
-                    ref_g.append(g), ref_r.append(r), ref_u.append(table.setdefault(gram, len(table))), ref_c.append(c)
+                    ref_rows.append((g, r, table.setdefault(gram, len(table)), c))
             slots.append(table)
-        hyp_s, hyp_u, hyp_c, hyp_gram = [], [], [], []  # flat (hypothesis, slot, count, n-gram)
+        hyp_rows: list[tuple[int, int, int]] = []  # (hypothesis, slot, count)
+        hyp_gram: list[tuple[str, ...]] = []  # the n-gram of each row
         for s_, (text, g) in enumerate(zip(hypotheses, group_of, strict=True)):
-            table, extra = slots[g], {}
+            table = slots[g]
+            extra: dict[tuple[str, ...], int] = {}  # its n-grams the references lack -> their slot after the table's
             for gram, c in ngrams(self._tok(text), n).items():
                 u = table.get(gram)
-                hyp_s.append(s_), hyp_c.append(c), hyp_gram.append(gram)
-                hyp_u.append(u if u is not None else len(table) + extra.setdefault(gram, len(extra)))
+                hyp_rows.append((s_, u if u is not None else len(table) + extra.setdefault(gram, len(extra)), c))
+                hyp_gram.append(gram)
         G, R = len(groups), max(len(rs) for rs in groups)
-        U = max([len(t) for t in slots] + [u + 1 for u in hyp_u])
+        U = max([len(t) for t in slots] + [u + 1 for _, u, _ in hyp_rows])
         f64 = torch.float64
         # idf and n-gram order of every slot: the groups' slots, then each hypothesis's extra ones
         idf_g, order_g = torch.zeros(G, U, dtype=f64), torch.full((G, U), -1, dtype=torch.long)
@@ -82,13 +84,14 @@ class CiderD:
             order_g[g, : len(table)] = torch.tensor([len(gram) - 1 for gram in table], dtype=torch.long)
         group = torch.tensor(group_of)
         idf, order = idf_g[group], order_g[group]  # (S, U)
-        hs, hu = torch.tensor(hyp_s, dtype=torch.long), torch.tensor(hyp_u, dtype=torch.long)
+        hs, hu, hc = torch.tensor(hyp_rows, dtype=torch.long).reshape(-1, 3).unbind(1)  # (rows,) each
         idf[hs, hu] = torch.tensor([self._idf(gram) for gram in hyp_gram], dtype=f64)
         order[hs, hu] = torch.tensor([len(gram) - 1 for gram in hyp_gram], dtype=torch.long)
         H = torch.zeros(S, U, dtype=f64)  # term frequencies
-        H[hs, hu] = torch.tensor(hyp_c, dtype=f64)
+        H[hs, hu] = hc.to(f64)
         Rg = torch.zeros(G, R, U, dtype=f64)
-        Rg[torch.tensor(ref_g), torch.tensor(ref_r), torch.tensor(ref_u)] = torch.tensor(ref_c, dtype=f64)
+        rg, rr, ru, rc = torch.tensor(ref_rows, dtype=torch.long).reshape(-1, 4).unbind(1)  # (rows,) each
+        Rg[rg, rr, ru] = rc.to(f64)
         Rf = Rg[group]  # (S, R, U)
         has_ref = (torch.arange(R)[None] < torch.tensor([len(rs) for rs in groups])[:, None])[group]  # (S, R)
         bigram = (order == 1).to(f64)  # (S, U)

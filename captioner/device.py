@@ -21,8 +21,13 @@ def resolve_device(device: str = DEVICE.default) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ArgumentError("{0}: not a device; use {1}, {2} or {3}", ("device", device), ("device", "auto"),
-                            ("device", "cpu"), ("device", "cuda")) from None  # fmt: skip
+        raise ArgumentError(
+            "{0}: not a device; use {1}, {2} or {3}",
+            ("device", device),
+            ("device", "auto"),
+            ("device", "cpu"),
+            ("device", "cuda"),
+        ) from None
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if resolved.type == "cuda" and (resolved.index or 0) >= gpus:
         there = f"this machine has {gpus} CUDA GPU{'s' if gpus != 1 else ''}" if gpus else "no CUDA GPU is available"
@@ -36,6 +41,10 @@ def autocast(device: torch.device, precision: str = PRECISION.default) -> contex
     if precision not in DTYPES:
         return contextlib.nullcontext()
     if device.type == "cpu" and precision == "16":
-        raise ArgumentError("{0} needs a GPU; use {1} or {2} on the CPU", ("precision", "16"), ("precision", "bf16"),
-                            ("precision", "32"))  # fmt: skip
+        raise ArgumentError(
+            "{0} needs a GPU; use {1} or {2} on the CPU",
+            ("precision", "16"),
+            ("precision", "bf16"),
+            ("precision", "32"),
+        )
     return torch.autocast(device.type, dtype=DTYPES[precision])

@@ -53,7 +53,7 @@ def step_flops(model: Captioner, image_tokens: int, prefix_tokens: int, text_tok
         if p.ndim >= 2 and "pos_embed" not in n and not n.startswith("patch_embed.")
     )
     enc_layers = len(getattr(backbone, "blocks", []))
-    width = backbone.num_features
+    width = model.encoder.proj.in_features  # the backbone's num_features
     encoder = 2 * (n_enc * enc_params + stem) + enc_layers * 4 * n_enc * n_enc * width
     d, t, n = cfg.n_embd, text_tokens, image_tokens
     bridge = 2 * n * width * d + cfg.n_layer * 2 * n * d * 2 * d

@@ -11,6 +11,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,7 +74,7 @@ def parse_bool(text: str) -> bool:
     return BOOLEANS[text.lower()]
 
 
-PARSE = {bool: parse_bool, int: parse_int, float: parse_float, str: str}
+PARSE: dict[type, Callable[[str], Any]] = {bool: parse_bool, int: parse_int, float: parse_float, str: str}
 TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a decimal number", str: "text"}
 
 
@@ -101,8 +102,7 @@ class Spec:
             return
         low, high, choices = self.option.low, self.option.high, self.option.choices
         numeric = self.kind in (int, float)
-        wanted = int if self.kind is int else (int, float) if self.kind is float else self.kind
-        if isinstance(value, bool) != (self.kind is bool) or not isinstance(value, wanted):
+        if not is_of(value, self.kind):
             raise ArgumentError(f"{{0}}: must be {TYPE_NAMES[self.kind]}", (self.name, value))
         if numeric and low is not None and high is not None and not (math.isfinite(value) and low <= value <= high):
             why = f" ({self.option.why})" if self.option.why else ""
@@ -115,6 +115,12 @@ class Spec:
         low, high = self.option.low, self.option.high
         ranged = f"; {number(low)} to {number(high)}" if low is not None and high is not None else ""
         return self.option.help + ranged
+
+
+def is_of(value: Any, kind: type) -> bool:
+    """Whether `value` has type `kind`: a whole number is a decimal one too, true and false are no numbers."""
+    wanted = int if kind is int else (int, float) if kind is float else kind
+    return isinstance(value, bool) == (kind is bool) and isinstance(value, wanted)
 
 
 def number(x: float) -> str:
@@ -139,7 +145,8 @@ def specs(cls: type) -> dict[str, Spec]:
 
 def check_options(obj: object) -> None:
     """Every option of dataclass instance `obj` checked (`Spec.check`); ArgumentError naming the first bad one."""
-    for name, spec in specs(type(obj)).items():
+    kind: type = type(obj)
+    for name, spec in specs(kind).items():
         spec.check(getattr(obj, name))
 
 
@@ -164,9 +171,11 @@ def from_text(cls: type, texts: dict[str, str]) -> Any:
 # the options every way of captioning shares (`captioner.caption`, `caption_files`, caption, evaluate, serve)
 BATCH_SIZE = Option(32, "images captioned together", low=1, high=65_536, why="a batch is held in memory at once")
 DEVICE = Option("auto", "auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N")
-PRECISION = Option("32", "autocast: bf16 (GPU, or a CPU with AVX512-BF16/AMX), 16 (GPU) or 32",
-                   choices=("32", "bf16", "16"))  # fmt: skip
+PRECISION = Option(
+    "32", "autocast: bf16 (GPU, or a CPU with AVX512-BF16/AMX), 16 (GPU) or 32", choices=("32", "bf16", "16")
+)
 # 64 M pixels (8000 x 8000) for files a user captions: a camera's largest photos pass, a decompression bomb does
 # not. The server takes less, for uploads from anyone (`captioner.serve.api.Limits.max_pixels`).
-MAX_IMAGE_PIXELS = Option(DEFAULT_MAX_PIXELS, "refuse larger images (decompression bombs)", low=1, high=10**12,
-                          why="a pixel count")  # fmt: skip
+MAX_IMAGE_PIXELS = Option(
+    DEFAULT_MAX_PIXELS, "refuse larger images (decompression bombs)", low=1, high=10**12, why="a pixel count"
+)

@@ -113,8 +113,10 @@ def check_apart(outputs: Iterable[str | Path], inputs: Iterable[str | Path], opt
         inside = next((sources[p] for p in out.parents if p in sources), None)
         for found, where in ((sources.get(out), "is"), (inside, "lies inside"), (holders.get(out), "holds")):
             if found is not None:
-                raise OutputError(f"{option} {output} {where} the input {found}; the command only reads that, so "
-                                  "choose an output outside it")  # fmt: skip
+                raise OutputError(
+                    f"{option} {output} {where} the input {found}; the command only reads that, so "
+                    "choose an output outside it"
+                )
 
 
 class OutputError(NamesArguments, ValueError):

@@ -108,8 +108,8 @@ class TrainingInfo:
         """The record from parsed JSON, every field's type checked; fields a newer captioner writes are ignored."""
         if not isinstance(data, dict):
             raise ValueError(f"a JSON object of fields, not {type(data).__name__}")
-        kinds = {"steps": int, "data": dict, "used_token_ids": list, "objective": dict, "started_from": dict,
-                 "optimizer": dict, "config": dict}  # fmt: skip
+        records = ("data", "objective", "started_from", "optimizer", "config")  # JSON objects
+        kinds = {"steps": int, "used_token_ids": list, **dict.fromkeys(records, dict)}
         values = {k: v for k, v in data.items() if k in kinds}
         for name, value in values.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, kinds[name])):
@@ -125,8 +125,11 @@ class TrainingInfo:
 def _record(kind: type, name: str, value: dict[str, Any]) -> Any:
     """An `Origin` or `Objective` from its JSON object: known keys only, text values (`samples` a count)."""
     known = [f.name for f in fields(kind)]
-    wrong = [k for k, v in value.items()
-             if k not in known or (v is not None and not isinstance(v, int if k == "samples" else str))]  # fmt: skip
+
+    def fits(key: str, v: Any) -> bool:  # a known key with a text value (`samples`: a count) or null
+        return key in known and (v is None or isinstance(v, int if key == "samples" else str))
+
+    wrong = [k for k, v in value.items() if not fits(k, v)]
     if wrong or (kind is Objective and not value.get("name")):
         raise ValueError(f"field {name!r} is {str(value)[:80]}; its keys are {', '.join(known)}")
     return kind(**value)
@@ -170,8 +173,10 @@ def read_package(folder: str | Path, name: str | Path | None = None) -> Package:
     folder = Path(folder)
     missing = next((n for n in REQUIRED_FILES if not (folder / n).is_file()), None)
     if missing:
-        raise FileNotFoundError(f"{name or folder} is not a captioner model package: {missing} is missing "
-                                f"(a package holds {', '.join(REQUIRED_FILES)})")  # fmt: skip
+        raise FileNotFoundError(
+            f"{name or folder} is not a captioner model package: {missing} is missing "
+            f"(a package holds {', '.join(REQUIRED_FILES)})"
+        )
     check_inside(folder, PACKAGE_FILES)
     config = read_config(folder)
     header = check_header(config, folder / WEIGHTS_FILE, folder / CONFIG_FILE)  # sizes, dtypes: nothing allocated
@@ -188,8 +193,11 @@ def read_config(folder: Path) -> CaptionerConfig:
     """The package's config.json; one from before preprocessing was recorded gets the preprocessing of then."""
     config = CaptionerConfig.load(folder / CONFIG_FILE)
     if not config.preprocessing:  # a model always records its resolved preprocessing: only old packages lack it
-        log.warning("captioner: note: %s records no preprocessing (exported before it was recorded); using timm's "
-                    "data config with crop_pct 1.0 and a centre crop, as it was captioned then", folder)  # fmt: skip
+        log.warning(
+            "captioner: note: %s records no preprocessing (exported before it was recorded); using timm's "
+            "data config with crop_pct 1.0 and a centre crop, as it was captioned then",
+            folder,
+        )
         config = replace(config, preprocessing=dict(LEGACY_PREPROCESSING))
     return config
 

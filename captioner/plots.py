@@ -27,7 +27,7 @@ PANELS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
             ("val/CIDEr-D", "CIDEr-D"),
             ("val/BLEU-4", "BLEU-4"),
         ],
-    ),  # fmt: skip
+    ),
     "throughput": ("Training throughput", "images per second", [("train/device/samples_per_sec", "images/s")]),
 }
 
@@ -133,14 +133,22 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, overwrite: 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError("{path} holds plots already; pass {0} to redraw them", ("overwrite", True), path=out)
     if found.nonfinite or found.unreadable:
-        log.warning("captioner: note: %s: left out %d values that are NaN or infinite and %d that are not numbers "
-                    "(in the metric or its step)", run_dir, found.nonfinite, found.unreadable)  # fmt: skip
+        log.warning(
+            "captioner: note: %s: left out %d values that are NaN or infinite and %d that are not numbers "
+            "(in the metric or its step)",
+            run_dir,
+            found.nonfinite,
+            found.unreadable,
+        )
     panels = {name: spec for name, spec in PANELS.items() if any(series.get(k) for k, _ in spec[2])}
     if not panels:
         wanted = sorted(k for p in PANELS.values() for k, _ in p[2])
         there = sorted(set(wanted) & set(found.columns))
-        why = (f"its columns {there} hold no finite number at a numeric step" if there
-               else f"it has none of the columns {wanted}")  # fmt: skip
+        why = (
+            f"its columns {there} hold no finite number at a numeric step"
+            if there
+            else f"it has none of the columns {wanted}"
+        )
         raise OutputError(f"{run_dir}: nothing to plot: {why}")
     written = []
     for name, spec in panels.items():

@@ -78,7 +78,10 @@ class Preprocessing:
         from timm.data.transforms import MaybeToTensor
         from torchvision import transforms as T
 
-        steps = list(self.eval_transform().transforms)
+        compose = self.eval_transform()
+        if not isinstance(compose, T.Compose):
+            raise ValueError(f"eval_stages: expected timm's transforms in a Compose, got {compose}")
+        steps = list(compose.transforms)
         cut = next(i for i, t in enumerate(steps) if isinstance(t, MaybeToTensor | T.ToTensor))
         rest = steps[cut + 1 :]
         if len(rest) != 1 or not isinstance(rest[0], T.Normalize):
@@ -105,4 +108,10 @@ class Preprocessing:
         if not augment:
             return self.eval_transform()
         cfg = {k: getattr(self, k) for k in ("input_size", "interpolation", "mean", "std")}
-        return create_transform(**cfg, is_training=True, scale=(0.8, 1.0), hflip=0.0, color_jitter=None)
+        return create_transform(
+            **cfg,
+            is_training=True,
+            scale=(0.8, 1.0),
+            hflip=0.0,
+            color_jitter=None,  # type: ignore[arg-type]  # timm's hint omits None, which it takes as no jitter
+        )

@@ -22,8 +22,10 @@ def quantize_int8(model: Captioner) -> Captioner:
     """The model (in place) with dynamic int8 linear layers; CPU only, for inference."""
     device = next(model.parameters()).device
     if device.type != "cpu":
-        raise ValueError(f"int8 dynamic quantization runs on the CPU (fbgemm kernels), and the model is on {device}: "
-                         "move it to the CPU first, or on a GPU autocast to bf16 instead")  # fmt: skip
+        raise ValueError(
+            f"int8 dynamic quantization runs on the CPU (fbgemm kernels), and the model is on {device}: "
+            "move it to the CPU first, or on a GPU autocast to bf16 instead"
+        )
     model.eval()
     with warnings.catch_warnings():  # the torch.ao deprecation notes: see the module docstring
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -27,17 +27,18 @@ class CaptionTokenizer:
         (GPT-2's <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
         self.tokenizer = tokenizer
         self._special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}  # never decoded
-        ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
-        if all(i is not None for i in ids.values()):
-            self.pad_id, self.bos_id, self.eos_id = ids[PAD], ids[BOS], ids[EOS]
+        pad, bos, eos = (tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS)
+        if pad is not None and bos is not None and eos is not None:
+            self.pad_id, self.bos_id, self.eos_id = pad, bos, eos
             return
-        specials = [t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special]
+        specials = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
         if len(specials) != 1:
             raise ValueError(
-                f"tokenizer has special tokens {specials}; expected <pad>, <bos>, <eos> (train one with "
+                f"tokenizer has special tokens {list(specials)}; expected <pad>, <bos>, <eos> (train one with "
                 "`CaptionTokenizer.train`) or a single end-of-text token (GPT-2)"
             )
-        self.pad_id = self.bos_id = self.eos_id = tokenizer.token_to_id(specials[0])
+        (end,) = specials.values()
+        self.pad_id = self.bos_id = self.eos_id = end
 
     @classmethod
     def from_hf(cls, name_or_path: str) -> CaptionTokenizer:
@@ -149,8 +150,9 @@ class CaptionTokenizer:
                 vocab[a + b] = size + added
                 added += 1
         model["merges"] = [list(m) for m in merges]
-        log.info("tokenizer extended by %d tokens learned from the training captions (%d -> %d)", added, size,
-                 size + added)  # fmt: skip
+        log.info(
+            "tokenizer extended by %d tokens learned from the training captions (%d -> %d)", added, size, size + added
+        )
         return CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)))
 
     def pieces(self, base_size: int) -> dict[int, list[int]]:
@@ -161,13 +163,16 @@ class CaptionTokenizer:
             a, b = m.split(" ", 1) if isinstance(m, str) else m
             first.setdefault(a + b, (a, b))
 
+        vocab = self.tokenizer.get_vocab()  # token -> id, added tokens included
+        token_of = {i: token for token, i in vocab.items()}
+
         def expand(token: str) -> list[int]:
-            i = self.tokenizer.token_to_id(token)
+            i = vocab[token]
             if i < base_size:
                 return [i]
             return [p for part in first[token] for p in expand(part)]
 
-        return {i: expand(self.tokenizer.id_to_token(i)) for i in range(base_size, self.vocab_size)}
+        return {i: expand(token_of[i]) for i in range(base_size, self.vocab_size)}
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -26,7 +26,10 @@ def cross_attention_maps(
     """Per image, (T, h, w) maps for its T generated tokens: the weights (mean over heads) with which the
     position that produced each token attended to the image patches; `layer` picks a decoder layer (default
     the last), None averages the layers. Rows sum to 1. Pass `memory` (B, N, D) from `model.encode` to reuse it."""
-    memory = model.encode(images) if memory is None else memory  # (B, N, D)
+    if memory is None:
+        if images is None:
+            raise ValueError("cross_attention_maps: pass the images or their memory")
+        memory = model.encode(images)  # (B, N, D)
     kv = model.image_kv(memory)
     T = max(len(t) for t in tokens)
     ids = torch.full((len(tokens), T + 1), bos_id, dtype=torch.long, device=memory.device)
@@ -75,15 +78,15 @@ def _heat(values: np.ndarray) -> np.ndarray:
 
 def overlay(image: Image.Image, attention: torch.Tensor, size: int = 128) -> Image.Image:
     """The image at `size` x `size` with an (h, w) attention map over it as a heatmap (scaled to its maximum)."""
-    base = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    base = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     values = attention.numpy() / max(float(attention.max()), 1e-8)
-    heat = Image.fromarray(_heat(values)).resize((size, size), Image.NEAREST)
+    heat = Image.fromarray(_heat(values)).resize((size, size), Image.Resampling.NEAREST)
     return Image.blend(base, heat, 0.5)
 
 
 def attention_figure(image: Image.Image, panels: list[tuple[str, torch.Tensor]], size: int = 128) -> Image.Image:
     """The image, then one panel per word with its heatmap overlaid, in rows of 6."""
-    base = image.convert("RGB").resize((size, size), Image.BICUBIC)
+    base = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     tiles = [("(image)", base)] + [(word, overlay(image, m, size)) for word, m in panels]
     cols = min(6, len(tiles))
     rows = math.ceil(len(tiles) / cols)
@@ -106,7 +109,7 @@ def caption_grid(images: list[Image.Image], captions: list[str], references: lis
     draw = ImageDraw.Draw(fig)
     for i, (im, caption, ref) in enumerate(zip(images, captions, references, strict=True)):
         x, y = (i % cols) * size, (i // cols) * (size + text_h)
-        fig.paste(im.convert("RGB").resize((size, size), Image.BICUBIC), (x, y))
+        fig.paste(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), (x, y))
         lines = [(t, "black") for t in _wrap(caption or "(empty)", size)] + [(t, "grey") for t in _wrap(ref, size)]
         for n, (text, colour) in enumerate(lines[:6]):
             draw.text((x + 3, y + size + 1 + n * line), text, fill=colour)

@@ -15,8 +15,12 @@ from torch import nn
 
 from captioner.config import CaptionerConfig
 
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}  # fmt: skip
+DTYPE_BYTES = {  # safetensors' dtype names, by their size in bytes
+    **dict.fromkeys(("F64", "I64", "U64"), 8),
+    **dict.fromkeys(("F32", "I32", "U32"), 4),
+    **dict.fromkeys(("F16", "BF16", "I16", "U16"), 2),
+    **dict.fromkeys(("F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL"), 1),
+}
 MAX_HEADER = 100 * 2**20  # safetensors' own limit on the JSON header
 FLOAT_DTYPES = ("F32", "F16", "BF16")
 COUNTERS = (".num_batches_tracked",)  # BatchNorm's step counter (a conv stem, a ResNet): the one integer tensor
@@ -41,7 +45,7 @@ def read_header(path: Path) -> Header:
             raise ValueError(f"{path}: not a safetensors file (its header is not readable JSON)") from None
     data = size - 8 - length
     header = {}
-    for name, entry in entries.items() if isinstance(entries, dict) else [("", None)]:
+    for name, entry in entries.items() if isinstance(entries, dict) else [("", {})]:
         if name == "__metadata__":
             continue
         try:
@@ -92,8 +96,10 @@ def check_shapes(path: Path, header: Header, expected: dict[str, tuple[int, ...]
     """Every tensor of the header has the shape that the model built from `config_path` expects (name -> shape)."""
     for key, (_, shape) in header.items():
         if key in expected and shape != expected[key]:
-            raise ValueError(f"{path}: tensor {key!r} has shape {shape} but the model built from {config_path.name} "
-                             f"expects {expected[key]}")  # fmt: skip
+            raise ValueError(
+                f"{path}: tensor {key!r} has shape {shape} but the model built from {config_path.name} "
+                f"expects {expected[key]}"
+            )
 
 
 def load_checked(model: nn.Module, path: Path) -> None:

@@ -166,9 +166,10 @@ def test_random_extreme_options_through_caption_are_a_row_or_one_line(trained_pa
 
     folder = tmp_path_factory.mktemp("caption")
     make_scene("test", 0).image.save(folder / "a.png")
-    flags = [f"--{name.replace('_', '-')}" for name in options]
-    args = [a for flag, (name, text) in zip(flags, options.items(), strict=True)
-            for a in ((flag,) if specs(GenerationConfig)[name].kind is bool else (f"{flag}={text}",))]  # fmt: skip
+    args: list[str] = []
+    for name, text in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        args.append(flag if specs(GenerationConfig)[name].kind is bool else f"{flag}={text}")
     out = folder / "rows.jsonl"
     import contextlib
     import io

@@ -42,8 +42,13 @@ def test_the_scan_finds_a_flag_in_a_raise(tmp_path, monkeypatch):
 
 
 def test_an_argument_error_is_python_for_str_and_flags_for_the_command():
-    err = ArgumentError("{0} asked for; use {1} or {2} ({where})", ("device", "cuda:7"), ("device", "cpu"),
-                        ("overwrite", True), where="a {braced} path")  # fmt: skip
+    err = ArgumentError(
+        "{0} asked for; use {1} or {2} ({where})",
+        ("device", "cuda:7"),
+        ("device", "cpu"),
+        ("overwrite", True),
+        where="a {braced} path",
+    )
     assert str(err) == "device='cuda:7' asked for; use device='cpu' or overwrite=True (a {braced} path)"
     assert err.as_flags() == "--device cuda:7 asked for; use --device cpu or --overwrite (a {braced} path)"
     again = pickle.loads(pickle.dumps(err))  # from a DataLoader worker or another rank

@@ -110,9 +110,12 @@ def test_the_range_check_is_the_declaration(tmp_path):
         plain: int = 0  # not an option: never checked
 
     check_options(Things(plain=-1))
-    for bad, says in [({"count": 4}, "count=4: must be between 1 and 3 (few)"), ({"count": True}, "count=True: must "
-                      "be a whole number"), ({"scale": float("nan")}, "scale=nan: must be between"),
-                      ({"mode": "c"}, "mode='c': must be one of a, b")]:  # fmt: skip
+    for bad, says in [
+        ({"count": 4}, "count=4: must be between 1 and 3 (few)"),
+        ({"count": True}, "count=True: must be a whole number"),
+        ({"scale": float("nan")}, "scale=nan: must be between"),
+        ({"mode": "c"}, "mode='c': must be one of a, b"),
+    ]:
         with pytest.raises(ArgumentError, match=f"^{re.escape(says)}"):
             check_options(Things(**bad))
     assert isinstance(Things.__dataclass_fields__["count"].metadata["option"], Option)

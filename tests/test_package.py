@@ -32,14 +32,13 @@ EXEMPT = {"captioner/package.py", "captioner/hf/configuration_captioner.py", "ca
 
 def _code_strings(tree: ast.AST) -> list[ast.Constant]:
     """The string constants of a module that are not docstrings (f-strings' literal parts included)."""
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
-    }  # fmt: skip
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and id(n) not in docstrings]  # fmt: skip
+    scopes = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+    firsts = [s.body[0] for s in scopes if s.body and isinstance(s.body[0], ast.Expr)]
+    docstrings = {id(e.value) for e in firsts if isinstance(e.value, ast.Constant)}
+    strings = [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return [n for n in strings if id(n) not in docstrings]
 
 
 def test_only_the_package_module_names_the_package_files():
@@ -154,8 +153,13 @@ def test_a_timm_encoder_with_computed_buffers_loads_equal(tokenizer, tmp_path):
     """EVA-02's rotary tables are non-persistent buffers: built on the meta device, they are made again on load."""
     from captioner.config import CaptionerConfig
 
-    config = CaptionerConfig.from_name("tiny", encoder_name="eva02_tiny_patch14_224", encoder_img_size=28,
-                                       encoder_patch_size=None, vocab_size=tokenizer.vocab_size)  # fmt: skip
+    config = CaptionerConfig.from_name(
+        "tiny",
+        encoder_name="eva02_tiny_patch14_224",
+        encoder_img_size=28,
+        encoder_patch_size=None,
+        vocab_size=tokenizer.vocab_size,
+    )
     torch.manual_seed(0)
     model = Captioner(config).eval()
     assert any(m._non_persistent_buffers_set for m in model.encoder.modules())

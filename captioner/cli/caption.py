@@ -38,9 +38,13 @@ def caption_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
     add_device_arg(parser)
-    parser.add_argument("--devices", type=positive, default=None,
-                        help="caption on this many processes (GPUs, or CPU processes sharing the cores), one merged "
-                        "output in input order; under torchrun or SLURM the launcher's count is used")  # fmt: skip
+    parser.add_argument(
+        "--devices",
+        type=positive,
+        default=None,
+        help="caption on this many processes (GPUs, or CPU processes sharing the cores), one merged "
+        "output in input order; under torchrun or SLURM the launcher's count is used",
+    )
     parser.add_argument("--num-nodes", type=positive, default=None, help="machines taking part (with --devices)")
     parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
     add_options(parser, RunOptions, "running")

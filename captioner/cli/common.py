@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from captioner.errors import NamesArguments, as_flag
 from captioner.options import DEVICE, Spec, specs
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the commands import the model only when they run
 class Parser(argparse.ArgumentParser):
     """argparse with the project's one-line error: `captioner: error: <command>: <what>`, exit code 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         print(f"captioner: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -45,6 +45,11 @@ def positive(text: str) -> int:
     return value
 
 
+def holdout_pairs(text: str) -> list[tuple[str, str]]:
+    """`colour:shape,...` (the held-out shapes pairs) as (colour, shape) pairs."""
+    return [(colour, shape) for colour, _, shape in (p.partition(":") for p in text.split(",") if p)]
+
+
 def add_option(parser: argparse.ArgumentParser | Any, spec: Spec) -> None:  # or an argument group
     """The flag of a declared option: `--num-beams` for `num_beams`, its default, help and range; text parses as the
     option's type (plain ASCII numbers); the range is checked with the other options (`options_from`)."""
@@ -62,8 +67,9 @@ def add_option(parser: argparse.ArgumentParser | Any, spec: Spec) -> None:  # or
 
     parse.__name__ = spec.kind.__name__  # what argparse calls the type in its messages
     shown = "" if option.default is None else " (default: %(default)s)"
-    parser.add_argument(flag, type=parse, default=option.default, choices=option.choices or None,
-                        help=spec.describe() + shown)  # fmt: skip
+    parser.add_argument(
+        flag, type=parse, default=option.default, choices=option.choices or None, help=spec.describe() + shown
+    )
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str, names: list[str] | None = None) -> None:
@@ -89,9 +95,12 @@ def add_package_args(parser: argparse.ArgumentParser) -> None:
     """The model package a command uses: a folder or a Hub repo id, and the Hub revision."""
     from captioner.package import REQUIRED_FILES
 
-    parser.add_argument("model_dir", metavar="MODEL",
-                        help=f"model package: a folder ({', '.join(REQUIRED_FILES)}) or a Hub repo id (org/name; "
-                        "downloaded once into the Hugging Face cache)")  # fmt: skip
+    parser.add_argument(
+        "model_dir",
+        metavar="MODEL",
+        help=f"model package: a folder ({', '.join(REQUIRED_FILES)}) or a Hub repo id (org/name; "
+        "downloaded once into the Hugging Face cache)",
+    )
     parser.add_argument("--revision", help="with a Hub repo id: its branch, tag or commit (default: main)")
 
 
@@ -105,9 +114,13 @@ def load_package(model_dir: str, device: str, revision: str | None = None) -> tu
 
 def add_quantize_arg(parser: argparse.ArgumentParser) -> None:
     """Inference speed beside --precision (see `captioner.quantize`)."""
-    parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
-                        "change with the batch it is in)")  # fmt: skip
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
+        "change with the batch it is in)",
+    )
 
 
 def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
@@ -124,8 +137,10 @@ def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
         quantize_int8(model)
     note = bf16_note(device) if args.precision == "bf16" else None
     if note:
-        print(f"captioner: note: --precision bf16: {note}; for speed on it use --precision 32, or --quantize int8",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"captioner: note: --precision bf16: {note}; for speed on it use --precision 32, or --quantize int8",
+            file=sys.stderr,
+        )
 
 
 def add_generation_args(parser: argparse.ArgumentParser) -> None:
@@ -146,8 +161,12 @@ def add_source_args(parser: argparse.ArgumentParser, formats: list[str], default
     """The flags of a `DataSource` (the same for evaluate and shards as the YAML keys of PairsDataModule)."""
     g = parser.add_argument_group("data")
     g.add_argument("--format", "--data-format", dest="format", default=default, choices=formats)
-    g.add_argument("--data", "--input", dest="data", help="folder (imagefolder), table file, COCO annotation file, "
-                   "or Karpathy split file")  # fmt: skip
+    g.add_argument(
+        "--data",
+        "--input",
+        dest="data",
+        help="folder (imagefolder), table file, COCO annotation file, or Karpathy split file",
+    )
     g.add_argument("--root", help="image folder (table: paths are relative to it; coco; karpathy)")
     g.add_argument("--image-column", default="file_name", help="table: the image path column")
     g.add_argument("--caption-column", default="text", help="table and imagefolder: the caption column")

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from captioner.cli.common import Parser, add_source_args, data_source, fail, positive
+from captioner.cli.common import Parser, add_source_args, data_source, fail, holdout_pairs, positive
 from captioner.data.sources import FORMATS
 
 
@@ -24,10 +24,10 @@ def shapes(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from captioner.shapes.scenes import write_imagefolder
 
-    holdout = [tuple(p.split(":", 1)) for p in args.holdout.split(",") if p]
+    holdout = holdout_pairs(args.holdout)
     try:
         start = time.time()
-        write_imagefolder(args.directory, args.split, args.count, holdout, overwrite=args.overwrite)  # type: ignore[arg-type]
+        write_imagefolder(args.directory, args.split, args.count, holdout, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as err:
         return fail(err)
     print(f"wrote {args.count} {args.split} scenes to {args.directory} in {time.time() - start:.1f}s")

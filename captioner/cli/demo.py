@@ -11,7 +11,7 @@ from captioner.model import Captioner
 from captioner.outputs import write_jsonl, write_text
 from captioner.plots import plot_run
 from captioner.shapes.evaluate import evaluate_shapes
-from captioner.train.callbacks import ExportModelPackage
+from captioner.train.callbacks import ExportModelPackage, callbacks_of
 from captioner.train.cli import trainer_cli
 
 
@@ -19,7 +19,7 @@ def run_demo(config: str, test_count: int = 500, overrides: list[str] | None = N
     start = time.time()
     cli = trainer_cli(["fit", "--config", config, *(overrides or [])])
     train_s = time.time() - start
-    exporters = [c for c in cli.trainer.callbacks if isinstance(c, ExportModelPackage)]
+    exporters = [c for c in callbacks_of(cli.trainer) if isinstance(c, ExportModelPackage)]
     if not exporters or exporters[0].exported is None:
         raise RuntimeError(f"{config} has no ExportModelPackage callback; the demo needs the exported package")
     package = exporters[0].exported

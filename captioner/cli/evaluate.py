@@ -19,6 +19,7 @@ from captioner.cli.common import (
     data_source,
     fail,
     generation_config,
+    holdout_pairs,
     load_package,
     options_from,
     positive,
@@ -140,7 +141,7 @@ def _evaluate(
 
 def _holdout(package: Path, given: str | None) -> list[tuple[str, str]]:
     if given is not None:
-        return [tuple(p.split(":", 1)) for p in given.split(",") if p]  # type: ignore[misc]
+        return holdout_pairs(given)
     try:
         info = read_training(package)
     except ValueError as err:

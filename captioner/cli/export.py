@@ -26,6 +26,8 @@ def export_hf(argv: list[str]) -> int:
     from captioner.hub import resolve_package
 
     export(resolve_package(args.model_dir, args.revision), out, overwrite=args.overwrite)
-    print(f"wrote {out}: AutoModelForImageTextToText.from_pretrained({str(out)!r}, trust_remote_code=True)",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {out}: AutoModelForImageTextToText.from_pretrained({str(out)!r}, trust_remote_code=True)",
+        file=sys.stderr,
+    )
     return 0

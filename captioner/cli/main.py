@@ -48,15 +48,15 @@ USER_ERRORS = (ValueError, OSError, pickle.UnpicklingError)
 def user_error(err: BaseException) -> BaseException | None:
     """The user's mistake behind `err`, also when a library wrapped it (jsonargparse wraps a DataModule's errors)."""
     chain: list[BaseException] = []
-    while err is not None and err not in chain:
-        chain.append(err)
-        err = err.__cause__ or err.__context__
+    link: BaseException | None = err
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
     ours = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__.startswith("captioner")]
-    plain = [
-        e for e in chain
-        if isinstance(e, pickle.UnpicklingError) or (isinstance(e, USER_ERRORS) and type(e).__module__ == "builtins")
-    ]  # fmt: skip
-    return (ours or plain or [None])[0]
+    builtin = [e for e in chain if isinstance(e, USER_ERRORS) and type(e).__module__ == "builtins"]
+    plain = [e for e in chain if isinstance(e, pickle.UnpicklingError) or e in builtin]
+    found = ours or plain
+    return found[0] if found else None
 
 
 def one_line(err: BaseException) -> str:
@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug or found is None:
             raise
         if isinstance(found, pickle.UnpicklingError):
-            message = ("the checkpoint needs arbitrary unpickling (it could run code) and was refused; if you trust "
-                       f"the file, pass --weights_only false ({str(found).splitlines()[0]})")  # fmt: skip
+            message = (
+                "the checkpoint needs arbitrary unpickling (it could run code) and was refused; if you trust "
+                f"the file, pass --weights_only false ({str(found).splitlines()[0]})"
+            )
         else:
             message = one_line(found)
         print(f"captioner: error: {message} (--debug shows where)", file=sys.stderr)

@@ -26,8 +26,9 @@ def push(argv: list[str]) -> int:
     parser.add_argument("--report", help="an `captioner evaluate --report` JSON: its metrics go into the card")
     parser.add_argument("--license", help="license id for the card's metadata, e.g. mit or apache-2.0")
     parser.add_argument("--commit-message", default=None, help="default: 'Upload captioner model package'")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="upload nothing: list the files on stderr and print the model card")  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true", help="upload nothing: list the files on stderr and print the model card"
+    )
     args = parser.parse_args(argv)
     from captioner.card import model_card
     from captioner.hub import is_repo_id
@@ -57,8 +58,10 @@ def push(argv: list[str]) -> int:
         print(f"would upload to {where}" + (" (private)" if args.private else ""), file=sys.stderr)
         for name in [*files, README_FILE]:
             size = (package / name).stat().st_size if name != README_FILE else len(card.encode())
-            print(f"  {name}  {size:,} bytes" + ("  (the model card below)" if name == README_FILE else ""),
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"  {name}  {size:,} bytes" + ("  (the model card below)" if name == README_FILE else ""),
+                file=sys.stderr,
+            )
         print(card)
         return 0
     return _upload(package, files, card, args, where)
@@ -78,13 +81,17 @@ def _upload(package: Path, files: list[str], card: str, args, where: str) -> int
                 shutil.copy2(package / name, Path(tmp) / name)
             (Path(tmp) / README_FILE).write_text(card, encoding="utf-8")
             commit = api.upload_folder(
-                repo_id=args.repo_id, folder_path=tmp, revision=args.revision,
+                repo_id=args.repo_id,
+                folder_path=tmp,
+                revision=args.revision,
                 commit_message=args.commit_message or "Upload captioner model package",
-            )  # fmt: skip
+            )
     except LocalTokenNotFoundError:
         return fail("not logged in to the Hub: run `hf auth login` or set HF_TOKEN")
     except HfHubHTTPError as err:
         return fail(f"{where}: the Hub answered {' '.join(str(err).split())[:200]}")
-    print(f"pushed {package} to {url} ({commit.oid[:12]}); use it: captioner caption {args.repo_id} IMAGE",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"pushed {package} to {url} ({commit.oid[:12]}); use it: captioner caption {args.repo_id} IMAGE",
+        file=sys.stderr,
+    )
     return 0

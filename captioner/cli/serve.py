@@ -25,24 +25,36 @@ def serve(argv: list[str]) -> int:
     add_device_arg(parser)
     parser.add_argument("--no-page", action="store_true", help="the JSON API only, no web page")
     g = parser.add_argument_group("batching and limits (defaults: captioner.serve.limits.Limits)")
-    g.add_argument("--max-batch-size", type=positive, default=Limits.max_batch,
-                   help="images per batch (1: no dynamic batching)")  # fmt: skip
-    g.add_argument("--max-wait-ms", type=float, default=Limits.max_wait_ms,
-                   help="how long a request waits for others to join it")  # fmt: skip
-    g.add_argument("--max-queue", type=positive, default=Limits.max_queue,
-                   help="waiting requests; more get 503 + Retry-After")  # fmt: skip
-    g.add_argument("--timeout", type=float, default=Limits.timeout_s,
-                   help="seconds a request may wait for its captions (504)")  # fmt: skip
-    g.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20,
-                   help="largest request body in MiB (413)")  # fmt: skip
+    g.add_argument(
+        "--max-batch-size", type=positive, default=Limits.max_batch, help="images per batch (1: no dynamic batching)"
+    )
+    g.add_argument(
+        "--max-wait-ms", type=float, default=Limits.max_wait_ms, help="how long a request waits for others to join it"
+    )
+    g.add_argument(
+        "--max-queue", type=positive, default=Limits.max_queue, help="waiting requests; more get 503 + Retry-After"
+    )
+    g.add_argument(
+        "--timeout", type=float, default=Limits.timeout_s, help="seconds a request may wait for its captions (504)"
+    )
+    g.add_argument(
+        "--max-upload-mb", type=float, default=Limits.max_upload_bytes / 2**20, help="largest request body in MiB (413)"
+    )
     pixels = Spec.of("max_image_pixels", replace(MAX_IMAGE_PIXELS, default=Limits.max_pixels))  # uploads: less
     add_option(g, pixels)
-    g.add_argument("--max-request-pixels", type=positive, default=Limits.max_request_pixels,
-                   help="refuse a request whose images hold more pixels together (413), measured before "
-                   "decoding")  # fmt: skip
-    g.add_argument("--header-timeout", type=float, default=10.0,
-                   help="close a connection whose next request's headers have not arrived within this many seconds "
-                   "(slow or idle clients); an idle keep-alive connection is closed after 5 s")  # fmt: skip
+    g.add_argument(
+        "--max-request-pixels",
+        type=positive,
+        default=Limits.max_request_pixels,
+        help="refuse a request whose images hold more pixels together (413), measured before decoding",
+    )
+    g.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="close a connection whose next request's headers have not arrived within this many seconds "
+        "(slow or idle clients); an idle keep-alive connection is closed after 5 s",
+    )
     args = parser.parse_args(argv)
     try:
         import uvicorn
@@ -59,16 +71,23 @@ def serve(argv: list[str]) -> int:
     taken = _cannot_bind(args.host, args.port)  # before the model loads, not after
     if taken:
         return fail(f"--host {args.host} --port {args.port}: {taken}; choose another --port")
-    for flag, value, high in (("--timeout", args.timeout, 86_400), ("--header-timeout", args.header_timeout, 3_600),
-                              ("--max-wait-ms", args.max_wait_ms, 60_000),
-                              ("--max-upload-mb", args.max_upload_mb, 2**20)):  # fmt: skip
+    for flag, value, high in (
+        ("--timeout", args.timeout, 86_400),
+        ("--header-timeout", args.header_timeout, 3_600),
+        ("--max-wait-ms", args.max_wait_ms, 60_000),
+        ("--max-upload-mb", args.max_upload_mb, 2**20),
+    ):
         if not (math.isfinite(value) and (value > 0 or flag == "--max-wait-ms" and value == 0) and value <= high):
             return fail(f"{flag} {value}: give a positive number up to {high:,}")
     limits = Limits(
-        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_image_pixels, timeout_s=args.timeout,
-        max_queue=args.max_queue, max_batch=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=args.max_image_pixels,
+        timeout_s=args.timeout,
+        max_queue=args.max_queue,
+        max_batch=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
         max_request_pixels=args.max_request_pixels,
-    )  # fmt: skip
+    )
     model, tok = load_package(args.model_dir, args.device, args.revision)
     service = Service(model, tok, shown_name(args.model_dir), limits)
     app = create_api(service)
@@ -80,12 +99,21 @@ def serve(argv: list[str]) -> int:
         except ImportError as err:
             return fail(f"the page needs gradio ({err.name} is missing): pip install -e '.[serve]', or --no-page")
         app = gr.mount_gradio_app(app, create_page(service), path="/", max_file_size=limits.max_upload_bytes)
-    print(f"captioner: serving {service.name} on http://{args.host}:{args.port} (page: /, API: POST /caption, "
-          "docs: /api/docs); Ctrl+C stops", file=sys.stderr)  # fmt: skip
+    print(
+        f"captioner: serving {service.name} on http://{args.host}:{args.port} (page: /, API: POST /caption, "
+        "docs: /api/docs); Ctrl+C stops",
+        file=sys.stderr,
+    )
     from captioner.serve.protocol import with_header_timeout
 
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=with_header_timeout(args.header_timeout),
-                timeout_keep_alive=5)  # fmt: skip
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        http=with_header_timeout(args.header_timeout),
+        timeout_keep_alive=5,
+    )
     service.batcher.stop()
     return 0
 

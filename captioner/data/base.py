@@ -6,7 +6,7 @@ import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 import lightning as L
 from lightning.pytorch.strategies import ParallelStrategy
@@ -14,12 +14,23 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from captioner.data.collate import CaptionCollator, DecodeFailures
-from captioner.data.feature_cache import FeatureCache
+from captioner.data.feature_cache import Cacheable, FeatureCache
 from captioner.data.resumable import ResumableDataLoader
 from captioner.data.settings import Captions
 from captioner.data.tables import DataError
 from captioner.preprocess import Preprocessing, Transform
 from captioner.tokenizer import CaptionTokenizer
+
+T = TypeVar("T")
+
+
+class LoaderOptions(TypedDict):
+    """What every loader of a data module shares, whichever kind it is."""
+
+    batch_size: int
+    num_workers: int
+    collate_fn: CaptionCollator
+    persistent_workers: bool
 
 
 class CaptionDataModule(L.LightningDataModule):
@@ -46,8 +57,8 @@ class CaptionDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.max_length = batch_size, num_workers, self.captions.max_length
         self.max_failure_rate = max_failure_rate
         self._tokenizer: CaptionTokenizer | None = None
-        self.transform: Transform | None = None
-        self.train_transform: Transform | None = None
+        self._transform: Transform | None = None
+        self._train_transform: Transform | None = None
         self.datasets: dict[str, Dataset] = {}
         self.pad_to_max_length = False
 
@@ -68,8 +79,8 @@ class CaptionDataModule(L.LightningDataModule):
             )
         self._tokenizer = tokenizer
         self.pad_to_max_length = pad_to_max_length
-        self.transform = preprocessing.eval_transform()
-        self.train_transform = self.make_train_transform(preprocessing)
+        self._transform = preprocessing.eval_transform()
+        self._train_transform = self.make_train_transform(preprocessing)  # may use `transform`, set just before
         self.datasets = {}
 
     # ---- captions ------------------------------------------------------------------------------------------------
@@ -84,11 +95,26 @@ class CaptionDataModule(L.LightningDataModule):
 
     @property
     def tokenizer(self) -> CaptionTokenizer:
-        if self._tokenizer is None:
+        return self._handed(self._tokenizer, "tokenizer")
+
+    @property
+    def transform(self) -> Transform:
+        """The evaluation transform: the model's image preprocessing."""
+        return self._handed(self._transform, "image transform")
+
+    @property
+    def train_transform(self) -> Transform:
+        """The training transform (`make_train_transform`)."""
+        return self._handed(self._train_transform, "training transform")
+
+    def _handed(self, value: T | None, what: str) -> T:
+        """What `connect` hands over, once it has."""
+        if value is None:
             raise RuntimeError(
-                f"{type(self).__name__} has no tokenizer: captioner.train.connect(module, datamodule) hands it over"
+                f"{type(self).__name__} has no {what}: captioner.train.connect(module, datamodule) hands it over "
+                "(the CLI does it)"
             )
-        return self._tokenizer
+        return value
 
     def check_caption_lengths(self, sample: int = 20_000) -> dict[str, float]:
         """The training captions (up to `sample`) measured in tokens, BOS and EOS included; refuses training when
@@ -144,10 +170,10 @@ class CaptionDataModule(L.LightningDataModule):
         return self.transform
 
     # ---- the feature cache (filled by `captioner.train.feature_cache`) -------------------------------------------
-    def cache_source(self) -> Dataset:
+    def cache_source(self) -> Cacheable:
         """The training data set, which the feature cache fills from (`images()`, `cache_fingerprint()`)."""
         dataset = self.datasets["train"]
-        if not hasattr(dataset, "images"):
+        if not isinstance(dataset, Cacheable):
             raise ValueError(
                 f"speed.feature_cache: {type(dataset).__name__} cannot be cached (webdataset shards stream without "
                 "row numbers); use the imagefolder, table, coco, karpathy or shapes formats, or unset "
@@ -160,30 +186,25 @@ class CaptionDataModule(L.LightningDataModule):
         self.cache_source().features = FeatureCache.open(path)
 
     def setup(self, stage: str) -> None:
-        if self.transform is None:
-            raise RuntimeError(
-                f"{type(self).__name__}.setup: call connect(model.preprocessing) first (the CLI does it; from Python "
-                "use captioner.train.connect(module, datamodule))"
-            )
+        transform, train_transform = self.transform, self.train_transform  # these raise before `connect`
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}[stage]
         if stage == "fit" and "train" not in self.datasets:
             self.check_caption_lengths()
         for split in splits:
             if split not in self.datasets:
                 train = split == "train"
-                transform = self.train_transform if train else self.transform
-                self.datasets[split] = self.make_dataset(split, transform, train)
+                self.datasets[split] = self.make_dataset(split, train_transform if train else transform, train)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
         share = len(dataset) // max(1, self.num_workers) if hasattr(dataset, "__len__") else 100  # per worker
         failures = DecodeFailures(self.max_failure_rate, min_seen=max(1, min(100, share)))
-        kwargs = {
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "collate_fn": CaptionCollator(self.tokenizer, self.max_length, failures, self.pad_to_max_length),
-            "persistent_workers": self.num_workers > 0,
-        }
+        kwargs = LoaderOptions(
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=CaptionCollator(self.tokenizer, self.max_length, failures, self.pad_to_max_length),
+            persistent_workers=self.num_workers > 0,
+        )
         if isinstance(dataset, IterableDataset):  # webdataset streams: not resumable mid-epoch
             return DataLoader(dataset, **kwargs)
         if self.trainer is not None and isinstance(self.trainer.strategy, ParallelStrategy):  # DDP, FSDP (any

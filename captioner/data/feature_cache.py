@@ -20,17 +20,18 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from captioner.outputs import write_text
 
 MISSING, STORED, FAILED = 0, 1, 2
 # storage dtype -> (torch dtype, numpy dtype of the file); numpy has no bfloat16, so its bits are kept as uint16
-_STORAGE = {
+_STORAGE: dict[str, tuple[torch.dtype, type[np.generic]]] = {
     "bfloat16": (torch.bfloat16, np.uint16),
     "float16": (torch.float16, np.float16),
     "float32": (torch.float32, np.float32),
@@ -51,6 +52,21 @@ def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+@runtime_checkable
+class Cacheable(Protocol):
+    """A training data set the feature cache can fill and serve: its images (a data set of {"index", "image" |
+    "error"} rows), what identifies them (part of the cache key), and the cache its rows come from instead of the
+    images once `features` is set."""
+
+    features: FeatureCache | None
+
+    def __len__(self) -> int: ...
+
+    def images(self) -> Dataset: ...
+
+    def cache_fingerprint(self) -> object: ...
+
+
 class FeatureCache:
     """One memory-mapped array of patch tokens, rows indexed like the data set.
 
@@ -61,8 +77,7 @@ class FeatureCache:
         self.path, self.meta = Path(path), meta
         self.shape = (int(meta["rows"]), *map(int, meta["row_shape"]))
         self.torch_dtype, self.np_dtype = _STORAGE[meta["dtype"]]
-        self._features: np.memmap | None = None
-        self._status: np.memmap | None = None
+        self._maps: tuple[np.memmap, np.memmap] | None = None  # (features, status), opened on first use
         self._writable = False
 
     # ---- create / open ---------------------------------------------------------------------------------------
@@ -101,18 +116,16 @@ class FeatureCache:
         return cls(path, json.loads((path / "meta.json").read_text(encoding="utf-8")))
 
     def _arrays(self, writable: bool = False) -> tuple[np.memmap, np.memmap]:
-        if self._features is None or (writable and not self._writable):
-            mode = "r+" if writable else "r"
-            self._features = np.memmap(self.path / "features.bin", self.np_dtype, mode, shape=self.shape)
-            self._status = np.memmap(self.path / "status.bin", np.uint8, mode, shape=(self.shape[0],))
+        if self._maps is None or (writable and not self._writable):
+            mode: Literal["r+", "r"] = "r+" if writable else "r"
+            features = np.memmap(self.path / "features.bin", self.np_dtype, mode, shape=self.shape)
+            self._maps = features, np.memmap(self.path / "status.bin", np.uint8, mode, shape=(self.shape[0],))
             self._writable = writable
-        return self._features, self._status
+        return self._maps
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "meta": self.meta}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], state["meta"])
+    def __reduce__(self) -> tuple[type[FeatureCache], tuple[Path, dict[str, Any]]]:
+        """Pickled as its path and meta: the unpickled copy opens its own maps."""
+        return type(self), (self.path, self.meta)
 
     # ---- rows ------------------------------------------------------------------------------------------------
     def status(self) -> np.ndarray:

@@ -44,8 +44,7 @@ def load_rgb(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -
                 if img.width * img.height > max_pixels:
                     raise ImageTooLarge(f"{name}: {img.width}x{img.height} exceeds the {max_pixels:,}-pixel limit")
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                return to_rgb(ImageOps.exif_transpose(img))
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

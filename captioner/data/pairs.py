@@ -123,6 +123,7 @@ class PairsDataModule(CaptionDataModule):
         flip, pixels, stream = self.augment.hflip if train else 0.0, self.images.max_pixels, self.stream
         if self.format == "webdataset":
             urls = self.train_path if train else self.val_path
+            assert urls is not None  # __init__ requires val shards for webdataset
             per_worker = None
             if train and stream.epoch_samples:
                 world = self.trainer.world_size if self.trainer is not None else 1
@@ -138,8 +139,6 @@ class PairsDataModule(CaptionDataModule):
     def setup(self, stage: str) -> None:
         if stage == "predict" or stage == "test":
             stage_split = "test" if "test" in self.pairs() else "val"
-            if self.transform is None:
-                super().setup("validate")
             self.datasets.setdefault("test", self.make_dataset(stage_split, self.transform, False))
             return
         super().setup(stage)

@@ -21,7 +21,7 @@ def example_rng(key: Any) -> random.Random:
     """Per-example randomness from the sampler's (epoch, index); a plain index (another sampler, e.g. DDP's
     DistributedSampler) draws from the global generator."""
     if not isinstance(key, tuple):
-        return random._inst  # type: ignore[attr-defined]  # the module-level generator
+        return random._inst  # the module-level generator
     return random.Random(zlib.crc32(f"{key[0]}/{key[1]}".encode()))
 
 
@@ -56,21 +56,22 @@ class ResumableDataLoader(DataLoader):
     """DataLoader over an `EpochSampler` whose position within the epoch survives a checkpoint."""
 
     def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), shuffle, seed), **kwargs)
-        self._handed_out, self._resume_at = 0, 0
+        self.epoch_sampler = EpochSampler(len(dataset), shuffle, seed)  # `sampler`, typed as this loader's own
+        super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
+        self._batch_size, self._handed_out, self._resume_at = batch_size, 0, 0
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator around DataLoader's own iterator
         resume, self._resume_at = self._resume_at, 0
         if resume >= len(self):  # the checkpoint was taken at the very end of an epoch
             resume = 0
-        self.sampler.skip = resume * self.batch_size
+        self.epoch_sampler.skip = resume * self._batch_size
         self._handed_out = resume
         for batch in super().__iter__():
             self._handed_out += 1
             yield batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches": self._handed_out, "epoch": self.sampler.epoch}
+        return {"batches": self._handed_out, "epoch": self.epoch_sampler.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume_at = int(state["batches"])

@@ -86,7 +86,8 @@ def read_coco(annotations: str | Path, image_dir: str | Path) -> list[Pair]:
         pairs = {img["id"]: Pair(str(Path(image_dir) / img["file_name"]), [], str(img["id"])) for img in data["images"]}
         for ann in data["annotations"]:
             if ann["image_id"] in pairs:
-                pairs[ann["image_id"]].captions.extend(_captions(ann["caption"], f"{annotations}: a caption"))
+                captions = _captions(ann["caption"], f"{annotations}: a caption")
+                pairs[ann["image_id"]].captions.extend(c for c in captions if c is not None)
     except (KeyError, TypeError) as err:
         raise DataError(
             f"{annotations}: an image or annotation entry lacks {err} (COCO: id, file_name; image_id, caption)"

@@ -16,8 +16,12 @@ class CaptionerConfig(PretrainedConfig):
 
     model_type = "captioner"
     # the names transformers' caches and utilities read
-    attribute_map = {"num_hidden_layers": "n_layer", "hidden_size": "n_embd", "num_attention_heads": "n_head",
-                     "max_position_embeddings": "block_size"}  # fmt: skip
+    attribute_map = {
+        "num_hidden_layers": "n_layer",
+        "hidden_size": "n_embd",
+        "num_attention_heads": "n_head",
+        "max_position_embeddings": "block_size",
+    }
 
     def __init__(
         self,
@@ -56,4 +60,6 @@ class CaptionerConfig(PretrainedConfig):
         self.bias, self.gelu_approximate, self.cross_gate = bias, gelu_approximate, cross_gate
         kwargs.setdefault("is_encoder_decoder", True)  # generate() encodes the image once, then decodes
         kwargs.setdefault("decoder_start_token_id", bos_token_id)
-        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        # by keyword: transformers 4 names these in PretrainedConfig.__init__, transformers 5 takes them as extras
+        kwargs.update(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        super().__init__(**kwargs)

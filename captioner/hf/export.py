@@ -28,13 +28,24 @@ def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # the remote-code
 
     c = model.config
     return CaptionerConfig(
-        encoder_name=c.encoder_name, encoder_img_size=c.encoder_img_size, encoder_patch_size=c.encoder_patch_size,
-        encoder_kwargs=dict(c.encoder_kwargs), encoder_conv_stem=c.encoder_conv_stem, vocab_size=c.vocab_size,
-        block_size=c.block_size, n_layer=c.n_layer,
-        n_head=c.n_head, n_embd=c.n_embd, bias=c.bias, gelu_approximate=c.gelu_approximate, cross_gate=c.cross_gate,
-        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
+        encoder_name=c.encoder_name,
+        encoder_img_size=c.encoder_img_size,
+        encoder_patch_size=c.encoder_patch_size,
+        encoder_kwargs=dict(c.encoder_kwargs),
+        encoder_conv_stem=c.encoder_conv_stem,
+        vocab_size=c.vocab_size,
+        block_size=c.block_size,
+        n_layer=c.n_layer,
+        n_head=c.n_head,
+        n_embd=c.n_embd,
+        bias=c.bias,
+        gelu_approximate=c.gelu_approximate,
+        cross_gate=c.cross_gate,
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
         tie_word_embeddings=False,
-    )  # fmt: skip
+    )
 
 
 def image_processor(pre: Preprocessing):
@@ -42,14 +53,25 @@ def image_processor(pre: Preprocessing):
     from transformers import CLIPImageProcessor, ViTImageProcessor
 
     _, h, w = pre.input_size
-    common = {"resample": RESAMPLE.get(pre.interpolation, 3), "do_rescale": True, "rescale_factor": 1 / 255,
-              "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std)}  # fmt: skip
+    common = {
+        "resample": RESAMPLE.get(pre.interpolation, 3),
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(pre.mean),
+        "image_std": list(pre.std),
+    }
     if pre.crop_mode == "squash":  # the whole image, resized to the input size
         return ViTImageProcessor(do_resize=True, size={"height": h, "width": w}, **common)
     if pre.crop_mode == "center" and h == w:
         edge = math.floor(h / pre.crop_pct)  # timm's eval resize: the shorter side to size / crop_pct
-        return CLIPImageProcessor(size={"shortest_edge": edge}, crop_size={"height": h, "width": w},
-                                  do_center_crop=True, do_convert_rgb=True, **common)  # fmt: skip
+        return CLIPImageProcessor(
+            size={"shortest_edge": edge},
+            crop_size={"height": h, "width": w},
+            do_center_crop=True,
+            do_convert_rgb=True,
+            **common,
+        )
     raise ValueError(
         f"preprocessing crop_mode={pre.crop_mode!r} with input {h}x{w} has no transformers image processor; "
         "export-hf supports 'squash' and square 'center' crops"
@@ -78,9 +100,12 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     if missing or unexpected:
         raise RuntimeError(f"the transformers model does not match the package: missing {missing}, extra {unexpected}")
     hf.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id,
-        decoder_start_token_id=tokenizer.bos_id, max_length=model.config.block_size,
-    )  # fmt: skip
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        decoder_start_token_id=tokenizer.bos_id,
+        max_length=model.config.block_size,
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_file=str(folder / TOKENIZER_FILE),
         bos_token="<bos>",

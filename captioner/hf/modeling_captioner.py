@@ -8,6 +8,8 @@ runs the decoder on the new token with a key/value cache, and beam search reorde
 
 from __future__ import annotations
 
+from typing import Any
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -33,18 +35,23 @@ class ImageEncoder(nn.Module):
             kwargs["img_size"] = config.encoder_img_size
         if config.encoder_patch_size is not None:
             kwargs["patch_size"] = config.encoder_patch_size
-        self.backbone = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
+        # Any: timm's models share no typed interface (forward_features, num_features, patch_embed), nn.Module's only
+        backbone: Any = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
         # captioner.encoder.install_conv_stem, repeated here: this file imports no captioner code
         if config.encoder_conv_stem:  # 3x3 stride-2 conv + BatchNorm + ReLU stages, then a 1x1 conv to the width
             from timm.models.vision_transformer_hybrid import ConvStem
 
-            proj, n = self.backbone.patch_embed.proj, len(config.encoder_conv_stem)
-            self.backbone.patch_embed.proj = ConvStem(
-                in_chans=proj.in_channels, depth=n + 1, channels=(*config.encoder_conv_stem, proj.out_channels),
-                kernel_size=(3,) * n + (1,), stride=(2,) * n + (1,),
-            )  # fmt: skip
-        self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
-        width = self.backbone.num_features
+            proj, stages = backbone.patch_embed.proj, len(config.encoder_conv_stem)
+            backbone.patch_embed.proj = ConvStem(
+                in_chans=proj.in_channels,
+                depth=stages + 1,
+                channels=(*config.encoder_conv_stem, proj.out_channels),
+                kernel_size=(3,) * stages + (1,),
+                stride=(2,) * stages + (1,),
+            )
+        self.backbone: Any = backbone
+        self.num_prefix_tokens = getattr(backbone, "num_prefix_tokens", 0)
+        width = backbone.num_features
         self.ln = nn.LayerNorm(width)
         self.proj = nn.Linear(width, config.n_embd)
 
@@ -156,7 +163,7 @@ class CaptionerPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:  # what the weights file does not hold starts as in GPT-2
         if isinstance(module, nn.Linear | nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if getattr(module, "bias", None) is not None:
+            if isinstance(module, nn.Linear) and module.bias is not None:  # an embedding has none
                 nn.init.zeros_(module.bias)
 
 
@@ -194,8 +201,9 @@ class CaptionerForConditionalGeneration(CaptionerPreTrainedModel, GenerationMixi
         logits = self.decoder(decoder_input_ids, memory, self_cache)  # (B, T, V)
         loss = None
         if labels is not None:  # labels aligned with decoder_input_ids; position t predicts token t + 1
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1),
-                                   ignore_index=-100)  # fmt: skip
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
         out = {"loss": loss, "logits": logits, "encoder_last_hidden_state": memory, CACHE_FIELD: cache}
         return Seq2SeqLMOutput(**out)
 

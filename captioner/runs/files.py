@@ -29,8 +29,9 @@ class RunOptions:
     the fields that declare an option)."""
 
     batch_size: int = BATCH_SIZE.field()
-    workers: int = option(2, "DataLoader worker processes decoding images (0: in this process)", low=0, high=1024,
-                          why="each is a process")  # fmt: skip
+    workers: int = option(
+        2, "DataLoader worker processes decoding images (0: in this process)", low=0, high=1024, why="each is a process"
+    )
     precision: str = PRECISION.field()
     max_image_pixels: int = MAX_IMAGE_PIXELS.field()
     resume: bool = False  # skip the images already in the output, append the rest (only to an output a run wrote)
@@ -117,9 +118,15 @@ def caption_files(
 
 
 def _caption_into(
-    model: Captioner, tokenizer: CaptionTokenizer, todo: list[str], generation: GenerationConfig | None,
-    options: RunOptions, ranks: Ranks, writer: OutputWriter | None, run: CaptionRun,
-) -> None:  # fmt: skip
+    model: Captioner,
+    tokenizer: CaptionTokenizer,
+    todo: list[str],
+    generation: GenerationConfig | None,
+    options: RunOptions,
+    ranks: Ranks,
+    writer: OutputWriter | None,
+    run: CaptionRun,
+) -> None:
     """Every rank's share of `todo`, batch by batch: rows merged in input order, written (or printed) by rank 0."""
     device = next(model.parameters()).device
     batches = -(-len(todo[:: ranks.world]) // options.batch_size)  # rank 0's share is the longest: all loop as often

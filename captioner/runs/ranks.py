@@ -85,6 +85,6 @@ def launcher_size() -> tuple[int, int]:
         return per_node, max(int(os.environ["WORLD_SIZE"]) // per_node, 1)
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
         nodes = int(os.environ.get("SLURM_NNODES", "1"))
-        per_node = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
-        return (int(per_node) if per_node.isdigit() else int(os.environ["SLURM_NTASKS"]) // nodes), nodes
+        tasks = os.environ.get("SLURM_NTASKS_PER_NODE", "").split("(")[0]
+        return (int(tasks) if tasks.isdigit() else int(os.environ["SLURM_NTASKS"]) // nodes), nodes
     return 1, 1

@@ -70,8 +70,11 @@ class OutputWriter:
         if self.csv:
             writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
             for row in rows:
-                flat = {**row, "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else "",
-                        "truncated": "true" if row.get("truncated") else ""}  # fmt: skip
+                flat = {
+                    **row,
+                    "n_best": json.dumps(row["n_best"], ensure_ascii=False) if "n_best" in row else "",
+                    "truncated": "true" if row.get("truncated") else "",
+                }
                 writer.writerow({k: flat.get(k, "") for k in CSV_FIELDS})
         else:
             text.writelines(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n" for row in rows)
@@ -102,9 +105,14 @@ def _lock(file: IO[Any], path: Path) -> None:
 
 
 def _foreign(path: Path, where: str) -> OutputError:
-    return OutputError("{path}: {where} is not a row that `captioner caption` writes; {0} only continues its own "
-                       "output (the file was left as it is). Choose another {1}", "resume", "output", path=path,
-                       where=where)  # fmt: skip
+    return OutputError(
+        "{path}: {where} is not a row that `captioner caption` writes; {0} only continues its own "
+        "output (the file was left as it is). Choose another {1}",
+        "resume",
+        "output",
+        path=path,
+        where=where,
+    )
 
 
 def _jsonl_rows(data: bytes, path: Path) -> tuple[int, set[str]]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
 
 from captioner.data.images import ImageDecodeError, ImageTooLarge, image_size, load_rgb
 from captioner.generate import GenerationConfig
@@ -107,10 +108,14 @@ def create_api(service: Service) -> FastAPI:
         sizes = service.batcher.batch_sizes
         batches = sum(sizes.values())
         return {
-            "status": "ok", "model": service.name, "device": str(service.device), "queue": service.batcher.pending,
-            "batches": batches, "images": sum(k * v for k, v in sizes.items()),
+            "status": "ok",
+            "model": service.name,
+            "device": str(service.device),
+            "queue": service.batcher.pending,
+            "batches": batches,
+            "images": sum(k * v for k, v in sizes.items()),
             "mean_batch_size": round(sum(k * v for k, v in sizes.items()) / max(batches, 1), 2),
-        }  # fmt: skip
+        }
 
     # the handler reads the request itself (the size before the body, strict numbers, repeated options); its
     # parameters and upload are described from the same declarations (captioner.serve.schema)
@@ -130,15 +135,18 @@ def create_api(service: Service) -> FastAPI:
         try:  # --timeout covers all of it: reading the body, decoding, captioning
             return await asyncio.wait_for(answer(request, generation), limits.timeout_s)
         except TimeoutError:
-            return error(504, f"not answered within {limits.timeout_s:g} s (reading, decoding and captioning); retry, "
-                         "or send fewer or smaller images")  # fmt: skip
+            return error(
+                504,
+                f"not answered within {limits.timeout_s:g} s (reading, decoding and captioning); retry, "
+                "or send fewer or smaller images",
+            )
 
     async def answer(request: Request, generation: GenerationConfig) -> JSONResponse:
         try:
             form = await request.form(max_files=MAX_IMAGES, max_fields=len(OPTIONS) + MAX_IMAGES)
         except Exception as err:  # starlette's parser raises several kinds for a broken body
             return error(400, f"the multipart body cannot be read: {err}")
-        uploads = [v for v in form.getlist("image") if hasattr(v, "read")]
+        uploads = [v for v in form.getlist("image") if isinstance(v, UploadFile)]  # not a plain text field
         if not uploads:
             return error(400, "no file field named `image`: curl -F image=@photo.jpg URL/caption")
         names = [u.filename or "image" for u in uploads]
@@ -147,8 +155,11 @@ def create_api(service: Service) -> FastAPI:
             sizes = await service.in_worker(lambda: [image_size(d, n) for d, n in zip(data, names, strict=True)])
             pixels = sum(w * h for w, h in sizes)
             if pixels > limits.max_request_pixels:
-                return error(413, f"the {len(sizes)} images hold {pixels:,} pixels; a request may hold "
-                             f"{limits.max_request_pixels:,}: send fewer or smaller images")  # fmt: skip
+                return error(
+                    413,
+                    f"the {len(sizes)} images hold {pixels:,} pixels; a request may hold "
+                    f"{limits.max_request_pixels:,}: send fewer or smaller images",
+                )
             images = [await service.in_worker(service.preprocess, d, n) for d, n in zip(data, names, strict=True)]
         except ImageDecodeError as err:
             return error(413 if isinstance(err, ImageTooLarge) else 400, str(err))

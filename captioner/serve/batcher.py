@@ -33,9 +33,12 @@ class Batcher:
     """Runs `run(items, options) -> results` (one result per item, in order) on batches of submitted requests."""
 
     def __init__(
-        self, run: Callable[[list[Any], Any], Sequence[Any]], max_batch: int = 32, max_wait_s: float = 0.005,
+        self,
+        run: Callable[[list[Any], Any], Sequence[Any]],
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
         max_queue: int = 256,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_s < 0:
             raise ValueError("max_batch and max_queue must be >= 1 and max_wait_s >= 0")
         self.run, self.max_batch, self.max_wait_s, self.max_queue = run, max_batch, max_wait_s, max_queue

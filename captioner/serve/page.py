@@ -25,12 +25,16 @@ ON_PAGE = {name: spec for name, spec in specs(GenerationConfig).items() if spec.
 def control(spec: Spec, caps: dict[str, int]) -> gr.components.Component:
     """A checkbox or a slider for `spec`; a slider without its own end ends where the option's range or `caps` do."""
     shown, option = spec.option.control, spec.option
+    if shown is None:
+        raise ValueError(f"option {spec.name} has no control on the page")
     if spec.kind is bool:
         return gr.Checkbox(value=option.default, label=shown.label, info=option.help, elem_id=spec.name)
-    high = shown.high if shown.high is not None else min(option.high, caps.get(spec.name, option.high))
+    ends = [end for end in (option.high, caps.get(spec.name)) if end is not None]
+    high = shown.high if shown.high is not None else min(ends)
     value = high if option.default is None else option.default  # unset: as far as allowed (max_new_tokens)
-    return gr.Slider(shown.low, high, value=value, step=shown.step, label=shown.label, info=option.help,
-                     elem_id=spec.name)  # fmt: skip
+    return gr.Slider(
+        shown.low, high, value=value, step=shown.step, label=shown.label, info=option.help, elem_id=spec.name
+    )
 
 
 def create_page(service: Service) -> gr.Blocks:
@@ -39,15 +43,22 @@ def create_page(service: Service) -> gr.Blocks:
         gr.Markdown(f"## captioner\nModel `{service.name}`. Drop an image, or pick one, and press Caption.")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
-                                 elem_id="image")  # fmt: skip
+                image = gr.Image(
+                    type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"], elem_id="image"
+                )
                 with gr.Accordion("Decoding", open=False):
                     controls = [control(spec, caps) for spec in ON_PAGE.values()]
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column():
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption")
-                table = gr.Dataframe(headers=["caption", "score"], label="n-best", interactive=False, wrap=True,
-                                     column_widths=["82%", "18%"], elem_id="nbest")  # fmt: skip
+                table = gr.Dataframe(
+                    headers=["caption", "score"],
+                    label="n-best",
+                    interactive=False,
+                    wrap=True,
+                    column_widths=["82%", "18%"],
+                    elem_id="nbest",
+                )
                 maps = gr.Gallery(label="Cross-attention of each word", columns=4, height="auto", elem_id="maps")
 
         def clicked(path: str | None, *values: Any) -> tuple[str, list[list[Any]], list[tuple[Any, str]]]:

@@ -17,7 +17,7 @@ from typing import Any
 def with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]  # uvicorn declares a variable (h11 or httptools)
         def connection_made(self, transport: Any) -> None:  # asyncio's transport
             super().connection_made(transport)
             self._arm_header_timer()

@@ -36,8 +36,13 @@ def parameter(spec: Spec, cap: float | None) -> dict[str, Any]:
 def caption_openapi(options: dict[str, Spec], caps: dict[str, int], max_images: int) -> dict[str, Any]:
     """What FastAPI's `openapi_extra` adds to the operation: parameters, request body, answers."""
     files = f"the image files (JPEG, PNG, WebP, ...), 1 to {max_images}, each a field named `image`"
-    image = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1, "maxItems": max_images,
-             "description": files}  # fmt: skip
+    image = {
+        "type": "array",
+        "items": {"type": "string", "format": "binary"},
+        "minItems": 1,
+        "maxItems": max_images,
+        "description": files,
+    }
     body = {"type": "object", "required": ["image"], "properties": {"image": image}}
     return {
         "parameters": [parameter(spec, caps.get(name)) for name, spec in options.items()],

@@ -99,7 +99,7 @@ def shape_word_positions(tokenizer: CaptionTokenizer, tokens: list[int]) -> list
     return found
 
 
-def _box_coverage(box: tuple[int, int, int, int], grid: tuple[int, int], image_size: int) -> torch.Tensor:
+def _box_coverage(box: tuple[int, int, int, int], grid: tuple[int, ...], image_size: int) -> torch.Tensor:
     """(h, w) fraction of each patch's area inside the box (pixel box, inclusive)."""
     h, w = grid
     ph, pw = image_size / h, image_size / w

@@ -20,10 +20,16 @@ class ShapesDataset(Dataset):
     """Shapes scenes rendered on the fly; training examples draw one of the reference wordings at random."""
 
     def __init__(
-        self, split: str, size: int, transform: Transform, train: bool, holdout: Sequence = (), max_objects: int = 3
+        self,
+        split: str,
+        size: int,
+        transform: Transform,
+        train: bool,
+        holdout: Sequence[Sequence[str]] = (),
+        max_objects: int = 3,
     ) -> None:
         self.split, self.size, self.transform, self.train = split, size, transform, train
-        self.holdout, self.max_objects = [tuple(p) for p in holdout], max_objects
+        self.holdout, self.max_objects = [(colour, shape) for colour, shape in holdout], max_objects
         self.features: FeatureCache | None = None  # set by the feature cache: rows instead of images
 
     def __len__(self) -> int:
@@ -49,8 +55,11 @@ class ShapesDataset(Dataset):
             scene = make_scene(self.split, i, self.holdout, self.max_objects)
             references, pixels = scene.captions, {"image": self.transform(scene.image)}
         else:  # cached patch tokens (N, C): the scene's captions only, no image is drawn
+            features = self.features.read(i)
+            if features is None:  # a row marked failed (as in PairsDataset: the collator skips it and counts it)
+                return {"error": f"scene {i} is marked failed in the feature cache", "path": str(self.features.path)}
             references = captions(scene_objects(self.split, i, self.holdout, self.max_objects))
-            pixels = {"features": self.features.read(i)}
+            pixels = {"features": features}
         return {
             **pixels,
             "caption": example_rng(key).choice(references) if self.train else references[0],
@@ -83,7 +92,7 @@ class ShapesDataModule(CaptionDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, captions)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "novel": novel_size}
-        self.holdout = [tuple(p) for p in holdout_pairs or []]
+        self.holdout = [(colour, shape) for colour, shape in holdout_pairs or []]
         self.max_objects = max_objects
 
     def training_texts(self) -> Iterator[str]:

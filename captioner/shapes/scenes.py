@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -178,8 +179,9 @@ def write_imagefolder(
     for i in range(count):
         scene = make_scene(split, i, holdout)
         name = f"images/{split}_{i:06d}.{suffix}"
-        image = scene.image if size is None else scene.image.resize(size, Image.BICUBIC)
-        image.save(directory / name, **({"quality": 90} if suffix in ("jpg", "jpeg") else {}))
+        image = scene.image if size is None else scene.image.resize(size, Image.Resampling.BICUBIC)
+        options: dict[str, Any] = {"quality": 90} if suffix in ("jpg", "jpeg") else {}  # Pillow's, per format
+        image.save(directory / name, **options)
         rows.append({"file_name": name, "text": scene.captions, "objects": [o.to_dict() for o in scene.objects]})
     write_jsonl(meta, rows, overwrite=True)
     return directory

@@ -41,16 +41,15 @@ def build_model(
             reinit_unused_embeddings(model, package)
         if finetuning.block_size is not None:
             grow_positions(model, finetuning.block_size)
+        start = f"init_from={package}"
     else:
         config = config or CaptionerConfig()
         if not config.decoder_init_from:
             config = replace(config, vocab_size=tokenizer.vocab_size)
         model = Captioner(config)  # a GPT-2 decoder is sized from GPT-2 here
+        start = f"config.decoder_init_from={config.decoder_init_from}"
     own = model.config.vocab_size
     if tokenizer.vocab_size != own and not (extend and own < tokenizer.vocab_size <= own + extend):
-        start = (
-            f"init_from={package}" if package is not None else f"config.decoder_init_from={config.decoder_init_from}"
-        )
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but {start} has {own}: leave tokenizer.path unset to "
             "use its own, and add tokens with tokenizer.extend"
@@ -61,8 +60,8 @@ def build_model(
     return model
 
 
-def _set_config(model: Captioner, **changes: int) -> None:
-    model.config = model.decoder.config = replace(model.config, **changes)
+def _set_config(model: Captioner, config: CaptionerConfig) -> None:
+    model.config = model.decoder.config = config
 
 
 def grow_vocab(model: Captioner, pieces: dict[int, list[int]]) -> None:
@@ -80,7 +79,7 @@ def grow_vocab(model: Captioner, pieces: dict[int, list[int]]) -> None:
     model.decoder.wte.weight.requires_grad_(old.requires_grad)  # a frozen embedding stays frozen
     model.decoder.lm_head = nn.Linear(C, V + len(pieces), bias=False, device=old.device, dtype=old.dtype)
     model.decoder.lm_head.weight = model.decoder.wte.weight  # tied again
-    _set_config(model, vocab_size=V + len(pieces))
+    _set_config(model, replace(model.config, vocab_size=V + len(pieces)))
 
 
 def grow_positions(model: Captioner, block_size: int) -> None:
@@ -97,7 +96,7 @@ def grow_positions(model: Captioner, block_size: int) -> None:
         weight = nn.Parameter(torch.cat([wpe, wpe[-1:].expand(block_size - T, -1)]), requires_grad=wpe.requires_grad)
     model.decoder.wpe = nn.Embedding(block_size, wpe.size(1), _weight=weight)
     model.decoder.wpe.weight.requires_grad_(wpe.requires_grad)
-    _set_config(model, block_size=block_size)
+    _set_config(model, replace(model.config, block_size=block_size))
 
 
 def apply_finetune_policy(model: Captioner, policy: str) -> None:

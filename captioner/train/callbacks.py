@@ -1,9 +1,11 @@
-"""Lightning callbacks: export the model package at the end of `fit`, write predictions, checkpoint on SIGTERM."""
+"""Lightning callbacks: export the model package at the end of `fit`, write predictions, checkpoint on SIGTERM; the
+trainer's callbacks and data module, which Lightning sets at run time, typed."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -11,6 +13,19 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from captioner.outputs import check_apart, write_jsonl
 from captioner.package import TrainingInfo
+from captioner.train.module import CaptionerModule
+
+
+def callbacks_of(trainer: L.Trainer) -> list[L.Callback]:
+    """The trainer's callbacks, in order; a list to insert into before `fit`."""
+    callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at run time
+    return callbacks
+
+
+def datamodule_of(trainer: L.Trainer) -> L.LightningDataModule | None:
+    """The data module the trainer runs on, if any."""
+    datamodule: L.LightningDataModule | None = trainer.datamodule  # type: ignore[attr-defined]  # set at run time
+    return datamodule
 
 
 class ExportModelPackage(L.Callback):
@@ -37,26 +52,29 @@ class ExportModelPackage(L.Callback):
         if target.exists() and not self.overwrite:  # fail now, not after hours of training
             raise FileExistsError(f"model package folder {target} exists; set a new dirpath or overwrite: true")
         # overwrite: true must never replace the package the run starts from or the data it trains on
-        describe = getattr(trainer.datamodule, "describe", dict)()
+        described: dict[str, Any] = getattr(datamodule_of(trainer), "describe", dict)()
         package = getattr(pl_module, "package", None)  # the folder the run starts from (a Hub download too)
-        reads = [str(package) if package else None, *(describe.get(k) for k in ("train", "val", "root"))]
-        reads = [fixed_part(p) for p in reads if isinstance(p, str) and p]
+        found = [str(package) if package else None, *(described.get(k) for k in ("train", "val", "root"))]
+        reads = [fixed_part(p) for p in found if isinstance(p, str) and p]
         check_apart([target], [p for p in reads if Path(p).exists()], "ExportModelPackage dirpath")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         target = self.target(trainer)  # on every rank: trainer.log_dir is a collective (a broadcast) under DDP
         if not trainer.is_global_zero:
             return
-        dm = trainer.datamodule
+        if not isinstance(pl_module, CaptionerModule):
+            raise TypeError(f"ExportModelPackage exports a CaptionerModule's model, not a {type(pl_module).__name__}")
+        model, tokenizer = pl_module.built()
+        dm = datamodule_of(trainer)
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
-        info = TrainingInfo.from_dict({
-            "steps": trainer.global_step,
-            "data": dm.describe() if hasattr(dm, "describe") else {},
-            "used_token_ids": dm.used_token_ids() if hasattr(dm, "used_token_ids") else None,
-            "config": pl_module.model.config.to_dict(),
-            **pl_module.provenance(),
-        })  # fmt: skip
-        pl_module.model.save_pretrained(target, pl_module.tokenizer, self.overwrite, note, training=info)
+        data: dict[str, Any] = getattr(dm, "describe", dict)()
+        used_token_ids = getattr(dm, "used_token_ids", None)
+        used = used_token_ids() if used_token_ids else None
+        info = TrainingInfo.from_dict(
+            {"steps": trainer.global_step, "data": data, "used_token_ids": used, "config": model.config.to_dict()}
+            | pl_module.provenance()
+        )
+        model.save_pretrained(target, tokenizer, self.overwrite, note, training=info)
         self.exported = target
         rank_zero_info(f"model package written to {target}")
 
@@ -91,7 +109,8 @@ class PreemptionCheckpoint(L.Callback):
 
         if not isinstance(exception, SIGTERMException):
             return
-        folder = Path(trainer.checkpoint_callback.dirpath) if trainer.checkpoint_callback else Path(trainer.log_dir)
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)  # ModelCheckpoint's folder
+        folder = Path(dirpath or trainer.log_dir or trainer.default_root_dir)
         path = folder / "last.ckpt"
         _at_epoch_end_start_the_next(trainer)
         trainer.save_checkpoint(path)
@@ -104,7 +123,8 @@ def _at_epoch_end_start_the_next(trainer: L.Trainer) -> None:
     an epoch that believes its batches are done and ends it after one. Reset the counters as the next epoch's start
     would (the run stops right after), so that the resumed run trains the same batches as an uninterrupted one."""
     fit, epoch = trainer.fit_loop, trainer.fit_loop.epoch_loop
-    finished = fit.epoch_progress.current.completed == fit.epoch_progress.current.processed
+    current = fit.epoch_progress.current
+    finished = current.completed == current.processed  # type: ignore[attr-defined]  # hinted as its base class
     if finished and epoch.batch_progress.current.completed >= trainer.num_training_batches:
         epoch.batch_progress.reset_on_run()
         epoch.scheduler_progress.reset_on_run()

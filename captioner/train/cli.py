@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from captioner.data.base import CaptionDataModule
+from captioner.train.callbacks import callbacks_of
 from captioner.train.connect import connect
 from captioner.train.module import CaptionerModule
 from captioner.train.moved import check_moved
@@ -35,15 +36,15 @@ class CaptionerCLI(LightningCLI):
         super().instantiate_classes()
         connect(self.model, self.datamodule, self.trainer)
         if self.subcommand == "fit":  # first: the folder is locked before any other callback writes into it
-            self.trainer.callbacks.insert(0, RunFolder())
+            callbacks_of(self.trainer).insert(0, RunFolder())
             mirror_in_tensorboard(self.trainer)
         if not self._configured(ProgressBar):  # Lightning's default bar: ours counts steps when max_steps is set
-            bars = [c for c in self.trainer.callbacks if type(c) is RichProgressBar]
-            for bar in bars:
-                self.trainer.callbacks[self.trainer.callbacks.index(bar)] = StepProgressBar()
+            callbacks = callbacks_of(self.trainer)
+            for bar in [c for c in callbacks if type(c) is RichProgressBar]:
+                callbacks[callbacks.index(bar)] = StepProgressBar()
 
     def before_fit(self) -> None:
-        for callback in self.trainer.callbacks:
+        for callback in callbacks_of(self.trainer):
             if isinstance(callback, RunFolder):
                 callback.claim(self.trainer)
 

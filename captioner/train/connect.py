@@ -7,6 +7,7 @@ from __future__ import annotations
 import lightning as L
 
 from captioner.data.base import CaptionDataModule
+from captioner.train.callbacks import callbacks_of
 from captioner.train.module import CaptionerModule
 from captioner.train.vocabulary import resolve_tokenizer
 
@@ -20,17 +21,15 @@ def connect(module: CaptionerModule, datamodule: CaptionDataModule, trainer: L.T
     if module.tokenizer is None:
         source, package = module.tokenizer_source, module.start_package()
         module.connect(resolve_tokenizer(source, package, module.architecture, datamodule.training_texts))
-    model = module.model
-    datamodule.connect(
-        module.tokenizer, model.preprocessing, model.config.block_size, pad_to_max_length=module.speed.compile
-    )
+    model, tokenizer = module.built()
+    datamodule.connect(tokenizer, model.preprocessing, model.config.block_size, pad_to_max_length=module.speed.compile)
     module.data_scores = datamodule.score_captions  # what validation logs besides the caption metrics
     if module.self_critical is not None:  # CIDEr-D's document frequencies: the training references, read once
         module.self_critical.fit(datamodule.training_references)
-    if module.speed.feature_cache:
+    speed = module.speed
+    if speed.feature_cache:
         if trainer is None:
             raise ValueError("speed.feature_cache: pass the trainer to connect(module, datamodule, trainer)")
         from captioner.train.feature_cache import FillFeatureCache
 
-        speed = module.speed
-        trainer.callbacks.append(FillFeatureCache(datamodule, speed.feature_cache, speed.feature_cache_dtype))
+        callbacks_of(trainer).append(FillFeatureCache(datamodule, speed.feature_cache, speed.feature_cache_dtype))

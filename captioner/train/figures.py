@@ -11,7 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captioner.data.base import CaptionDataModule
 from captioner.inference import caption_batch
+from captioner.train.callbacks import datamodule_of
+from captioner.train.module import CaptionerModule
 from captioner.viz import attention_figure, caption_grid, cross_attention_maps, word_maps
 
 
@@ -37,10 +40,13 @@ class ValidationFigures(L.Callback):
         log_dir = trainer.log_dir  # on every rank: a collective under DDP
         if not trainer.is_global_zero:
             return
-        examples = _first_examples(trainer.datamodule.datasets["val"], self.count)
+        datamodule = datamodule_of(trainer)
+        if not isinstance(pl_module, CaptionerModule) or not isinstance(datamodule, CaptionDataModule):
+            raise TypeError("ValidationFigures draws a CaptionerModule's captions of a CaptionDataModule's images")
+        examples = _first_examples(datamodule.datasets["val"], self.count)
         if not examples:
             return
-        model, tokenizer = pl_module.model, pl_module.tokenizer
+        model, tokenizer = pl_module.built()
         images = torch.stack([e["image"] for e in examples]).to(pl_module.device)  # (B, 3, H, W)
         captions = caption_batch(model, tokenizer, images)
         pictures = [model.preprocessing.to_image(e["image"]) for e in examples]

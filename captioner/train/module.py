@@ -3,11 +3,13 @@ model is `train.build`, optimisation `train.optim`, the data is handed over by `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig
@@ -66,7 +68,7 @@ class CaptionerModule(L.LightningModule):
         self.model: Captioner | None = None  # built by `connect`
         self.tokenizer: CaptionTokenizer | None = None
         self.data_scores: DataScores | None = None  # the data's own caption scores, handed over by `connect`
-        self._compiled_loss = None  # torch.compile(model.loss), made in setup when `speed.compile`
+        self._compiled_loss: Callable[..., torch.Tensor] | None = None  # torch.compile(model.loss) when `speed.compile`
         self._outputs: list[dict[str, Any]] = []
 
     def connect(self, tokenizer: CaptionTokenizer) -> None:
@@ -91,21 +93,27 @@ class CaptionerModule(L.LightningModule):
             self.package, self.origin = locate_package(self.init_from)
         return self.package
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T, V) logits
-        return self.model(images, input_ids)
-
-    def setup(self, stage: str) -> None:
+    def built(self) -> tuple[Captioner, CaptionTokenizer]:
+        """The model and its tokenizer; RuntimeError until `connect` has built them."""
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("CaptionerModule has no model yet: call captioner.train.connect(module, datamodule)")
+        return self.model, self.tokenizer
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T, V) logits
+        return self.built()[0](images, input_ids)
+
+    def setup(self, stage: str) -> None:
+        model, _ = self.built()
         speed = self.speed
         if speed.tf32 and self.trainer.strategy.root_device.type == "cuda":
             torch.set_float32_matmul_precision("high")
         if speed.compile and stage == "fit":
-            self._compiled_loss = torch.compile(self.model.loss, **{"dynamic": False, **(speed.compile_options or {})})
+            self._compiled_loss = torch.compile(model.loss, **{"dynamic": False, **(speed.compile_options or {})})
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:
-        loss_fn = self._compiled_loss or self.model.loss
+        model, tokenizer = self.built()
+        loss_fn = self._compiled_loss or model.loss
         if "features" in batch:  # cached patch tokens (B, N, De): the backbone does not run
             loss = loss_fn(None, batch["input_ids"], batch["labels"], batch["features"])
         else:
@@ -114,7 +122,7 @@ class CaptionerModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=B, sync_dist=stage != "train")
         wanted = self.validation.generate_batches
         if stage != "train" and (wanted < 0 or batch_idx < wanted):
-            self._outputs.extend(caption_rows(self.model, self.tokenizer, batch, self.validation.generation))
+            self._outputs.extend(caption_rows(model, tokenizer, batch, self.validation.generation))
         return loss
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> torch.Tensor | None:
@@ -123,7 +131,7 @@ class CaptionerModule(L.LightningModule):
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         self.log("lr", lr, prog_bar=False)
         scst = self.self_critical
-        loss = scst.training_step(self, batch) if scst else self._shared_step(batch, "train", batch_idx)
+        loss = scst.training_step(self, *self.built(), batch) if scst else self._shared_step(batch, "train", batch_idx)
         if self.nonfinite.finite(loss, self.global_step, lr):
             return loss
         self.log("train/skipped_nonfinite", float(self.nonfinite.skipped))
@@ -138,7 +146,7 @@ class CaptionerModule(L.LightningModule):
             self._shared_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: dict[str, Any] | None, batch_idx: int) -> list[dict[str, Any]]:
-        return [] if batch is None else caption_rows(self.model, self.tokenizer, batch, self.validation.generation)
+        return [] if batch is None else caption_rows(*self.built(), batch, self.validation.generation)
 
     def on_validation_epoch_end(self) -> None:
         self._caption_epoch_end("val")
@@ -164,16 +172,16 @@ class CaptionerModule(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        frozen_epochs = self.finetuning.encoder_frozen_epochs
+        encoder, frozen_epochs = self.built()[0].encoder, self.finetuning.encoder_frozen_epochs
         if frozen_epochs > 0 and self.finetuning.policy == "full":  # frozen: no gradient, AdamW leaves them
-            self.model.encoder.backbone.requires_grad_(self.current_epoch >= frozen_epochs)
+            encoder.backbone.requires_grad_(self.current_epoch >= frozen_epochs)
         # Lightning keeps the modules' modes (it never calls train() itself): frozen BatchNorm layers to eval mode,
         # thawed ones back to training; Lightning restores these modes after each validation
-        self.model.encoder.train(self.training)
+        encoder.train(self.training)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         frozen_for_a_while = self.finetuning.encoder_frozen_epochs > 0
-        return configure_adamw(self, self.model, self.optimization, include_frozen_backbone=frozen_for_a_while)
+        return configure_adamw(self, self.built()[0], self.optimization, include_frozen_backbone=frozen_for_a_while)
 
     def configure_gradient_clipping(
         self,

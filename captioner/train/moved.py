@@ -103,8 +103,8 @@ def check_moved(args: list[str]) -> None:
             file = arg.split("=", 1)[1] if "=" in arg else args[i + 1]
             found += [(k, new, file) for k, v in _config_keys(file) if (new := moved(k, v))]
         elif arg.startswith("--") and arg[2:].startswith(("model.", "data.")):
-            key, has, value = arg[2:].partition("=")
-            value = value if has else (args[i + 1] if i + 1 < len(args) else None)
+            key, has, inline = arg[2:].partition("=")
+            value = inline if has else (args[i + 1] if i + 1 < len(args) else None)
             if new := moved(key, value):
                 found.append((key, new, "the command line"))
     if found:

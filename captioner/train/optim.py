@@ -5,10 +5,12 @@ AdamW and FSDP."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from captioner.model import Captioner
@@ -45,17 +47,20 @@ def parameter_groups(
     return groups
 
 
-def _decay_groups(module: nn.Module, weight_decay: float, lr: float, keep) -> list[dict[str, Any]]:
+def _decay_groups(
+    module: nn.Module, weight_decay: float, lr: float, keep: Callable[[nn.Parameter], bool]
+) -> list[dict[str, Any]]:
     matrices = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear | nn.Conv2d)}
     embeddings = {id(m.weight) for m in module.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in module.parameters():  # parameters() yields tied weights once
         if keep(p):
             (decay if id(p) in matrices and id(p) not in embeddings else no_decay).append(p)
     return [{"params": ps, "weight_decay": wd, "lr": lr} for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
 
 
-def warmup_cosine(warmup: int, total: int, min_ratio: float):
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """LR multiplier: linear warmup to 1, then cosine to `min_ratio` at `total` steps."""
 
     def fn(step: int) -> float:
@@ -69,13 +74,14 @@ def warmup_cosine(warmup: int, total: int, min_ratio: float):
 
 def configure_adamw(
     module: L.LightningModule, model: Captioner, options: Optimizer, include_frozen_backbone: bool = False
-) -> dict[str, Any]:
+) -> OptimizerLRSchedulerConfig:
     """Lightning's `configure_optimizers` result: AdamW over `parameter_groups`, warmup + cosine per step."""
     o = options
     groups = parameter_groups(
         model, o.weight_decay, o.lr, o.encoder_lr_mult, o.encoder_layer_decay, include_frozen_backbone
     )
-    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), fused=use_fused(module))
+    beta1, beta2 = o.betas
+    optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=(beta1, beta2), fused=use_fused(module))
     total = max(int(module.trainer.estimated_stepping_batches), 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(o.warmup_steps, total, o.min_lr_ratio))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -93,6 +99,13 @@ def use_fused(module: L.LightningModule) -> bool:
     return getattr(module.trainer.precision_plugin, "scaler", None) is None and not _fsdp(module)
 
 
+@runtime_checkable
+class ClipsShardedGradients(Protocol):
+    """An FSDP-wrapped module: it clips the norm of its sharded gradients itself."""
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor: ...
+
+
 def clip_gradients(
     module: L.LightningModule, optimizer: torch.optim.Optimizer, value: float | None, algorithm: str | None
 ) -> None:
@@ -102,7 +115,10 @@ def clip_gradients(
     if value and _fsdp(module) and algorithm != "value":
         # Lightning clips FSDP gradients only by value (Lightning-AI/pytorch-lightning#19235); the norm of
         # sharded gradients needs the FSDP module's own clip_grad_norm_ (trainer.model is the wrapped module)
-        module.trainer.model.clip_grad_norm_(value)
+        wrapped = module.trainer.model
+        if not isinstance(wrapped, ClipsShardedGradients):
+            raise TypeError(f"{type(wrapped).__name__} (trainer.model under FSDP) has no clip_grad_norm_")
+        wrapped.clip_grad_norm_(value)
         return
     if value and getattr(optimizer, "defaults", {}).get("fused"):
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]

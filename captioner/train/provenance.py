@@ -26,7 +26,7 @@ def provenance(
             **settings,
             "encoder_frozen_epochs": finetuning.encoder_frozen_epochs,
             "finetune": finetuning.policy,
-        },  # fmt: skip
+        },
     }
 
 

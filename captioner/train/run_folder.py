@@ -45,9 +45,10 @@ class RunFolder(L.Callback):
         if self._claimed or not trainer.loggers:
             return
         self._claimed = True
-        folder = Path(trainer.log_dir)  # on every rank: a collective (a broadcast) under DDP
-        if not trainer.is_global_zero:
+        log_dir = trainer.log_dir  # on every rank: a collective (a broadcast) under DDP
+        if log_dir is None or not trainer.is_global_zero:  # None: a logger that writes no folder
             return
+        folder = Path(log_dir)
         self._fd = lock_folder(folder)
         self._folder, self._events = folder, set(folder.glob(EVENTS))
         if (config := folder / "config.yaml").is_file():
@@ -63,7 +64,7 @@ class RunFolder(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = True  # the checkpoint, optimizer and loop state have loaded
         log_dir = trainer.log_dir  # on every rank: a collective (a broadcast) under DDP
-        if self._claimed and trainer.is_global_zero:  # where to look, once the run is sure to go ahead
+        if self._claimed and log_dir and trainer.is_global_zero:  # where to look, once the run is sure to go ahead
             where = f"run folder {log_dir}"
             if any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
                 where += f"; TensorBoard: tensorboard --logdir {Path(log_dir).parent}"

@@ -75,7 +75,7 @@ def log_samples(module: L.LightningModule, samples: list[dict[str, Any]]) -> Non
         return
     lines = [f"  [{s['index']}] {s['caption']!r}  (reference: {s['references'][0]!r})" for s in samples]
     module.print(f"step {module.global_step} sample captions:\n" + "\n".join(lines))
-    experiment = getattr(module.logger, "experiment", None)
+    experiment: Any = getattr(module.logger, "experiment", None)  # the logger's own object: any kind
     if hasattr(experiment, "add_text"):  # TensorBoard
         experiment.add_text("val/samples", "\n\n".join(lines), module.global_step)
     if log_dir:

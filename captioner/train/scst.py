@@ -69,10 +69,12 @@ class SelfCritical:
             self.cider = CiderD(self._references(self.options.reference_images))
         return self.cider
 
-    def training_step(self, module: L.LightningModule, batch: dict[str, Any]) -> torch.Tensor:
-        """The loss of a training batch, logged (`train/loss`, `train/scst_reward`, `_baseline`, `_beat_baseline`,
-        `_sample_length`)."""
-        loss, stats = self.loss(module.model, module.tokenizer, batch)
+    def training_step(
+        self, module: L.LightningModule, model: Captioner, tokenizer: CaptionTokenizer, batch: dict[str, Any]
+    ) -> torch.Tensor:
+        """The loss of a training batch of `module`'s model, logged (`train/loss`, `train/scst_reward`, `_baseline`,
+        `_beat_baseline`, `_sample_length`)."""
+        loss, stats = self.loss(model, tokenizer, batch)
         B = len(batch["references"])
         module.log("train/loss", loss, prog_bar=True, batch_size=B)
         module.log("train/scst_reward", stats.pop("reward"), prog_bar=True, batch_size=B)

@@ -4,13 +4,14 @@ Lightning knows (A100, H100, ...), MFU (`train|device/mfu`). A CPU has no known 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 from captioner.flops import StepFlops, step_flops
+from captioner.model import Captioner
 from captioner.tokenizer import IGNORE_INDEX
 from captioner.train.modes import eval_mode
 
@@ -22,6 +23,13 @@ def batch_images(batch: dict[str, Any]) -> int:
 def batch_tokens(batch: dict[str, Any]) -> int:
     """Caption tokens that carry a loss (padding left out)."""
     return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
+@runtime_checkable
+class TrainsCaptioner(Protocol):
+    """The module a `TrainingThroughput` measures: it trains a `Captioner` (a `CaptionerModule`)."""
+
+    model: Captioner
 
 
 class TrainingThroughput(ThroughputMonitor):
@@ -42,6 +50,8 @@ class TrainingThroughput(ThroughputMonitor):
     ) -> None:
         if batch is None:
             return
+        if not isinstance(pl_module, TrainsCaptioner):
+            raise TypeError(f"TrainingThroughput measures a module that trains a Captioner, not {type(pl_module)}")
         model = pl_module.model
         if self._image_tokens is None:
             # (1, N, D): the image tokens the decoder attends to; in eval mode, so that measuring moves no BatchNorm
@@ -53,7 +63,8 @@ class TrainingThroughput(ThroughputMonitor):
         T = batch["input_ids"].size(1)
         if T not in self._flops:  # counted once per caption length, not at every step
             self._flops[T] = step_flops(model, *self._image_tokens, T)
-        pl_module.flops_per_batch = self._flops[T].training(batch_images(batch), frozen, "features" in batch)
+        flops = self._flops[T].training(batch_images(batch), frozen, "features" in batch)  # what Lightning reads
+        pl_module.flops_per_batch = flops  # type: ignore[assignment]  # nn.Module's hint: tensors and modules only
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

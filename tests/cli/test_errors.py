@@ -74,7 +74,7 @@ def test_a_data_error_in_fit_is_one_line_and_debug_shows_the_traceback(tmp_path,
         (["shards", "s/%05d.tar", "--input", "x", "--max-count", "0"], "is not a whole number >= 1"),
         (["caption", "pkg", "a.png", "--batch-size", "0"], "--batch-size 0: must be between 1 and"),
         (["evaluate", "pkg", "--batch-size", "0"], "--batch-size 0: must be between 1 and"),  # the same option
-    ],  # fmt: skip
+    ],
     ids=["shapes-count", "shards-max-count", "caption-batch-size", "evaluate-batch-size"],
 )
 def test_counts_below_one_are_refused(args, said, tmp_path, capsys, monkeypatch):

@@ -135,6 +135,16 @@ def test_coco_and_karpathy(shapes_folder, tmp_path):
         read_karpathy(tmp_path / "dataset_coco.json", shapes_folder, ["dev"])
 
 
+def test_coco_null_captions_are_dropped(tmp_path):
+    """A `"caption": null` annotation is no reference (it once became a None among the image's captions)."""
+    coco = {
+        "images": [{"id": 7, "file_name": "a.png"}],
+        "annotations": [{"image_id": 7, "caption": None}, {"image_id": 7, "caption": "one"}],
+    }
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    assert [p.captions for p in read_coco(tmp_path / "captions.json", tmp_path)] == [["one"]]
+
+
 def test_corrupt_images_are_skipped_counted_and_named(shapes_folder, tokenizer):
     (shapes_folder / "images/train_000003.png").write_bytes(b"garbage")
     pairs = read_imagefolder(shapes_folder)

@@ -36,9 +36,14 @@ def test_everything_after_the_paths_is_a_keyword():
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[3:])
 
 
-@pytest.mark.parametrize(("options", "says"), [({"batch_size": 0}, "batch_size=0: must be between 1"),
-                                               ({"workers": -1}, "workers=-1: must be between 0"),
-                                               ({"precision": "8"}, "precision='8': must be one of")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"batch_size": 0}, "batch_size=0: must be between 1"),
+        ({"workers": -1}, "workers=-1: must be between 0"),
+        ({"precision": "8"}, "precision='8': must be one of"),
+    ],
+)
 def test_run_options_name_the_bad_argument(options, says, tiny_model, tokenizer):
     with pytest.raises(ArgumentError, match=says) as refused:
         caption_files(tiny_model, tokenizer, [], options=RunOptions(**options))

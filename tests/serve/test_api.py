@@ -255,8 +255,8 @@ def test_the_api_docs_describe_post_caption(client_for):
     assert client.get("/api/docs").status_code == 200
     post = client.get("/openapi.json").json()["paths"]["/caption"]["post"]
     body = post["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert body["required"] == ["image"] and body["properties"]["image"]["items"] == {"type": "string",
-                                                                                       "format": "binary"}  # fmt: skip
+    files = body["properties"]["image"]["items"]
+    assert body["required"] == ["image"] and files == {"type": "string", "format": "binary"}
     parameters = {p["name"]: p for p in post["parameters"]}
     assert list(parameters) == list(specs(GenerationConfig)) and all(p["in"] == "query" for p in parameters.values())
     assert parameters["num_beams"]["schema"] == {"type": "integer", "default": 1, "minimum": 1, "maximum": 16}

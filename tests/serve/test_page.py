@@ -20,8 +20,9 @@ def service(trained_package):
 def test_caption_n_best_and_one_map_per_word(service, tmp_path):
     path = tmp_path / "scene.png"
     make_scene("test", 2).image.save(path)
-    text, rows, maps = caption_image(service, str(path), {"num_beams": 3.0, "num_return_sequences": 2.0,
-                                                          "max_new_tokens": 10.0})  # fmt: skip
+    text, rows, maps = caption_image(
+        service, str(path), {"num_beams": 3.0, "num_return_sequences": 2.0, "max_new_tokens": 10.0}
+    )
     assert len(rows) == 2 and rows[0][0] == text and rows[0][1] >= rows[1][1]
     assert len(maps) == len(text.split()) and all(im.size == (192, 192) for im, _ in maps)
 

@@ -10,9 +10,16 @@ def test_a_run_from_scratch_records_cross_entropy_no_start_and_its_optimiser(tin
     found = CaptionerModule(tiny_config, optimizer=optimizer).provenance()
     assert found["objective"] == {"name": "cross_entropy"} and found["started_from"] is None
     assert found["optimizer"] == {
-        "lr": 3e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "warmup_steps": 7, "min_lr_ratio": 0.1,
-        "encoder_lr_mult": 1.0, "encoder_layer_decay": 1.0, "encoder_frozen_epochs": 0, "finetune": "full",
-    }  # fmt: skip
+        "lr": 3e-4,
+        "weight_decay": 0.05,
+        "betas": [0.9, 0.95],
+        "warmup_steps": 7,
+        "min_lr_ratio": 0.1,
+        "encoder_lr_mult": 1.0,
+        "encoder_layer_decay": 1.0,
+        "encoder_frozen_epochs": 0,
+        "finetune": "full",
+    }
 
 
 def test_an_scst_fine_tune_records_its_reward_baseline_samples_and_start(trained_package):
