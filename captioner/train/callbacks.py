@@ -3,7 +3,9 @@ trainer's callbacks and data module, which Lightning sets at run time, typed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +115,8 @@ class PreemptionCheckpoint(L.Callback):
         folder = Path(dirpath or trainer.log_dir or trainer.default_root_dir)
         path = folder / "last.ckpt"
         _at_epoch_end_start_the_next(trainer)
-        trainer.save_checkpoint(path)
+        with _as_saved_at_validation(trainer):
+            trainer.save_checkpoint(path)
         rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with --ckpt_path last")
 
 
@@ -130,6 +133,21 @@ def _at_epoch_end_start_the_next(trainer: L.Trainer) -> None:
         epoch.scheduler_progress.reset_on_run()
         epoch.automatic_optimization.optim_progress.reset_on_run()
         epoch.val_loop.batch_progress.total.reset()
+
+
+@contextlib.contextmanager
+def _as_saved_at_validation(trainer: L.Trainer) -> Iterator[None]:
+    """A run resumed at a step where validation is due skips that validation and counts one logging step without
+    training a batch (Lightning's epoch loop, `advance` on restart): it expects ModelCheckpoint's checkpoint of the
+    validation, written before the step was counted. Ours is written after, so it would log every later step one
+    too late; save the count as that checkpoint holds it."""
+    epoch = trainer.fit_loop.epoch_loop
+    due = epoch._should_check_val_fx(trainer.fit_loop._data_fetcher)  # type: ignore[arg-type]  # set while fitting
+    epoch._batches_that_stepped -= int(due)
+    try:
+        yield
+    finally:
+        epoch._batches_that_stepped += int(due)
 
 
 def fixed_part(path: str) -> str:
