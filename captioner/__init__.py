@@ -1,4 +1,4 @@
-"""captioner: image captioning with a timm ViT encoder and a cross-attending GPT decoder.
+"""captioner: image captioning with a timm ViT encoder and a cross-attending decoder (GPT- or Llama-style).
 
 import captioner
 captions = captioner.caption(["photo.jpg"], model="runs/shapes/version_0/model")

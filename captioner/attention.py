@@ -1,4 +1,5 @@
-"""Causal self-attention with a preallocated KV cache, and cross-attention (text queries, image keys/values)."""
+"""Causal self-attention with a preallocated KV cache, and cross-attention (text queries, image keys/values); both
+with grouped-query attention (`n_query_groups` key/value heads)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioner.config import CaptionerConfig
+from captioner.norms import make_norm
+from captioner.rope import Rope, apply_rope
 
 
 class KVCache(nn.Module):
-    """Preallocated key/value buffers (B, nh, max_len, hs) for one self-attention layer (litgpt style), and a spare
-    pair, made at the first reorder, that beam search reorders into (only the positions written so far are copied,
-    then the pairs swap)."""
+    """Preallocated key/value buffers (B, ng, max_len, hs) of the ng key/value heads of one self-attention layer
+    (litgpt style), and a spare pair, made at the first reorder, that beam search reorders into (only the positions
+    written so far are copied, then the pairs swap)."""
 
-    def __init__(self, batch_size: int, n_head: int, max_len: int, head_size: int, device, dtype) -> None:
+    k: torch.Tensor  # registered buffers
+    v: torch.Tensor
+
+    def __init__(
+        self, batch_size: int, n_groups: int, max_len: int, head_size: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         super().__init__()
-        shape = (batch_size, n_head, max_len, head_size)
+        shape = (batch_size, n_groups, max_len, head_size)
         for name in ("k", "v"):
             self.register_buffer(name, torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.k_spare: torch.Tensor | None = None
@@ -24,7 +32,7 @@ class KVCache(nn.Module):
         self.length = 0  # positions written so far
 
     def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write (B, nh, T, hs) at positions [start, start + T); return keys/values of [0, start + T)."""
+        """Write (B, ng, T, hs) at positions [start, start + T); return keys/values of [0, start + T)."""
         end = start + k.size(2)
         self.k[:, :, start:end] = k
         self.v[:, :, start:end] = v
@@ -34,91 +42,140 @@ class KVCache(nn.Module):
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search): row i becomes old row index[i], for the positions written so far."""
         n = self.length
-        if self.k_spare is None:  # greedy and sampling never reorder: only beam search pays for the spare pair
-            self.k_spare, self.v_spare = torch.empty_like(self.k), torch.empty_like(self.v)
-        torch.index_select(self.k[:, :, :n], 0, index, out=self.k_spare[:, :, :n])
-        torch.index_select(self.v[:, :, :n], 0, index, out=self.v_spare[:, :, :n])
-        self.k, self.k_spare = self.k_spare, self.k
-        self.v, self.v_spare = self.v_spare, self.v
+        k_spare, v_spare = self.k_spare, self.v_spare
+        if k_spare is None or v_spare is None:  # greedy and sampling never reorder: only beam search pays for it
+            k_spare, v_spare = torch.empty_like(self.k), torch.empty_like(self.v)
+        torch.index_select(self.k[:, :, :n], 0, index, out=k_spare[:, :, :n])
+        torch.index_select(self.v[:, :, :n], 0, index, out=v_spare[:, :, :n])
+        self.k, self.k_spare = k_spare, self.k
+        self.v, self.v_spare = v_spare, self.v
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention of queries (B, nh, T, hs) over keys/values (B, ng, S, hs), each key/value head
+    serving nh // ng query heads (grouped-query attention); `mask` (T, S) True where a query sees a key. Without a
+    causal mask, the query heads of a group are folded into the query length, so the keys/values are never copied."""
+    B, nh, T, hs = q.shape
+    ng = k.size(1)
+    if nh == ng:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+    if causal:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=True)
+    rep = nh // ng
+    folded = q.reshape(B, ng, rep * T, hs)  # head g * rep + r, position t -> group g, row r * T + t
+    mask = None if mask is None else mask.repeat(rep, 1)  # (rep * T, S)
+    y = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout)  # (B, ng, rep * T, hs)
+    return y.view(B, nh, T, hs)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head causal self-attention with a fused qkv projection (nanoGPT) and an optional KV cache."""
+    """Causal self-attention with a fused qkv projection (nanoGPT's `c_attn`, [q; k; v] with n_query_groups key/value
+    heads), optional q/k norm and RoPE on queries and keys, and an optional KV cache of the key/value heads."""
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
-        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
-        self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_query_groups, self.head_size = config.heads()
+        q_size, kv_size = self.n_head * self.head_size, self.n_query_groups * self.head_size
+        self.sizes = (q_size, kv_size, kv_size)
+        self.c_attn = nn.Linear(config.n_embd, q_size + 2 * kv_size, bias=config.bias or config.attn_bias)
+        self.c_proj = nn.Linear(q_size, config.n_embd, bias=config.bias)
+        self.norm_q = make_norm(config, self.head_size) if config.norm_qk else None
+        self.norm_k = make_norm(config, self.head_size) if config.norm_qk else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C). With `start`, x holds positions [start, start + T) and the cache is used."""
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    def forward(self, x: torch.Tensor, start: int | None = None, rope: Rope | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C). With `start`, x holds positions [start, start + T) and the cache is used; `rope`
+        holds the angles of those positions."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.sizes, dim=2)
+        q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_query_groups, self.head_size).transpose(1, 2)  # (B, ng, T, hs)
+        v = v.view(B, T, self.n_query_groups, self.head_size).transpose(1, 2)  # (B, ng, T, hs)
+        if self.norm_q is not None and self.norm_k is not None:
+            q, k = self.norm_q(q), self.norm_k(k)
+        if rope is not None:
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         drop = self.dropout if self.training else 0.0
         if start is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)  # (B, nh, T, hs)
+            y = attend(q, k, v, causal=True, dropout=drop)  # (B, nh, T, hs)
         else:
             assert self.kv_cache is not None, "call set_kv_cache() before decoding with positions"
-            k, v = self.kv_cache.update(start, k, v)  # (B, nh, start + T, hs)
+            k, v = self.kv_cache.update(start, k, v)  # (B, ng, start + T, hs)
             mask = None
             if T > 1:  # prefill: query t sees keys [0, start + t]
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+            y = attend(q, k, v, mask)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.sizes[0])
         return self.resid_dropout(self.c_proj(y))
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention from text queries to image keys/values.
+    """Attention from text queries to image keys/values: never causal, no position on the image keys.
 
     `image_kv(memory)` is split out so that generation computes the image keys/values once per image. The
     queries may hold G sequences per image (beams or samples, grouped image by image): they are folded into
-    the query length, so all G share one copy of the image keys/values by broadcasting, never by copying.
+    the query length, as are the query heads sharing a key/value head, so all of them share one copy of the
+    image keys/values by broadcasting, never by copying.
     """
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
-        self.n_head = config.n_head
-        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.kv_proj = nn.Linear(config.n_embd, 2 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_query_groups, self.head_size = config.heads()
+        q_size, kv_size = self.n_head * self.head_size, self.n_query_groups * self.head_size
+        self.q_proj = nn.Linear(config.n_embd, q_size, bias=config.bias or config.attn_bias)
+        self.kv_proj = nn.Linear(config.n_embd, 2 * kv_size, bias=config.bias or config.attn_bias)
+        self.c_proj = nn.Linear(q_size, config.n_embd, bias=config.bias)
+        self.norm_q = make_norm(config, self.head_size) if config.norm_qk else None
+        self.norm_k = make_norm(config, self.head_size) if config.norm_qk else None
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def image_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N, C) image tokens -> keys and values, each (B, nh, N, hs)."""
-        B, N, C = memory.shape
-        k, v = self.kv_proj(memory).split(C, dim=2)
-        return tuple(t.view(B, N, self.n_head, C // self.n_head).transpose(1, 2) for t in (k, v))  # type: ignore[return-value]
+        """(B, N, C) image tokens -> keys and values, each (B, ng, N, hs)."""
+        B, N, _ = memory.shape
+        k, v = (
+            t.view(B, N, self.n_query_groups, self.head_size).transpose(1, 2) for t in self.kv_proj(memory).chunk(2, 2)
+        )
+        return (k if self.norm_k is None else self.norm_k(k)), v
 
     def _queries(self, x: torch.Tensor, n_images: int) -> torch.Tensor:
-        """(B*G, T, C) -> (B, nh, G*T, hs): G sequences per image folded into the query length."""
-        BG, T, C = x.shape
+        """(B*G, T, C) -> (B, ng, rep*G*T, hs): the G sequences of an image and the rep = nh // ng query heads of a
+        key/value head folded into the query length."""
+        BG, T, _ = x.shape
         G = BG // n_images
-        q = self.q_proj(x).view(n_images, G, T, self.n_head, C // self.n_head)  # (B, G, T, nh, hs)
-        return q.permute(0, 3, 1, 2, 4).reshape(n_images, self.n_head, G * T, C // self.n_head)
+        q = self.q_proj(x).view(n_images, G, T, self.n_head, self.head_size)  # (B, G, T, nh, hs)
+        if self.norm_q is not None:
+            q = self.norm_q(q)
+        rows = (self.n_head // self.n_query_groups) * G * T
+        return q.permute(0, 3, 1, 2, 4).reshape(n_images, self.n_query_groups, rows, self.head_size)
+
+    def _unfold(self, y: torch.Tensor, BG: int) -> torch.Tensor:
+        """(B, ng, rep*G*T, X) -> (B*G, nh, T, X)."""
+        B, X = y.size(0), y.size(-1)
+        return y.view(B, self.n_head, BG // B, -1, X).transpose(1, 2).reshape(BG, self.n_head, -1, X)
 
     def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        BG, T, C = x.shape
-        k, v = kv  # (B, nh, N, hs)
-        B = k.size(0)
-        q = self._queries(x, B)  # (B, nh, G*T, hs)
+        BG, T, _ = x.shape
+        k, v = kv  # (B, ng, N, hs)
+        q = self._queries(x, k.size(0))  # (B, ng, rep*G*T, hs)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, nh, G*T, hs): no mask, all patches
-        y = y.view(B, self.n_head, BG // B, T, C // self.n_head).permute(0, 2, 3, 1, 4).reshape(BG, T, C)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, ng, rep*G*T, hs): no mask, all patches
+        y = y.view(-1, self.n_head, BG // k.size(0), T, self.head_size).permute(0, 2, 3, 1, 4)  # (B, G, T, nh, hs)
+        y = y.reshape(BG, T, self.n_head * self.head_size)
         return self.resid_dropout(self.c_proj(y))
 
     def attention_weights(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Softmax weights (B*G, nh, T, N) of the text positions over the image tokens, for inspection."""
-        BG, T, _ = x.shape
-        k = kv[0]  # (B, nh, N, hs)
-        q = self._queries(x, k.size(0))  # (B, nh, G*T, hs)
-        w = torch.softmax(q @ k.transpose(-2, -1) / (k.size(-1) ** 0.5), dim=-1)  # (B, nh, G*T, N)
-        B, nh, _, N = w.shape
-        return w.view(B, nh, BG // B, T, N).transpose(1, 2).reshape(BG, nh, T, N)
+        k = kv[0]  # (B, ng, N, hs)
+        q = self._queries(x, k.size(0))  # (B, ng, rep*G*T, hs)
+        w = torch.softmax(q @ k.transpose(-2, -1) / (k.size(-1) ** 0.5), dim=-1)  # (B, ng, rep*G*T, N)
+        return self._unfold(w, x.size(0))

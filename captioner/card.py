@@ -44,7 +44,7 @@ def _summary(config: CaptionerConfig) -> str:
     return (
         "An image captioning model made with captioner: a timm ViT "
         f"(`{config.encoder_name}` at {config.encoder_img_size or 'its own'} px) turns the image into patch tokens, "
-        f"and a GPT-style decoder ({layers} x {config.n_embd} wide, {config.vocab_size:,} tokens) "
+        f"and a {_decoder_kind(config)} decoder ({layers} x {config.n_embd} wide, {config.vocab_size:,} tokens) "
         "writes the caption, looking at the patches through cross-attention."
     )
 
@@ -105,7 +105,8 @@ def _objective(training: TrainingInfo) -> str:
 def _start(origin: Origin | None, config: CaptionerConfig) -> str:
     if origin is None:
         parts = [f"timm's pretrained `{config.encoder_name}`"] if config.encoder_pretrained else []
-        parts += [f"GPT-2 `{config.decoder_init_from}` as its decoder"] if config.decoder_init_from else []
+        lm = config.decoder_init_from
+        parts += [f"the pretrained language model `{lm}` as its decoder"] if lm else []
         return "no package: " + (" and ".join(parts) or "random weights")
     if origin.repo_id:
         at = f" at revision `{origin.revision}`" if origin.revision else ""
@@ -114,12 +115,21 @@ def _start(origin: Origin | None, config: CaptionerConfig) -> str:
     return f"the model package `{origin.path}`"
 
 
+def _decoder_kind(config: CaptionerConfig) -> str:
+    """GPT-style (LayerNorm, learned positions, GELU MLP) or Llama-style (RoPE), as its blocks are."""
+    if (config.norm_class_name, config.positions, config.mlp_class_name) == ("LayerNorm", "learned", "GptNeoxMLP"):
+        return "GPT-style"
+    return "Llama-style" if config.positions == "rope" else "transformer"
+
+
 def _base_model(start: Origin | None, decoder_init_from: str | None) -> str | None:
-    """The Hub model this one was made from: the package it was fine-tuned from, else the GPT-2 its decoder started
-    as (a plain name such as `gpt2`; a path is not)."""
+    """The Hub model this one was made from: the package it was fine-tuned from, else the language model its
+    decoder started as (a Hub repo id such as `gpt2` or `org/name`; a local folder is not)."""
+    from captioner.hub import is_repo_id
+
     if start is not None and start.repo_id:
         return start.repo_id
-    return decoder_init_from if decoder_init_from and "/" not in decoder_init_from else None
+    return decoder_init_from if decoder_init_from and is_repo_id(decoder_init_from) else None
 
 
 def _evaluation_lines(report: dict[str, Any]) -> list[str]:

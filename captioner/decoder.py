@@ -1,78 +1,107 @@
-"""GPT-style text decoder with cross-attention blocks; names follow nanoGPT (wte, wpe, h, ln_f, lm_head)."""
+"""The text decoder: one block class described by the config (litgpt style), cross-attention to the image in the
+blocks `cross_attention_every` names. Names follow nanoGPT (wte, wpe, h, ln_f, lm_head): a block is ln_1 + attn,
+[ln_2 + cross (+ cross_gate), [ln_cross_mlp + cross_mlp (+ cross_mlp_gate)]], ln_3 + mlp."""
 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
 
 from captioner.attention import CrossAttention, KVCache, SelfAttention
 from captioner.config import CaptionerConfig
+from captioner.mlp import make_mlp
+from captioner.norms import make_norm
+from captioner.rope import Rope, RotaryEmbedding
 
-ImageKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values, each (B, nh, N, hs)
+# per cross-attention layer, in block order: image keys, values, each (B, ng, N, hs)
+ImageKV = list[tuple[torch.Tensor, torch.Tensor]]
+
+# what the image adds to a language model's block: cross-attention, its norm and gate, the cross MLP
+INSERTED = ("ln_2", "cross", "cross_gate", "ln_cross_mlp", "cross_mlp", "cross_mlp_gate")
 
 
-class MLP(nn.Module):
-    def __init__(self, config: CaptionerConfig) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate=config.gelu_approximate)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+def is_inserted(name: str) -> bool:
+    """Whether parameter `name` (of the decoder, or `decoder.`-prefixed of the model) belongs to the layers that
+    join the image to the language model rather than to the language model itself."""
+    parts = name.split(".")
+    return any(p == "h" and i + 2 < len(parts) and parts[i + 2] in INSERTED for i, p in enumerate(parts))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+def gated(y: torch.Tensor, gate: nn.Parameter | None) -> torch.Tensor:
+    """tanh(gate) * y (Flamingo): a gate at 0 leaves the residual stream as it was."""
+    return y if gate is None else torch.tanh(gate) * y
 
 
 class Block(nn.Module):
-    """Pre-LN block: causal self-attention, then cross-attention to the image, then MLP."""
+    """Pre-norm block: causal self-attention, then (in a cross-attention block) cross-attention to the image and an
+    optional cross MLP, each behind its tanh gate when `cross_gate`, then the MLP."""
 
-    def __init__(self, config: CaptionerConfig) -> None:
+    def __init__(self, config: CaptionerConfig, cross: bool = True) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = SelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.cross = CrossAttention(config)
-        self.ln_3 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-        # tanh(0) = 0: a gated block starts as a plain GPT block (the pretrained LM's output is unchanged)
-        self.cross_gate = nn.Parameter(torch.zeros(1)) if config.cross_gate else None
+        self.ln_2: nn.Module | None = make_norm(config) if cross else None
+        self.cross: CrossAttention | None = CrossAttention(config) if cross else None
+        self.ln_3 = make_norm(config)
+        self.mlp = make_mlp(config)
+        # tanh(0) = 0: a gated block starts as the language model's block (its output is unchanged)
+        self.cross_gate = nn.Parameter(torch.zeros(1)) if cross and config.cross_gate else None
+        with_mlp = cross and config.cross_mlp
+        self.ln_cross_mlp: nn.Module | None = make_norm(config) if with_mlp else None
+        self.cross_mlp: nn.Module | None = make_mlp(config) if with_mlp else None
+        self.cross_mlp_gate = nn.Parameter(torch.zeros(1)) if with_mlp and config.cross_gate else None
 
     def forward(
         self,
         x: torch.Tensor,
-        kv: tuple[torch.Tensor, torch.Tensor],
+        kv: tuple[torch.Tensor, torch.Tensor] | None,
         start: int | None = None,
+        rope: Rope | None = None,
         attention: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`attention`, when given, receives this block's cross-attention weights (B, nh, T, N)."""
-        x = x + self.attn(self.ln_1(x), start)
-        h = self.ln_2(x)
-        if attention is not None:
-            attention.append(self.cross.attention_weights(h, kv))
-        cross = self.cross(h, kv)
-        x = x + (cross if self.cross_gate is None else torch.tanh(self.cross_gate) * cross)
+        """(B, T, C) -> (B, T, C). `kv`: this block's image keys/values (None in a block without cross-attention);
+        `attention`, when given, receives its cross-attention weights (B, nh, T, N)."""
+        x = x + self.attn(self.ln_1(x), start, rope)
+        if self.cross is not None and self.ln_2 is not None and kv is not None:
+            h = self.ln_2(x)
+            if attention is not None:
+                attention.append(self.cross.attention_weights(h, kv))
+            x = x + gated(self.cross(h, kv), self.cross_gate)
+            if self.cross_mlp is not None and self.ln_cross_mlp is not None:
+                x = x + gated(self.cross_mlp(self.ln_cross_mlp(x)), self.cross_mlp_gate)
         return x + self.mlp(self.ln_3(x))
 
 
 class TextDecoder(nn.Module):
-    """Token + position embeddings, `n_layer` blocks, final LayerNorm, LM head tied to `wte`."""
+    """Token embeddings (+ learned positions, or RoPE in the self-attention), `n_layer` blocks, final norm, LM head
+    (tied to `wte` unless `tie_word_embeddings` is off)."""
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
+        config.check_decoder()
         self.config = config
+        self.cross_index = config.cross_layers()  # blocks with cross-attention, in order
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.positions == "learned" else None
+        self.rope = RotaryEmbedding(config) if config.positions == "rope" else None
         self.drop = nn.Dropout(config.dropout)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        cross = set(self.cross_index)
+        self.h = nn.ModuleList(Block(config, i in cross) for i in range(config.n_layer))
+        # the blocks whose self-attention rotates its queries and keys
+        self.rope_index = set(range(config.n_layer) if config.rope_layers is None else config.rope_layers)
+        self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying (GPT-2)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.wte.weight  # weight tying (GPT-2)
         self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2 paper)
+        # scaled init of the residual projections (GPT-2 paper): one per residual branch of the stream
+        branches = 2 * config.n_layer + len(cross) * (1 + config.cross_mlp)
+        for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(3 * config.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(branches))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -83,9 +112,12 @@ class TextDecoder(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def blocks(self) -> list[Block]:
+        return [cast(Block, block) for block in self.h]
+
     def image_kv(self, memory: torch.Tensor) -> ImageKV:
-        """Keys/values of every cross-attention layer for image memory (B, N, C)."""
-        return [block.cross.image_kv(memory) for block in self.h]
+        """Keys/values of every cross-attention layer (in block order) for image memory (B, N, C)."""
+        return [block.cross.image_kv(memory) for block in self.blocks() if block.cross is not None]
 
     def hidden(
         self,
@@ -97,40 +129,64 @@ class TextDecoder(nn.Module):
         """(B, T) token ids -> (B, T, C) final hidden states (after ln_f).
 
         Args:
-            kv: per-layer image keys/values (B_img, nh, N, hs); B may be B_img * G (G beams/samples per image).
+            kv: the image keys/values of each cross-attention layer (B_img, ng, N, hs); B may be B_img * G (G
+                beams/samples per image).
             start: with a KV cache set, `input_ids` are positions [start, start + T) and earlier ones come
                 from the cache; None runs the whole sequence without the cache (training).
-            attention: when given, receives each layer's cross-attention weights (B, nh, T, N).
+            attention: when given, receives each cross-attention layer's weights (B, nh, T, N), in block order.
         """
         B, T = input_ids.shape
         offset = 0 if start is None else start
         if offset + T > self.config.block_size:
             raise ValueError(f"sequence of {offset + T} tokens is longer than block_size={self.config.block_size}")
-        pos = torch.arange(offset, offset + T, device=input_ids.device)  # (T,)
-        x = self.drop(self.wte(input_ids) + self.wpe(pos))  # (B, T, C)
-        for block, layer_kv in zip(self.h, kv, strict=True):
-            x = block(x, layer_kv, start, attention)
+        if len(kv) != len(self.cross_index):
+            raise ValueError(f"{len(kv)} image key/value pairs for {len(self.cross_index)} cross-attention layers")
+        x = self.wte(input_ids)  # (B, T, C)
+        if self.config.scale_embeddings:
+            x = x * torch.tensor(self.config.n_embd**0.5, dtype=x.dtype)  # in the embedding's dtype, as Gemma
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(offset, offset + T, device=input_ids.device))  # (B, T, C)
+        rope = None if self.rope is None else self.rope(offset, T)  # (T, hs) each
+        x = self.drop(x)
+        layer_kv = iter(kv)
+        for i, block in enumerate(self.h):
+            layer_rope = rope if i in self.rope_index else None
+            x = block(x, next(layer_kv) if block.cross is not None else None, start, layer_rope, attention)
         return self.ln_f(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., C) hidden states -> (..., V) logits: the LM head, then the final soft-capping if the config has it."""
+        logits = self.lm_head(hidden)
+        cap = self.config.final_logit_softcapping
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
     def forward(self, input_ids: torch.Tensor, kv: ImageKV) -> torch.Tensor:
         """(B, T) token ids -> (B, T, V) logits."""
-        return self.lm_head(self.hidden(input_ids, kv))
+        return self.logits(self.hidden(input_ids, kv))
 
     # ---- KV cache for generation -------------------------------------------------------------------------------
-    def set_kv_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> None:
-        """Preallocate self-attention key/value buffers for `batch_size` sequences of up to `max_len` tokens."""
+    def set_kv_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        """Preallocate self-attention key/value buffers (of the n_query_groups key/value heads) for `batch_size`
+        sequences of up to `max_len` tokens."""
         max_len = self.config.block_size if max_len is None else max_len
         ref = self.wte.weight
-        hs = self.config.n_embd // self.config.n_head
-        for block in self.h:
+        _, groups, head_size = self.config.heads()
+        for block in self.blocks():
             block.attn.kv_cache = KVCache(
-                batch_size, self.config.n_head, max_len, hs, device or ref.device, dtype or ref.dtype
+                batch_size, groups, max_len, head_size, device or ref.device, dtype or ref.dtype
             )
 
     def clear_kv_cache(self) -> None:
-        for block in self.h:
+        for block in self.blocks():
             block.attn.kv_cache = None
 
     def reorder_kv_cache(self, index: torch.Tensor) -> None:
-        for block in self.h:
+        for block in self.blocks():
+            assert block.attn.kv_cache is not None, "call set_kv_cache() before reordering it"
             block.attn.kv_cache.reorder(index)

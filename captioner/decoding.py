@@ -159,7 +159,7 @@ class TokenIds:
 def step_logits(model: Captioner, last: torch.Tensor, kv: list, pos: int) -> torch.Tensor:
     """(R, 1) newest tokens at position `pos` -> (R, V) float logits; LM head on that position only."""
     hidden = model.decoder.hidden(last, kv, start=pos)[:, -1]  # (R, C)
-    return model.decoder.lm_head(hidden).float()
+    return model.decoder.logits(hidden).float()
 
 
 def process(logits: torch.Tensor, history: torch.Tensor, step: int, special: SpecialIds, config: GenerationConfig):

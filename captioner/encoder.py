@@ -93,7 +93,7 @@ def install_conv_stem(backbone: nn.Module, channels: list[int] | None) -> None:
     from timm.models.vision_transformer_hybrid import ConvStem
 
     depth = len(channels) + 1
-    backbone.patch_embed.proj = ConvStem(  # (B, 3, H, W) -> (B, De, H / patch, W / patch)
+    backbone.get_submodule("patch_embed").proj = ConvStem(  # (B, 3, H, W) -> (B, De, H / patch, W / patch)
         in_chans=proj.in_channels,
         depth=depth,
         channels=(*channels, proj.out_channels),
@@ -113,7 +113,7 @@ class ImageEncoder(nn.Module):
         install_conv_stem(self.backbone, config.encoder_conv_stem)
         init_position_embedding(self.backbone, config.encoder_pos_init, pretrained)
         self.num_prefix_tokens = getattr(self.backbone, "num_prefix_tokens", 0)
-        width = self.backbone.num_features
+        width = int(getattr(self.backbone, "num_features"))  # timm's feature width
         self.ln = nn.LayerNorm(width)  # separate norm on the image tokens (open_clip's ln_1_kv idea)
         self.proj = nn.Linear(width, config.n_embd)
 
@@ -132,7 +132,7 @@ class ImageEncoder(nn.Module):
 
     def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, De) patch tokens, class/register tokens dropped."""
-        feats = self.backbone.forward_features(images)
+        feats = getattr(self.backbone, "forward_features")(images)  # timm's API, not nn.Module's
         if feats.ndim == 4:  # convolutional backbones: (B, De, h, w) -> (B, h*w, De)
             return feats.flatten(2).transpose(1, 2)
         return feats[:, self.num_prefix_tokens :]

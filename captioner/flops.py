@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from captioner.config import CaptionerConfig
 from captioner.model import Captioner
 
 
 @dataclass
 class StepFlops:
     encoder: float  # per image, forward
-    bridge: float  # per image, forward: image-token LayerNorm/projection + every layer's cross K/V projection
+    bridge: float  # per image, forward: image-token LayerNorm/projection + each cross layer's K/V projection
     decoder: float  # per caption of T tokens, forward: text-token matmuls, attention, LM head
 
     def training(self, images: int, frozen_encoder: bool = False, cached_features: bool = False) -> float:
@@ -55,9 +56,21 @@ def step_flops(model: Captioner, image_tokens: int, prefix_tokens: int, text_tok
     enc_layers = len(getattr(backbone, "blocks", []))
     width = model.encoder.proj.in_features  # the backbone's num_features
     encoder = 2 * (n_enc * enc_params + stem) + enc_layers * 4 * n_enc * n_enc * width
+    decoder, bridge = decoder_flops(cfg, text_tokens, image_tokens)
+    return StepFlops(float(encoder), float(2 * image_tokens * width * cfg.n_embd + bridge), float(decoder))
+
+
+def decoder_flops(cfg: CaptionerConfig, text_tokens: int, image_tokens: int) -> tuple[int, int]:
+    """Forward FLOPs of the decoder for one caption of `text_tokens` (matmuls, attention, LM head) and of its
+    cross-attention keys/values over `image_tokens`, for the blocks the config describes (grouped heads, the MLP's
+    width and gating, cross-attention only in its cross layers)."""
     d, t, n = cfg.n_embd, text_tokens, image_tokens
-    bridge = 2 * n * width * d + cfg.n_layer * 2 * n * d * 2 * d
-    per_layer = 3 * d * d + d * d + d * d + d * d + 8 * d * d  # qkv, proj, cross q, cross proj, mlp
-    decoder = 2 * t * (cfg.n_layer * per_layer + d * cfg.vocab_size)
-    decoder += cfg.n_layer * (4 * t * t * d + 4 * t * n * d)  # self-attention, cross-attention
-    return StepFlops(float(encoder), float(bridge), float(decoder))
+    nh, ng, hs = cfg.heads()
+    q, kv = nh * hs, ng * hs
+    mlp = d * cfg.mlp_size() * (3 if cfg.mlp_class_name != "GptNeoxMLP" else 2)  # (gate +) up + down
+    cross = len(cfg.cross_layers())
+    self_layer = d * (q + 2 * kv) + q * d + mlp  # qkv, proj, MLP
+    cross_layer = d * q + q * d + mlp * cfg.cross_mlp  # cross q, cross proj, cross MLP
+    decoder = 2 * t * (cfg.n_layer * self_layer + cross * cross_layer + d * cfg.vocab_size)
+    decoder += cfg.n_layer * 4 * t * t * q + cross * 4 * t * n * q  # self-attention, cross-attention
+    return decoder, cross * 2 * n * d * 2 * kv

@@ -46,7 +46,10 @@ def generate(
     """
     config = config or GenerationConfig()
     config.validate()
-    memory = model.encode(images) if memory is None else memory
+    if memory is None:
+        if images is None:
+            raise ValueError("generate needs images or their memory")
+        memory = model.encode(images)
     kv = model.image_kv(memory)  # once per image, per call
     max_new = min(config.max_new_tokens or model.config.block_size, model.config.block_size - 1)
     try:

@@ -55,10 +55,11 @@ def locate_package(name_or_path: str | Path, revision: str | None = None) -> Loc
             what = "a local folder" if path.exists() else "neither a folder here nor a Hub repo id (org/name)"
             raise ValueError(f"revision={revision!r}: {name_or_path} is {what}")
         return Located(path, Origin.of(path))
-    return _download(name, revision)
+    return download(name, revision)
 
 
-def _download(repo_id: str, revision: str | None) -> Located:
+def download(repo_id: str, revision: str | None, patterns: tuple[str, ...] = PACKAGE_FILES) -> Located:
+    """The files of Hub repo `repo_id` matching `patterns` (a package's, by default) in the local cache."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import DEFAULT_REVISION
     from huggingface_hub.errors import (
@@ -72,7 +73,7 @@ def _download(repo_id: str, revision: str | None) -> Located:
 
     at = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(PACKAGE_FILES))
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns))
     except RevisionNotFoundError as err:
         raise HubError(
             f"{at}: the Hub repo has no revision {revision!r}; pass an existing branch, tag or commit"
@@ -87,7 +88,7 @@ def _download(repo_id: str, revision: str | None) -> Located:
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise HubError(
             f"{at}: not in the Hub cache and the Hub cannot be reached (no network, or HF_HUB_OFFLINE is set); "
-            "connect once to download it, or pass a package folder"
+            "connect once to download it, or pass a local folder"
         ) from err
     except HfHubHTTPError as err:
         raise HubError(f"{at}: the Hub answered {' '.join(str(err).split())[:200]}") from err

@@ -35,11 +35,12 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 class Captioner(nn.Module):
-    """Image -> patch tokens -> cross-attending GPT decoder -> caption logits.
+    """Image -> patch tokens -> cross-attending decoder -> caption logits.
 
-    Building resolves the config: with `decoder_init_from` the decoder is sized from that GPT-2 (layers, heads,
-    width, vocabulary) and its weights are loaded; the image preprocessing is resolved from timm's data config
-    for the encoder (`captioner.preprocess`). `model.config` is the resolved config, as a package records it.
+    Building resolves the config: with `decoder_init_from` the decoder takes the blocks and sizes of that
+    pretrained language model (`captioner.lm`: layers, heads, width, norms, positions, vocabulary) and its
+    weights; the image preprocessing is resolved from timm's data config for the encoder (`captioner.preprocess`).
+    `model.config` is the resolved config, as a package records it.
     """
 
     def __init__(
@@ -47,29 +48,32 @@ class Captioner(nn.Module):
     ) -> None:
         """Args:
         pretrained_encoder: load the encoder's weights (hub or `encoder_checkpoint`); None follows the config.
-        pretrained_decoder: load GPT-2 weights (and take its sizes) when `config.decoder_init_from` is set; a
-            model package is built with False: its config is resolved already and its weights come from the file.
+        pretrained_decoder: load the language model's weights (and take its blocks) when `config.decoder_init_from`
+            is set; a model package is built with False: its config is resolved already and its weights come from
+            the file.
         """
         super().__init__()
+        lm = None
         if config.decoder_init_from and pretrained_decoder:
-            from captioner.gpt2 import gpt2_config
+            from captioner.lm import lm_config, open_lm
 
-            config = gpt2_config(config)
+            lm = open_lm(config.decoder_init_from)
+            config = lm_config(config, lm)
         self.encoder = ImageEncoder(config, pretrained=pretrained_encoder)
         self.preprocessing = Preprocessing.resolve(self.encoder.backbone, config.encoder_img_size, config.preprocessing)
         self.config = replace(config, preprocessing=self.preprocessing.to_dict())
         self.decoder = TextDecoder(self.config)
-        if config.decoder_init_from and pretrained_decoder:
-            from captioner.gpt2 import load_gpt2_into
+        if lm is not None:
+            from captioner.lm import load_lm_into
 
-            load_gpt2_into(self.decoder, config.decoder_init_from)
+            load_lm_into(self.decoder, lm)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, N, D) image memory."""
         return self.encoder(images)
 
     def image_kv(self, memory: torch.Tensor) -> ImageKV:
-        """Cross-attention keys/values of every decoder layer, computed once per image."""
+        """Keys/values of every cross-attention layer of the decoder, computed once per image."""
         return self.decoder.image_kv(memory)
 
     def forward(
@@ -77,7 +81,12 @@ class Captioner(nn.Module):
     ) -> torch.Tensor:
         """(B, 3, H, W), (B, T) -> (B, T, V) logits. With `patch_tokens` (B, N, De), the backbone's output from
         the feature cache, `images` is None and the backbone does not run."""
-        memory = self.encode(images) if patch_tokens is None else self.encoder.project(patch_tokens)  # (B, N, D)
+        if patch_tokens is not None:
+            memory = self.encoder.project(patch_tokens)  # (B, N, D)
+        elif images is not None:
+            memory = self.encode(images)
+        else:
+            raise ValueError("Captioner.forward needs images or patch_tokens")
         return self.decoder(input_ids, self.image_kv(memory))
 
     def loss(

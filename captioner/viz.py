@@ -24,8 +24,9 @@ def cross_attention_maps(
     memory: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Per image, (T, h, w) maps for its T generated tokens: the weights (mean over heads) with which the
-    position that produced each token attended to the image patches; `layer` picks a decoder layer (default
-    the last), None averages the layers. Rows sum to 1. Pass `memory` (B, N, D) from `model.encode` to reuse it."""
+    position that produced each token attended to the image patches; `layer` picks a cross-attention layer (an
+    index into the blocks that have one, `model.decoder.cross_index`; default the last), None averages them. Rows
+    sum to 1. Pass `memory` (B, N, D) from `model.encode` to reuse it."""
     if memory is None:
         if images is None:
             raise ValueError("cross_attention_maps: pass the images or their memory")
@@ -37,7 +38,7 @@ def cross_attention_maps(
         ids[i, 1 : len(t) + 1] = torch.tensor(t, dtype=torch.long)
     attention: list[torch.Tensor] = []
     model.decoder.hidden(ids[:, :T], kv, attention=attention)  # position t produced token t + 1
-    stacked = torch.stack(attention).mean(dim=2)  # (L, B, T, N): mean over heads
+    stacked = torch.stack(attention).mean(dim=2)  # (L, B, T, N): L cross-attention layers, mean over heads
     maps = stacked.mean(0) if layer is None else stacked[layer]  # (B, T, N)
     h, w = patch_grid(model, maps.size(-1))
     return [maps[i, : len(t)].float().reshape(len(t), h, w).cpu() for i, t in enumerate(tokens)]

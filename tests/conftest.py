@@ -82,3 +82,16 @@ def gpt2_dir(tmp_path_factory, tokenizer):
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer, bos_token="<bos>", eos_token="<eos>")
     hf_tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tokenizer):
+    """A tiny random Llama (grouped-query attention, untied head) and a fast tokenizer, saved with save_pretrained."""
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.lm.checkpoints import save_lm
+
+    path = save_lm(tmp_path_factory.mktemp("llama"), "llama", tokenizer.vocab_size)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer.tokenizer, bos_token="<bos>", eos_token="<eos>")
+    hf_tok.save_pretrained(path)
+    return path

@@ -10,18 +10,21 @@ from torch import nn
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig, TokenIds, generate, greedy
 from captioner.model import Captioner
+from tests.test_decoder import STYLES
 
 IDS = TokenIds(bos_id=1, eos_id=2, pad_id=0)
 
 
-def make_model(seed: int, vocab: int = 40, eos_bias: float = 0.0) -> Captioner:
+def make_model(seed: int, vocab: int = 40, eos_bias: float = 0.0, style: str = "gpt") -> Captioner:
+    """The tiny model with peaked, image-dependent outputs and an EOS bias; `style` "llama": a Llama-style decoder
+    (RMSNorm, RoPE, SwiGLU, grouped-query attention, untied head, cross-attention in its second block)."""
     torch.manual_seed(seed)
-    cfg = CaptionerConfig.from_name("tiny", vocab_size=vocab, n_layer=2)
+    cfg = CaptionerConfig.from_name("tiny", vocab_size=vocab, n_layer=2, **STYLES[style])
     model = Captioner(cfg).eval()
     for p in [*model.decoder.parameters(), *model.encoder.proj.parameters()]:  # peaked, image-dependent outputs
         p.data.mul_(4.0)
     head = nn.Linear(cfg.n_embd, vocab)
-    head.weight = model.decoder.wte.weight
+    head.weight = model.decoder.lm_head.weight
     nn.init.zeros_(head.bias)
     head.bias.data[IDS.eos_id] = eos_bias
     model.decoder.lm_head = head
@@ -60,23 +63,68 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(("seed", "style"), [*((s, "gpt") for s in range(4)), (1, "llama"), (2, "llama")])
 @torch.no_grad()
-def test_cached_greedy_equals_uncached_exactly(seed, device, images):
+def test_cached_greedy_equals_uncached_exactly(seed, style, device, images):
     torch.backends.cuda.matmul.allow_tf32 = False  # exact comparisons in fp32
     images = images.to(device)
     lengths: set[int] = set()
     bos = torch.full((images.size(0), 1), IDS.bos_id, device=device)
-    logits = make_model(seed).to(device)(images, bos)[:, -1]  # (B, V)
+    logits = make_model(seed, style=style).to(device)(images, bos)[:, -1]  # (B, V)
     spread = float(logits.max(-1).values.mean() - logits[:, IDS.eos_id].mean())
     for bias in torch.linspace(0, 1.5 * spread, 80):  # an EOS bias where sequences end at different steps
-        model = make_model(seed, eos_bias=float(bias)).to(device)
+        model = make_model(seed, eos_bias=float(bias), style=style).to(device)
         ref = uncached_greedy(model, images, 10)
         lengths = {len(r) for r in ref}
         if len(lengths) >= 3:
             break
     assert len(lengths) >= 2
     assert greedy(model, images, IDS.bos_id, IDS.eos_id, IDS.pad_id, max_new_tokens=10) == ref
+
+
+class Uncached:
+    """The decoder's cache API, uncached: every step runs the whole prefix of each row through a plain forward pass
+    (rows reordered with the cache, as beam search does); what `generate` is checked against."""
+
+    def __init__(self, model: Captioner) -> None:
+        self.decoder = model.decoder
+        self.rows: torch.Tensor | None = None
+
+    def set_kv_cache(self, batch_size: int, max_len: int | None = None, **_) -> None:
+        self.rows = None
+
+    def hidden(self, ids: torch.Tensor, kv, start: int | None = None, attention=None) -> torch.Tensor:
+        self.rows = ids if self.rows is None else torch.cat([self.rows, ids], dim=1)  # (R, start + 1)
+        return type(self.decoder).hidden(self.decoder, self.rows, kv)[:, -1:]
+
+    def reorder_kv_cache(self, index: torch.Tensor) -> None:
+        self.rows = self.rows.index_select(0, index)
+
+    def clear_kv_cache(self) -> None:
+        self.rows = None
+
+
+CACHE_CASES = [
+    {"max_new_tokens": 10},
+    {"max_new_tokens": 10, "num_beams": 3, "num_return_sequences": 3},
+    {"max_new_tokens": 10, "do_sample": True, "seed": 5, "num_return_sequences": 3, "temperature": 1.5},
+]
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+@pytest.mark.parametrize("options", CACHE_CASES, ids=["greedy", "beams", "sampling"])
+def test_cached_decoding_equals_uncached_token_for_token(options, style, images, monkeypatch):
+    model = make_model(3, eos_bias=2.0, style=style)  # an EOS bias where captions end at different steps
+    cfg = GenerationConfig(**options)
+    cached = generate(model, images, IDS, cfg)
+    uncached = Uncached(model)
+    for name in ("set_kv_cache", "hidden", "reorder_kv_cache", "clear_kv_cache"):
+        monkeypatch.setattr(model.decoder, name, getattr(uncached, name))
+    plain = generate(model, images, IDS, cfg)
+    assert [[h.tokens for h in hyps] for hyps in cached] == [[h.tokens for h in hyps] for hyps in plain]
+    assert len({len(h.tokens) for hyps in plain for h in hyps}) > 1  # captions of different lengths
+    for a, b in zip(cached, plain, strict=True):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -164,6 +212,11 @@ def test_image_kv_once_and_shared_by_beams(images):
         block.cross.kv_proj.register_forward_hook(lambda _m, _i, out: calls.append(out.shape[0]))
     generate(model, images, IDS, GenerationConfig(num_beams=3, max_new_tokens=6))
     assert calls == [images.size(0)] * model.config.n_layer  # once per layer, one row per image (not per beam)
+    llama = make_model(0, style="llama")  # cross-attention in block 1 only: one projection per call
+    calls.clear()
+    llama.decoder.h[1].cross.kv_proj.register_forward_hook(lambda _m, _i, out: calls.append(out.shape[0]))
+    generate(llama, images, IDS, GenerationConfig(num_beams=3, max_new_tokens=6))
+    assert calls == [images.size(0)] and llama.decoder.h[0].cross is None
 
 
 def test_bad_options_are_refused():
@@ -233,13 +286,14 @@ BEAM_CASES = [
 ]
 
 
+@pytest.mark.parametrize("style", sorted(STYLES))
 @pytest.mark.parametrize("eos_bias", [0.0, 2.0])
 @pytest.mark.parametrize("vocab", [4, 40])  # 4 tokens: fewer live continuations than beams, dead beams
 @pytest.mark.parametrize("options", BEAM_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
-def test_tensor_beam_search_equals_the_per_image_loop(options, vocab, eos_bias, images):
+def test_tensor_beam_search_equals_the_per_image_loop(options, vocab, eos_bias, style, images):
     from tests.beam_reference import reference_beam_search
 
-    model = make_model(7, vocab=vocab, eos_bias=eos_bias)
+    model = make_model(7, vocab=vocab, eos_bias=eos_bias, style=style)
     cfg = GenerationConfig(max_new_tokens=9, **options)
     got = generate(model, images, IDS, cfg)
     want = reference_beam_search(model, images, IDS, cfg)

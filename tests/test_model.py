@@ -109,3 +109,16 @@ def test_mismatched_package_names_tensor_and_shapes(tiny_model, tokenizer, tmp_p
 def test_missing_package_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         Captioner.from_pretrained(tmp_path)
+
+
+def test_a_llama_style_package_round_trip_gives_identical_logits(tokenizer, images, tmp_path):
+    """Untied head, RoPE tables rebuilt after the meta-device build, cross-attention in one block of two."""
+    from tests.test_decoder import LLAMA_STYLE
+
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **LLAMA_STYLE))
+    model.eval()
+    loaded, _ = Captioner.from_pretrained(model.save_pretrained(tmp_path / "pkg", tokenizer))
+    assert loaded.config == model.config and loaded.decoder.lm_head.weight is not loaded.decoder.wte.weight
+    ids = torch.randint(0, tokenizer.vocab_size, (3, 9))
+    assert torch.equal(loaded(images, ids), model(images, ids))

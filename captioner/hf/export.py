@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from captioner.config import LM_FIELDS, CaptionerConfig
 from captioner.model import Captioner
 from captioner.outputs import atomic_folder, check_apart
 from captioner.package import TOKENIZER_FILE
@@ -23,11 +24,28 @@ from captioner.tokenizer import CaptionTokenizer
 RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL's numbers, as transformers stores them
 
 
+# the decoder fields the exported modeling file represents as they are (the rest must keep their defaults)
+EXPORTED_FIELDS = ("vocab_size", "n_layer", "n_head", "n_embd", "bias", "gelu_approximate", "cross_gate")
+
+
+def check_exportable(config: CaptionerConfig) -> None:
+    """Refuse a package whose decoder blocks the exported modeling file cannot compute yet (RMSNorm, RoPE, gated
+    MLPs, grouped heads, cross-attention in some blocks only, ...), naming the fields."""
+    defaults = CaptionerConfig()
+    others = [f for f in LM_FIELDS + ("cross_attention_every", "cross_mlp") if f not in EXPORTED_FIELDS]
+    differ = [f"{f}={getattr(config, f)!r}" for f in others if getattr(config, f) != getattr(defaults, f)]
+    if differ:
+        raise ValueError(
+            f"export-hf writes GPT-style decoders (LayerNorm, learned positions, GELU MLP, cross-attention in every "
+            f"block) only; this package has {', '.join(differ)}: caption it with captioner instead"
+        )
+
+
 def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # the remote-code config class
-    from captioner.hf.configuration_captioner import CaptionerConfig
+    from captioner.hf.configuration_captioner import CaptionerConfig as RemoteConfig
 
     c = model.config
-    return CaptionerConfig(
+    return RemoteConfig(
         encoder_name=c.encoder_name,
         encoder_img_size=c.encoder_img_size,
         encoder_patch_size=c.encoder_patch_size,
@@ -89,6 +107,7 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     folder = resolve_package(package)
     check_apart([out], [folder], "out")  # --overwrite must never replace the package it reads
     model, tokenizer = Captioner.from_pretrained(folder)
+    check_exportable(model.config)
     processor = image_processor(model.preprocessing)
     config = hf_config(model, tokenizer)
     config.register_for_auto_class()

@@ -1,6 +1,6 @@
 """Building the model a training run starts from, sized from its tokenizer: from scratch, from a model package
-(fine-tuning) or from GPT-2; which parameters train (the fine-tuning policies); new-token embeddings drawn like
-the trained ones."""
+(fine-tuning) or from a pretrained language model; which parameters train (the fine-tuning policies); new-token
+embeddings drawn like the trained ones."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from captioner.config import CaptionerConfig
+from captioner.decoder import is_inserted
 from captioner.model import Captioner
+from captioner.norms import NORM_TYPES
 from captioner.package import read_training
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.settings import Finetuning
@@ -29,7 +31,8 @@ def build_model(
 
     Args:
         config: the architecture (default `CaptionerConfig()`); ignored with `package`. Its `vocab_size` becomes
-            the tokenizer's; a GPT-2 decoder (`decoder_init_from`) brings its own, which the tokenizer must match.
+            the tokenizer's; a pretrained language model (`decoder_init_from`) brings its own, which the tokenizer
+            must match.
         tokenizer: the run's tokenizer; one extended by up to `extend` tokens grows the embeddings (`grow_vocab`).
         package: a model package to fine-tune: its config and weights are used.
     """
@@ -46,7 +49,7 @@ def build_model(
         config = config or CaptionerConfig()
         if not config.decoder_init_from:
             config = replace(config, vocab_size=tokenizer.vocab_size)
-        model = Captioner(config)  # a GPT-2 decoder is sized from GPT-2 here
+        model = Captioner(config)  # a pretrained LM's decoder is sized from its checkpoint here
         start = f"config.decoder_init_from={config.decoder_init_from}"
     own = model.config.vocab_size
     if tokenizer.vocab_size != own and not (extend and own < tokenizer.vocab_size <= own + extend):
@@ -65,33 +68,46 @@ def _set_config(model: Captioner, config: CaptionerConfig) -> None:
 
 
 def grow_vocab(model: Captioner, pieces: dict[int, list[int]]) -> None:
-    """Append token rows to the tied embedding / LM head: new token `i` starts as the mean of the embeddings of
-    the existing tokens it replaces (`pieces[i]`, from `CaptionTokenizer.pieces`), so that it begins as what the
-    model read for those pieces; every existing row, and so the logits over existing tokens, stays as it was."""
-    old = model.decoder.wte.weight  # (V, C)
-    V, C = old.shape
+    """Append token rows to the embedding and the LM head (tied or not): new token `i` starts as the mean of the
+    rows of the existing tokens it replaces (`pieces[i]`, from `CaptionTokenizer.pieces`), so that it begins as what
+    the model read and wrote for those pieces; every existing row, and so the logits over existing tokens, stays as
+    it was."""
+    decoder = model.decoder
+    V, C = decoder.wte.weight.shape
     if sorted(pieces) != list(range(V, V + len(pieces))):
         raise ValueError(f"new token ids must follow the model's {V} tokens: got {sorted(pieces)[:3]}...")
+    tied, frozen = decoder.lm_head.weight is decoder.wte.weight, not decoder.wte.weight.requires_grad
+    decoder.wte = nn.Embedding(V + len(pieces), C, _weight=_grown(decoder.wte.weight, pieces), _freeze=frozen)
+    head = decoder.lm_head.weight
+    decoder.lm_head = nn.Linear(C, V + len(pieces), bias=False, device=head.device, dtype=head.dtype)
+    decoder.lm_head.weight = decoder.wte.weight if tied else _grown(head, pieces)
+    _set_config(model, replace(model.config, vocab_size=V + len(pieces)))
+
+
+def _grown(old: torch.Tensor, pieces: dict[int, list[int]]) -> nn.Parameter:
+    """(V, C) rows + one per new token, the mean of its pieces' rows; trainable as `old` was."""
     with torch.no_grad():
         new = torch.stack([old[p].mean(0) for _, p in sorted(pieces.items())]) if pieces else old[:0]  # (N, C)
-        weight = nn.Parameter(torch.cat([old, new]), requires_grad=old.requires_grad)  # (V + N, C)
-    model.decoder.wte = nn.Embedding(V + len(pieces), C, _weight=weight)
-    model.decoder.wte.weight.requires_grad_(old.requires_grad)  # a frozen embedding stays frozen
-    model.decoder.lm_head = nn.Linear(C, V + len(pieces), bias=False, device=old.device, dtype=old.dtype)
-    model.decoder.lm_head.weight = model.decoder.wte.weight  # tied again
-    _set_config(model, replace(model.config, vocab_size=V + len(pieces)))
+        return nn.Parameter(torch.cat([old, new]), requires_grad=old.requires_grad)  # (V + N, C)
 
 
 def grow_positions(model: Captioner, block_size: int) -> None:
     """Grow the learned position embeddings to `block_size` positions: each new one starts as a copy of the last
     learned position (extrapolating by the nearest; interpolating would move the positions the model knows), so
-    a caption that fitted before is computed exactly as before."""
-    wpe = model.decoder.wpe.weight  # (T, C)
-    T = wpe.size(0)
+    a caption that fitted before is computed exactly as before. Rotary positions need no weights: their tables
+    are computed for the new length."""
+    T = model.config.block_size
     if block_size < T:
         raise ValueError(f"finetune.block_size={block_size} is below the package's {T}; it can only grow")
     if block_size == T:
         return
+    if model.decoder.wpe is None:
+        _set_config(model, replace(model.config, block_size=block_size))
+        if model.decoder.rope is not None:
+            model.decoder.rope.config = model.config
+            model.decoder.rope.init_non_persistent_buffers()
+        return
+    wpe = model.decoder.wpe.weight  # (T, C)
     with torch.no_grad():
         weight = nn.Parameter(torch.cat([wpe, wpe[-1:].expand(block_size - T, -1)]), requires_grad=wpe.requires_grad)
     model.decoder.wpe = nn.Embedding(block_size, wpe.size(1), _weight=weight)
@@ -109,12 +125,12 @@ def apply_finetune_policy(model: Captioner, policy: str) -> None:
         elif policy == "freeze_encoder":
             p.requires_grad_(not name.startswith("encoder.backbone."))
         else:
-            p.requires_grad_(".cross." in name or _is_norm(model, name))
+            p.requires_grad_(is_inserted(name) or _is_norm(model, name))
 
 
 def _is_norm(model: nn.Module, param_name: str) -> bool:
     module = model.get_submodule(param_name.rsplit(".", 1)[0])
-    return isinstance(module, nn.LayerNorm)
+    return isinstance(module, NORM_TYPES)
 
 
 def reinit_unused_embeddings(model: Captioner, package: str | Path) -> int:
@@ -129,7 +145,7 @@ def reinit_unused_embeddings(model: Captioner, package: str | Path) -> int:
     used = info.used_token_ids if info else None
     if not used or len(used) < 2:
         return 0
-    weight = model.decoder.wte.weight  # tied with lm_head
+    weight = model.decoder.wte.weight  # tied with lm_head, or the head's rows are kept as they are
     unused = torch.ones(weight.size(0), dtype=torch.bool, device=weight.device)
     unused[torch.tensor(used, dtype=torch.long, device=weight.device)] = False
     with torch.no_grad():

@@ -27,7 +27,7 @@ class ValidationFigures(L.Callback):
 
     Args:
         count: validation images shown (the first `count` of the validation set).
-        layer: the decoder layer whose cross-attention is drawn (-1: the last).
+        layer: the cross-attention layer drawn (an index into the blocks that have one; -1: the last).
     """
 
     def __init__(self, count: int = 8, layer: int = -1) -> None:

@@ -141,6 +141,6 @@ def sequence_logprobs(
         target[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     inputs = torch.cat([torch.full_like(target[:, :1], special.bos_id), target[:, :-1]], dim=1).clamp(min=0)
     kv = model.image_kv(memory)  # per image: shared by its G rows by broadcasting
-    logits = model.decoder.lm_head(model.decoder.hidden(inputs, kv)).float()  # (BG, T, V)
+    logits = model.decoder.logits(model.decoder.hidden(inputs, kv)).float()  # (BG, T, V)
     logp = -F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")  # (BG, T)
     return logp.sum(1)

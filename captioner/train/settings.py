@@ -59,7 +59,7 @@ class Finetuning:
 
     Args:
         policy: `full`; `freeze_encoder` (the timm backbone is frozen, its projection trains); `cross_attention`
-            (only the cross-attention layers and every LayerNorm train).
+            (only the cross-attention layers, with their norms, gates and cross MLPs, and every norm train).
         encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
         reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
             training captions never used (see `train.build.reinit_unused_embeddings`).

@@ -96,3 +96,16 @@ def test_export_refuses_an_existing_folder_in_one_line(exported, trained_package
     assert main(["export-hf", str(trained_package), str(exported)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("captioner: error: ") and "exists; pass --overwrite" in err and "\n" not in err
+
+
+def test_a_decoder_the_modeling_file_cannot_compute_is_refused_in_one_line(tokenizer, tmp_path, capsys):
+    from captioner.config import CaptionerConfig
+    from tests.cli.test_errors import one_line_error
+    from tests.test_decoder import LLAMA_STYLE
+
+    config = CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **LLAMA_STYLE)
+    package = Captioner(config).save_pretrained(tmp_path / "pkg", tokenizer)
+    assert main(["export-hf", str(package), str(tmp_path / "out")]) == 2
+    said = one_line_error(capsys)
+    assert "export-hf writes GPT-style decoders" in said and "norm_class_name='RMSNorm'" in said
+    assert "cross_attention_every=2" in said and not (tmp_path / "out").exists()

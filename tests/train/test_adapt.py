@@ -44,6 +44,26 @@ def test_grown_positions_leave_a_caption_that_fitted_as_it_was(tiny_model, token
         grow_positions(grown, T)
 
 
+def test_an_untied_rope_decoder_grows_too(tokenizer, images):
+    from captioner.config import CaptionerConfig
+    from tests.test_decoder import LLAMA_STYLE
+
+    torch.manual_seed(0)
+    model = Captioner(CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **LLAMA_STYLE))
+    grown = copy.deepcopy(model)
+    extended, V = tokenizer.extend(GREEK * 20, 40), tokenizer.vocab_size
+    grow_vocab(grown, extended.pieces(V))
+    grow_positions(grown, model.config.block_size + 8)
+    head = grown.decoder.lm_head.weight
+    assert head is not grown.decoder.wte.weight and head.shape[0] == extended.vocab_size  # untied, grown
+    for i, parts in extended.pieces(V).items():
+        assert torch.allclose(head[i], model.decoder.lm_head.weight[parts].mean(0))
+    assert grown.decoder.rope.cos.shape[0] == model.config.block_size + 8
+    ids = torch.tensor([tokenizer.encode("a small red circle")])
+    with torch.no_grad():
+        assert torch.equal(grown(images[:1], ids)[..., :V], model(images[:1], ids))
+
+
 @pytest.fixture
 def greek_folder(shapes_folder):
     """The 12 shapes images captioned in Greek: under the package's English BPE each caption needs over 40 tokens."""
