@@ -21,7 +21,15 @@ def direct(gts, res, meteor: bool) -> dict:
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        out["METEOR"] = Meteor().compute_score(gts, res)[0]
+        scorer = Meteor()
+        try:
+            out["METEOR"] = scorer.compute_score(gts, res)[0]
+        finally:  # its own clean-up kills the Java process but leaves the pipes to the garbage collector
+            scorer.meteor_p.kill()
+            scorer.meteor_p.wait()
+            for pipe in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
+                if pipe is not None:
+                    pipe.close()
     out["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
     out["CIDEr-D"] = Cider().compute_score(gts, res)[0]
     return out
