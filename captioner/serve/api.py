@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from captioner.data.images import ImageDecodeError, ImageTooLarge, image_size, load_rgb
 from captioner.generate import GenerationConfig
@@ -146,6 +146,12 @@ def create_api(service: Service) -> FastAPI:
             form = await request.form(max_files=MAX_IMAGES, max_fields=len(OPTIONS) + MAX_IMAGES)
         except Exception as err:  # starlette's parser raises several kinds for a broken body
             return error(400, f"the multipart body cannot be read: {err}")
+        try:
+            return await answer_form(form, generation)
+        finally:  # the uploads' spooled temporary files, whatever the answer (or a timeout cancelling it)
+            await form.close()
+
+    async def answer_form(form: FormData, generation: GenerationConfig) -> JSONResponse:
         uploads = [v for v in form.getlist("image") if isinstance(v, UploadFile)]  # not a plain text field
         if not uploads:
             return error(400, "no file field named `image`: curl -F image=@photo.jpg URL/caption")

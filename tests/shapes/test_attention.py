@@ -1,6 +1,6 @@
 """Cross-attention looks at what the caption names: for each shape word, most of the last decoder layer's
 cross-attention (mean over heads) falls inside that object's box. Measured on a shapes model trained once per
-test run (the `attention_package` fixture, a few minutes on two CPU cores); the figures are in docs/RESULTS.md."""
+test run (the `attention_package` fixture, about 90 s on two CPU cores); the figures are in docs/RESULTS.md."""
 
 from __future__ import annotations
 
