@@ -17,6 +17,7 @@ import shutil
 import unicodedata
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 # what pycocoevalcap's PTBTokenizer drops after tokenizing
 PUNCTUATIONS = {
@@ -119,10 +120,15 @@ def meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
     except Exception as err:
         raise RuntimeError(f"the METEOR scorer (Java) failed: {err!r}") from err
     finally:
-        scorer.meteor_p.kill()
-        scorer.meteor_p.wait()
-        for pipe in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
-            if pipe is not None:
-                pipe.close()
+        end_meteor(scorer)
+
+
+def end_meteor(scorer: Any) -> None:
+    """Stop a pycocoevalcap `Meteor` scorer's Java process and close its pipes (its own clean-up leaves them open)."""
+    scorer.meteor_p.kill()
+    scorer.meteor_p.wait()
+    for pipe in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
+        if pipe is not None:
+            pipe.close()
         if scorer.lock.locked():
             scorer.lock.release()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from captioner.metrics import caption_metrics, java_available, simple_tokenize
+from captioner.metrics import caption_metrics, end_meteor, java_available, simple_tokenize
 
 REFS = {
     "1": ["A man riding a horse on a beach.", "a person rides a horse along the shore", "man on horseback, beach"],
@@ -24,12 +24,8 @@ def direct(gts, res, meteor: bool) -> dict:
         scorer = Meteor()
         try:
             out["METEOR"] = scorer.compute_score(gts, res)[0]
-        finally:  # its own clean-up kills the Java process but leaves the pipes to the garbage collector
-            scorer.meteor_p.kill()
-            scorer.meteor_p.wait()
-            for pipe in (scorer.meteor_p.stdin, scorer.meteor_p.stdout, scorer.meteor_p.stderr):
-                if pipe is not None:
-                    pipe.close()
+        finally:
+            end_meteor(scorer)
     out["ROUGE-L"] = Rouge().compute_score(gts, res)[0]
     out["CIDEr-D"] = Cider().compute_score(gts, res)[0]
     return out
