@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from captioner.config import LM_FIELDS, CaptionerConfig
+from captioner.config import LM_FIELDS
 from captioner.model import Captioner
 from captioner.outputs import atomic_folder, check_apart
 from captioner.package import TOKENIZER_FILE
@@ -24,41 +24,22 @@ from captioner.tokenizer import CaptionTokenizer
 RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1}  # PIL's numbers, as transformers stores them
 
 
-# the decoder fields the exported modeling file represents as they are (the rest must keep their defaults)
-EXPORTED_FIELDS = ("vocab_size", "n_layer", "n_head", "n_embd", "bias", "gelu_approximate", "cross_gate")
-
-
-def check_exportable(config: CaptionerConfig) -> None:
-    """Refuse a package whose decoder blocks the exported modeling file cannot compute yet (RMSNorm, RoPE, gated
-    MLPs, grouped heads, cross-attention in some blocks only, ...), naming the fields."""
-    defaults = CaptionerConfig()
-    others = [f for f in LM_FIELDS + ("cross_attention_every", "cross_mlp") if f not in EXPORTED_FIELDS]
-    differ = [f"{f}={getattr(config, f)!r}" for f in others if getattr(config, f) != getattr(defaults, f)]
-    if differ:
-        raise ValueError(
-            f"export-hf writes GPT-style decoders (LayerNorm, learned positions, GELU MLP, cross-attention in every "
-            f"block) only; this package has {', '.join(differ)}: caption it with captioner instead"
-        )
-
-
 def hf_config(model: Captioner, tokenizer: CaptionTokenizer):  # the remote-code config class
     from captioner.hf.configuration_captioner import CaptionerConfig as RemoteConfig
 
     c = model.config
+    decoder = {f: getattr(c, f) for f in LM_FIELDS if f != "tie_word_embeddings"}  # the head is its own tensor there
     return RemoteConfig(
         encoder_name=c.encoder_name,
         encoder_img_size=c.encoder_img_size,
         encoder_patch_size=c.encoder_patch_size,
         encoder_kwargs=dict(c.encoder_kwargs),
         encoder_conv_stem=c.encoder_conv_stem,
-        vocab_size=c.vocab_size,
         block_size=c.block_size,
-        n_layer=c.n_layer,
-        n_head=c.n_head,
-        n_embd=c.n_embd,
-        bias=c.bias,
-        gelu_approximate=c.gelu_approximate,
+        **decoder,
+        cross_attention_layers=c.cross_layers(),
         cross_gate=c.cross_gate,
+        cross_mlp=c.cross_mlp,
         bos_token_id=tokenizer.bos_id,
         eos_token_id=tokenizer.eos_id,
         pad_token_id=tokenizer.pad_id,
@@ -107,14 +88,14 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     folder = resolve_package(package)
     check_apart([out], [folder], "out")  # --overwrite must never replace the package it reads
     model, tokenizer = Captioner.from_pretrained(folder)
-    check_exportable(model.config)
     processor = image_processor(model.preprocessing)
     config = hf_config(model, tokenizer)
     config.register_for_auto_class()
     CaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
     hf = CaptionerForConditionalGeneration(config).eval()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    state["decoder.lm_head.weight"] = state["decoder.wte.weight"].clone()  # tied in captioner; its own tensor here
+    if model.config.tie_word_embeddings:  # one tensor in captioner; its own tensor here
+        state["decoder.lm_head.weight"] = state["decoder.wte.weight"].clone()
     missing, unexpected = hf.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"the transformers model does not match the package: missing {missing}, extra {unexpected}")
@@ -127,9 +108,9 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_file=str(folder / TOKENIZER_FILE),
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
+        bos_token=tokenizer.tokenizer.id_to_token(tokenizer.bos_id),
+        eos_token=tokenizer.tokenizer.id_to_token(tokenizer.eos_id),
+        pad_token=tokenizer.tokenizer.id_to_token(tokenizer.pad_id),
         model_max_length=model.config.block_size,
     )
     with atomic_folder(Path(out), overwrite) as tmp, torch.no_grad():

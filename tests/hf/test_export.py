@@ -1,6 +1,7 @@
 """`captioner export-hf`: transformers' Auto classes load the folder, and its generate() gives our captions."""
 
 import ast
+import inspect
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
 from captioner.model import Captioner
 from captioner.shapes.scenes import make_scene
+from tests.test_decoder import LLAMA_STYLE
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +100,60 @@ def test_export_refuses_an_existing_folder_in_one_line(exported, trained_package
     assert err.startswith("captioner: error: ") and "exists; pass --overwrite" in err and "\n" not in err
 
 
-def test_a_decoder_the_modeling_file_cannot_compute_is_refused_in_one_line(tokenizer, tmp_path, capsys):
-    from captioner.config import CaptionerConfig
-    from tests.cli.test_errors import one_line_error
-    from tests.test_decoder import LLAMA_STYLE
+# every block option the exported modeling file must compute as captioner does: a Llama-style decoder (RMSNorm,
+# RoPE, SwiGLU, 2 key/value heads for 4 query heads, untied head, cross-attention and a cross MLP in the second of
+# two blocks, open gates), and the options of the other families (Gemma's 1 + w norm, GeGLU, scaled embeddings,
+# soft-capping; Qwen's q/k bias and norm; Llama 3's rope scaling; a block without RoPE as SmolLM3's)
+LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+BLOCKS = {
+    "llama": {**LLAMA_STYLE, "cross_gate": True},
+    "others": {
+        **LLAMA_STYLE,
+        "cross_gate": True,
+        "cross_attention_every": [0, 1],
+        "norm_add_unit_offset": True,
+        "mlp_class_name": "GemmaMLP",
+        "gelu_approximate": "tanh",
+        "scale_embeddings": True,
+        "final_logit_softcapping": 30.0,
+        "attn_bias": True,
+        "bias": False,
+        "norm_qk": True,
+        "rope_base": 5000.0,
+        "rope_adjustments": {**LLAMA3_ROPE, "original_max_seq_len": 8.0},
+        "rope_layers": [0],
+    },
+}
 
-    config = CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **LLAMA_STYLE)
-    package = Captioner(config).save_pretrained(tmp_path / "pkg", tokenizer)
-    assert main(["export-hf", str(package), str(tmp_path / "out")]) == 2
-    said = one_line_error(capsys)
-    assert "export-hf writes GPT-style decoders" in said and "norm_class_name='RMSNorm'" in said
-    assert "cross_attention_every=2" in said and not (tmp_path / "out").exists()
+
+@pytest.mark.parametrize("style", sorted(BLOCKS))
+def test_the_export_of_every_block_option_generates_caption_batchs_tokens(style, tokenizer, tmp_path, images):
+    from transformers import AutoModelForImageTextToText
+
+    from captioner.config import LM_FIELDS, CaptionerConfig
+    from captioner.hf.configuration_captioner import CaptionerConfig as RemoteConfig
+
+    torch.manual_seed(0)
+    config = CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **BLOCKS[style])
+    model = Captioner(config).eval()
+    with torch.no_grad():  # open gates, norms off 1 and peaked outputs: every option changes the tokens
+        for name, p in model.decoder.named_parameters():
+            p.copy_(torch.full_like(p, 0.7) if "gate" in name else p * 4 if p.ndim > 1 else p + torch.rand_like(p))
+    package = model.save_pretrained(tmp_path / "pkg", tokenizer)
+    assert main(["export-hf", str(package), str(tmp_path / "out")]) == 0
+    hf = AutoModelForImageTextToText.from_pretrained(tmp_path / "out", trust_remote_code=True).eval()
+    remote = set(inspect.signature(RemoteConfig.__init__).parameters)
+    assert set(LM_FIELDS) - {"tie_word_embeddings"} <= remote  # a decoder field the export would drop silently
+    for beams in (1, 3):
+        ours = caption_batch(model, tokenizer, images, GenerationConfig(num_beams=beams, max_new_tokens=12))
+        with torch.inference_mode():
+            rows = hf.generate(pixel_values=images, num_beams=beams, max_new_tokens=12).tolist()
+        for caption, row in zip(ours, rows, strict=True):
+            tokens = row[1:]
+            tokens = tokens[: tokens.index(tokenizer.eos_id)] if tokenizer.eos_id in tokens else tokens
+            assert tokens == caption.tokens, beams
+        assert sum(len(c.tokens) for c in ours) > 2 * len(ours)  # something was compared
+    with torch.no_grad():  # and the logits of a whole sequence
+        ids = torch.randint(3, tokenizer.vocab_size, (2, 9))
+        theirs = hf(pixel_values=images[:2], decoder_input_ids=ids).logits
+        assert (theirs - model(images[:2], ids)).abs().max() < 1e-4
