@@ -1,5 +1,6 @@
 """`python scripts/benchmark.py decode`: this project against Hugging Face's VisionEncoderDecoderModel (ViT + GPT-2
 with cross-attention, random weights) at matched sizes, in one run: a training step, greedy and beam decoding.
+With `--decoder llama`: our decoding of a Llama-style LM against LlamaForCausalLM.generate (benchmarks/decode_llama.py).
 
 Two size sets (`--sizes`): "default" (decoder 256 wide, wider than the 192-wide encoder: Hugging Face projects the
 whole image memory in every forward call, so at every decoding step, where we project it once) and "equal" (decoder
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import decode_llama
 from benchmarks.common import (
     add_size_args,
     describe_peer,
@@ -192,7 +194,17 @@ def main(argv: list[str]) -> int:
     )
     add_size_args(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (fp32 on both sides)")
+    parser.add_argument(
+        "--decoder",
+        default="gpt2",
+        choices=("gpt2", "llama"),
+        help="gpt2: the captioner against VisionEncoderDecoder (above); llama: our decoding of a Llama-style LM "
+        "with the gates at zero against LlamaForCausalLM.generate (benchmarks/decode_llama.py, CPU)",
+    )
+    decode_llama.add_args(parser)
     args = parser.parse_args(argv)
+    if args.decoder == "llama":
+        return decode_llama.main(args)
     sets = [sized(args, name) for name in args.sizes.split(",")]
     cuda = args.device.startswith("cuda")
     where = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()

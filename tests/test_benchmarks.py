@@ -15,7 +15,8 @@ NAMES = runpy.run_path(str(ROOT / "scripts/benchmark.py"), run_name="listing")["
 
 
 def test_the_table_names_every_benchmark_module_and_only_those():
-    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"__init__", "common"}
+    # a benchmark's second module is named after it (decode_llama: `decode --decoder llama`)
+    modules = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if "_" not in p.stem} - {"common"}
     assert set(NAMES) == modules
 
 
@@ -51,3 +52,12 @@ def test_the_script_refuses_an_unknown_benchmark(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(ROOT / "scripts/benchmark.py"), run_name="__main__")
     assert exit_.value.code == 2 and "|".join(NAMES) in capsys.readouterr().err
+
+
+def test_the_llama_decode_benchmark_compares_the_same_tokens(capsys):
+    from benchmarks import decode
+
+    argv = ["--decoder", "llama", "--llama-size", "tiny", "--batch", "3", "--new-tokens", "6", "--image-tokens", "4"]
+    assert decode.main([*argv, "--cross-every", "2", "--warmup", "0", "--repeats", "1"]) == 0
+    table = capsys.readouterr().out.split("| same tokens |")[1]
+    assert table.count("| yes |") == 2 and "NO" not in table  # batch 1 and 3
