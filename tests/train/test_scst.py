@@ -13,9 +13,9 @@ from captioner.train.scst import SCST, SelfCritical, others_mean, policy_loss, s
 from tests.test_generate import IDS, make_model
 
 
-@pytest.mark.parametrize("max_new", [4, 12])  # 4: most samples cut by the limit (no EOS to score)
-def test_sampled_logprobs_equal_the_teacher_forced_pass(images, max_new):
-    model = make_model(3, eos_bias=2.0)
+@pytest.mark.parametrize(("max_new", "style"), [(4, "gpt"), (12, "gpt"), (12, "llama")])  # 4: most samples cut
+def test_sampled_logprobs_equal_the_teacher_forced_pass(images, max_new, style):  # by the limit (no EOS to score)
+    model = make_model(3, eos_bias=2.0, style=style)
     memory = model.encode(images)
     cfg = GenerationConfig(do_sample=True, num_return_sequences=4, max_new_tokens=max_new, seed=0)
     hyps = [h for image in generate(model, None, IDS, cfg, memory) for h in image]
