@@ -42,7 +42,8 @@ def build_model(
     if package is not None:
         model, _ = Captioner.from_pretrained(package)
         model.train()
-        if finetuning.reinit_unused_tokens and finetuning.policy != "cross_attention":  # where embeddings train
+        embeddings_train = finetuning.policy != "cross_attention" and not finetuning.freeze_lm
+        if finetuning.reinit_unused_tokens and embeddings_train:
             reinit_unused_embeddings(model, package)
         if finetuning.block_size is not None:
             grow_positions(model, finetuning.block_size)

@@ -173,3 +173,28 @@ def test_frozen_lm_in_bfloat16_needs_bf16_autocast(llama_dir, tmp_path):
     module = llama_module(llama_dir, Finetuning(freeze_lm=True, frozen_lm_dtype="bfloat16"), speed=Speed())
     with pytest.raises(ValueError, match="set trainer.precision to bf16-mixed"):
         trained(module, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_demo_config_fits_a_bfloat16_lm_with_lora_and_checkpointing(llama_dir, tmp_path):
+    """Through `captioner fit` with the demo's callbacks (figures, throughput, export) in bf16-mixed on the CPU:
+    the package is float32 and plain."""
+    from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit_shapes_package
+
+    flags = [
+        f"--model.config.decoder_init_from={llama_dir}",
+        "--data.init_args.captions.truncate=true",
+        "--model.finetune.freeze_lm=true",
+        "--model.finetune.lora.groups=[lm_attention, vision]",
+        "--model.finetune.frozen_lm_dtype=bfloat16",
+        "--model.speed.activation_checkpointing=true",
+        "--trainer.precision=bf16-mixed",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=1",
+        "--model.validation.generate_batches=0",
+    ]
+    package = fit_shapes_package(tmp_path / "runs", [*TINY_MODEL, *TINY_SHAPES_DATA, *flags])
+    model, _ = Captioner.from_pretrained(package)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert list(package.parent.glob("figures/step_2/*.png"))  # drawn under the run's autocast
