@@ -9,6 +9,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from captioner.attention import CrossAttention, KVCache, SelfAttention
 from captioner.config import CaptionerConfig
@@ -93,6 +94,8 @@ class TextDecoder(nn.Module):
         # the blocks whose self-attention rotates its queries and keys
         self.rope_index = set(range(config.n_layer) if config.rope_layers is None else config.rope_layers)
         self.ln_f = make_norm(config)
+        # recompute each block's activations in the backward pass (set by training's `Speed.activation_checkpointing`)
+        self.activation_checkpointing = False
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.wte.weight  # weight tying (GPT-2)
@@ -149,9 +152,11 @@ class TextDecoder(nn.Module):
         rope = None if self.rope is None else self.rope(offset, T)  # (T, hs) each
         x = self.drop(x)
         layer_kv = iter(kv)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.h):
             layer_rope = rope if i in self.rope_index else None
-            x = block(x, next(layer_kv) if block.cross is not None else None, start, layer_rope, attention)
+            args = (x, next(layer_kv) if block.cross is not None else None, start, layer_rope, attention)
+            x = checkpoint(block, *args, use_reentrant=False) if recompute else block(*args)
         return self.ln_f(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

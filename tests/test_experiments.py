@@ -44,3 +44,15 @@ def test_demo_speed_runs_both_configs_and_prints_the_ratio(tmp_path, capsys):
     ratio = summary["old"]["wall_seconds"] / summary["new"]["wall_seconds"]
     assert summary["old_over_new_wall"] == round(ratio, 2)
     assert f"wall time old / new: {ratio:.2f}x" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a tiny random Llama and two 2-step runs with their test captions (about 20 s)
+def test_the_policies_experiment_trains_each_policy_from_a_random_llama(tmp_path, capsys):
+    from experiments.policies import main as policies
+
+    tiny = [*TINY_MODEL, *TINY_SHAPES_DATA, "--data.init_args.captions.truncate=true"]
+    args = ["--runs", str(tmp_path), "--policies", "flamingo,lora", "--steps", "2", "--layers", "2", "--width", "32"]
+    assert policies([*args, "--test-count", "4", *tiny]) == 0
+    out = capsys.readouterr().out
+    assert "flamingo        2" in out and "lora            2" in out
+    assert (tmp_path / "llama/config.json").is_file() and len(list(tmp_path.glob("*/version_0/model"))) == 2

@@ -10,7 +10,7 @@ from captioner.train.figures import ValidationFigures
 from captioner.train.module import CaptionerModule
 from captioner.train.progress import StepProgressBar
 from captioner.train.run_folder import RunFolder
-from captioner.train.settings import Finetuning, Optimizer, Speed, TokenizerSource, Validation
+from captioner.train.settings import Finetuning, Lora, Optimizer, Speed, TokenizerSource, Validation
 from captioner.train.throughput import TrainingThroughput
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "CaptionerModule",
     "ExportModelPackage",
     "Finetuning",
+    "Lora",
     "Optimizer",
     "PreemptionCheckpoint",
     "RunFolder",

@@ -16,6 +16,8 @@ from captioner.model import Captioner
 from captioner.norms import NORM_TYPES
 from captioner.package import read_training
 from captioner.tokenizer import CaptionTokenizer
+from captioner.train.lora import add_lora
+from captioner.train.parameters import is_adapted, is_adapter, is_lm
 from captioner.train.settings import Finetuning
 
 
@@ -40,7 +42,8 @@ def build_model(
     if package is not None:
         model, _ = Captioner.from_pretrained(package)
         model.train()
-        if finetuning.reinit_unused_tokens and finetuning.policy != "cross_attention":  # where embeddings train
+        embeddings_train = finetuning.policy != "cross_attention" and not finetuning.freeze_lm
+        if finetuning.reinit_unused_tokens and embeddings_train:
             reinit_unused_embeddings(model, package)
         if finetuning.block_size is not None:
             grow_positions(model, finetuning.block_size)
@@ -59,7 +62,18 @@ def build_model(
         )
     if tokenizer.vocab_size > own:  # the tokenizer was extended: new rows start from their pieces' embeddings
         grow_vocab(model, tokenizer.pieces(own))
-    apply_finetune_policy(model, finetuning.policy)
+    if finetuning.freeze_lm and not model.config.decoder_init_from:
+        raise ValueError(
+            f"finetune.freeze_lm freezes a pretrained language model, and {start} has none: set "
+            "config.decoder_init_from (or init_from a package made from one)"
+        )
+    if "vision" in finetuning.lora.groups and finetuning.encoder_frozen_epochs:
+        raise ValueError("finetune.lora.groups: vision adapts a backbone that encoder_frozen_epochs would thaw; "
+                         "use one of them")  # fmt: skip
+    add_lora(model, finetuning.lora)
+    apply_finetune_policy(model, finetuning.policy, finetuning.freeze_lm)
+    if finetuning.frozen_lm_dtype == "bfloat16":
+        hold_frozen_lm(model, torch.bfloat16)
     return model
 
 
@@ -115,17 +129,35 @@ def grow_positions(model: Captioner, block_size: int) -> None:
     _set_config(model, replace(model.config, block_size=block_size))
 
 
-def apply_finetune_policy(model: Captioner, policy: str) -> None:
-    """Set `requires_grad` for a fine-tuning policy (see `CaptionerModule`)."""
+def apply_finetune_policy(model: Captioner, policy: str, freeze_lm: bool = False) -> None:
+    """Set `requires_grad` for a fine-tuning policy (`Finetuning`); with `freeze_lm` the language model's own
+    tensors are frozen too. LoRA adapters always train and the Linear weights they adapt never do."""
     if policy not in ("full", "freeze_encoder", "cross_attention"):
         raise ValueError(f"unknown finetune policy {policy!r}; choose full, freeze_encoder or cross_attention")
     for name, p in model.named_parameters():
-        if policy == "full":
+        if is_adapter(name) or is_adapted(name):
+            p.requires_grad_(is_adapter(name))
+        elif freeze_lm and is_lm(name):
+            p.requires_grad_(False)
+        elif policy == "full":
             p.requires_grad_(True)
         elif policy == "freeze_encoder":
             p.requires_grad_(not name.startswith("encoder.backbone."))
         else:
             p.requires_grad_(is_inserted(name) or _is_norm(model, name))
+
+
+def hold_frozen_lm(model: Captioner, dtype: torch.dtype) -> None:
+    """Store the frozen tensors of the language model (with `freeze_lm`, or adapted by LoRA) in `dtype`, the
+    trained ones as they are; the forward pass then needs autocast to that dtype (`trainer.precision`)."""
+    frozen = [p for name, p in model.named_parameters() if is_lm(name) and not p.requires_grad]
+    if not frozen:
+        raise ValueError(
+            "finetune.frozen_lm_dtype holds a frozen language model in bfloat16, and no language model tensor is "
+            "frozen: set finetune.freeze_lm (or LoRA on lm_attention / lm_mlp)"
+        )
+    for p in frozen:
+        p.data = p.data.to(dtype)
 
 
 def _is_norm(model: nn.Module, param_name: str) -> bool:

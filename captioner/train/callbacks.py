@@ -31,7 +31,8 @@ def datamodule_of(trainer: L.Trainer) -> L.LightningDataModule | None:
 
 
 class ExportModelPackage(L.Callback):
-    """Writes the trained model as a model package (`captioner.package`), with its training.json: steps, data,
+    """Writes the trained model as a model package (`captioner.package`; LoRA merged into plain weights, on a
+    copy), with its training.json: steps, data,
     the token ids its captions used, the resolved config, and the module's `provenance()` (objective, start
     package, optimiser settings).
 
@@ -66,7 +67,7 @@ class ExportModelPackage(L.Callback):
             return
         if not isinstance(pl_module, CaptionerModule):
             raise TypeError(f"ExportModelPackage exports a CaptionerModule's model, not a {type(pl_module).__name__}")
-        model, tokenizer = pl_module.built()
+        model, tokenizer = pl_module.exported_model(), pl_module.built()[1]
         dm = datamodule_of(trainer)
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
         data: dict[str, Any] = getattr(dm, "describe", dict)()

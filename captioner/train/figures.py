@@ -48,13 +48,15 @@ class ValidationFigures(L.Callback):
             return
         model, tokenizer = pl_module.built()
         images = torch.stack([e["image"] for e in examples]).to(pl_module.device)  # (B, 3, H, W)
-        captions = caption_batch(model, tokenizer, images)
+        with trainer.precision_plugin.forward_context():  # as validation computes (a frozen LM held in bfloat16)
+            captions = caption_batch(model, tokenizer, images)
         pictures = [model.preprocessing.to_image(e["image"]) for e in examples]
         figures = {
             "val/captions": caption_grid(pictures, [c.text for c in captions], [e["references"][0] for e in examples])
         }
         tokens = [c.tokens or [tokenizer.eos_id] for c in captions]
-        maps = cross_attention_maps(model, images, tokens, tokenizer.bos_id, self.layer)
+        with trainer.precision_plugin.forward_context():
+            maps = cross_attention_maps(model, images, tokens, tokenizer.bos_id, self.layer)
         for i, (picture, c, m) in enumerate(zip(pictures, captions, maps, strict=True)):
             figures[f"val/attention/{i}"] = attention_figure(
                 picture, word_maps(tokenizer, c.tokens, m) if c.tokens else []

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from captioner.config import CaptionerConfig
@@ -19,7 +20,9 @@ from captioner.package import Origin
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
+from captioner.train.lora import merged
 from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
+from captioner.train.parameters import trainable_table
 from captioner.train.samples import DataScores, caption_rows, report_captions
 from captioner.train.scst import SCST, SelfCritical
 from captioner.train.settings import SETTINGS, Finetuning, Optimizer, Speed, TokenizerSource, Validation
@@ -107,8 +110,22 @@ class CaptionerModule(L.LightningModule):
         speed = self.speed
         if speed.tf32 and self.trainer.strategy.root_device.type == "cuda":
             torch.set_float32_matmul_precision("high")
+        model.decoder.activation_checkpointing = speed.activation_checkpointing
+        precision = str(self.trainer.precision)
+        if self.finetuning.frozen_lm_dtype == "bfloat16" and stage == "fit" and precision != "bf16-mixed":
+            raise ValueError(
+                "finetune.frozen_lm_dtype=bfloat16 computes under bfloat16 autocast: set trainer.precision to "
+                f"bf16-mixed (it is {precision})"
+            )
         if speed.compile and stage == "fit":
             self._compiled_loss = torch.compile(model.loss, **{"dynamic": False, **(speed.compile_options or {})})
+
+    def on_fit_start(self) -> None:
+        rank_zero_info(trainable_table(self.built()[0]))
+
+    def exported_model(self) -> Captioner:
+        """The model as its package holds it: LoRA updates merged into plain weights, on a copy (`train.lora`)."""
+        return merged(self.built()[0])
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:

@@ -26,6 +26,8 @@ def provenance(
             **settings,
             "encoder_frozen_epochs": finetuning.encoder_frozen_epochs,
             "finetune": finetuning.policy,
+            **({"freeze_lm": True} if finetuning.freeze_lm else {}),
+            **({"lora": asdict(finetuning.lora)} if finetuning.lora.groups else {}),
         },
     }
 

@@ -54,12 +54,42 @@ class Optimizer:
 
 
 @dataclass
+class Lora:
+    """LoRA adapters (peft) on named groups of Linear layers (`train.lora`): each adapted Linear's weight is frozen
+    and a trained low-rank update `alpha / r * B @ A` is added to it; the exported package holds the merged weights.
+
+    Args:
+        groups: any of `lm_attention` (the language model's fused q/k/v projection `attn.c_attn` and its output
+            `attn.c_proj`), `lm_mlp` (its MLP: `mlp.c_fc`, fused gate and up for a gated MLP, and `mlp.c_proj`),
+            `cross_attention` (the inserted cross-attention layers and cross MLPs), `vision` (every Linear of the
+            timm backbone). The LM groups need a pretrained language model (`config.decoder_init_from`). On a fused
+            Linear one adapter covers all its parts: q, k and v share `A` and one rank `r` (peft on GPT-2's `c_attn`).
+        r: the rank of each update.
+        alpha: the update's scale is `alpha / r`.
+        dropout: dropout on each adapter's input.
+    """
+
+    groups: list[str] = field(default_factory=list)
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+
+
+@dataclass
 class Finetuning:
     """Which parameters train, and how a start package is adapted.
 
     Args:
         policy: `full`; `freeze_encoder` (the timm backbone is frozen, its projection trains); `cross_attention`
             (only the cross-attention layers, with their norms, gates and cross MLPs, and every norm train).
+        freeze_lm: also freeze the pretrained language model's tensors (embeddings, its blocks' self-attention, MLPs
+            and norms, the final norm and the head): the inserted layers and gates, the image projection and (unless
+            the policy freezes it) the vision encoder train. With `policy: freeze_encoder` this is the Flamingo
+            recipe. A flag beside `policy` rather than a policy value, because it combines with each policy. It
+            needs a language model start (`config.decoder_init_from`, or a package made from one).
+        lora: LoRA adapters on named groups (`Lora`); applied before the policy, which then sets the rest.
+        frozen_lm_dtype: `bfloat16` holds the frozen language model tensors in bfloat16 (half their memory; meant
+            for GPUs) while the trained ones stay float32; it needs `trainer.precision: bf16-mixed`.
         encoder_frozen_epochs: the backbone is frozen for this many epochs, then trains.
         reinit_unused_tokens: when fine-tuning, re-initialise the embeddings of tokens that the package's own
             training captions never used (see `train.build.reinit_unused_embeddings`).
@@ -67,6 +97,9 @@ class Finetuning:
     """
 
     policy: Literal["full", "freeze_encoder", "cross_attention"] = "full"
+    freeze_lm: bool = False
+    lora: Lora = field(default_factory=Lora)
+    frozen_lm_dtype: Literal["float32", "bfloat16"] = "float32"
     encoder_frozen_epochs: int = 0
     reinit_unused_tokens: bool = True
     block_size: int | None = None
@@ -100,6 +133,8 @@ class Speed:
             (`train.feature_cache`).
         compile: torch.compile the training loss (captions padded to `data.captions.max_length`: one graph).
         tf32: TF32 matrix products on CUDA.
+        activation_checkpointing: recompute each decoder block's activations in the backward pass instead of
+            keeping them (`torch.utils.checkpoint`, training only): less memory for about one more forward.
     """
 
     feature_cache: str | None = None
@@ -107,6 +142,7 @@ class Speed:
     compile: bool = False
     compile_options: dict[str, Any] | None = None
     tf32: bool = True
+    activation_checkpointing: bool = False
 
 
-SETTINGS = (TokenizerSource, Optimizer, Finetuning, Validation, Speed)
+SETTINGS = (TokenizerSource, Optimizer, Lora, Finetuning, Validation, Speed)

@@ -16,7 +16,9 @@ from tests.helpers import ROOT, TINY_OVERRIDE
 STEPS = 3
 
 
-def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | None = None) -> list[dict]:
+def run_ddp(
+    tmp: Path, extra_model: dict | None = None, extra_trainer: dict | None = None, extra_data: dict | None = None
+) -> list[dict]:
     record = tmp / "ranks"
     override = {
         "trainer": {
@@ -42,7 +44,7 @@ def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | No
             **TINY_OVERRIDE["model"],
             **(extra_model or {}),
         },
-        "data": TINY_OVERRIDE["data"],
+        "data": {"init_args": {**TINY_OVERRIDE["data"]["init_args"], **(extra_data or {})}},
     }
     path = tmp / "override.yaml"
     path.write_text(yaml.safe_dump(override))
@@ -58,11 +60,11 @@ def run_ddp(tmp: Path, extra_model: dict | None = None, extra_trainer: dict | No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["online", "feature_cache", "scst_bf16"])
-def test_two_process_ddp(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["online", "feature_cache", "scst_bf16", "lora"])
+def test_two_process_ddp(tmp_path, mode, request):
     """scst_bf16: self-critical training from the feature cache of a frozen encoder, in bf16-mixed (each rank
-    fits the same CIDEr-D document frequencies from the training references)."""
-    cached = mode != "online"
+    fits the same CIDEr-D document frequencies from the training references). lora: LoRA on a frozen tiny Llama."""
+    cached = mode in ("feature_cache", "scst_bf16")
     extra = (
         {"finetune": {"policy": "freeze_encoder"}, "speed": {"feature_cache": str(tmp_path / "cache")}}
         if cached
@@ -72,7 +74,15 @@ def test_two_process_ddp(tmp_path, mode):
     if mode == "scst_bf16":
         extra = {**extra, "scst": {"samples": 3, "reference_images": 100, "max_new_tokens": 12}}
         trainer = {"precision": "bf16-mixed"}
-    r0, r1 = run_ddp(tmp_path, extra, trainer)
+    data = None
+    if mode == "lora":
+        llama = str(request.getfixturevalue("llama_dir"))
+        extra = {
+            "config": {**TINY_OVERRIDE["model"]["config"], "decoder_init_from": llama, "cross_attention_every": 2},
+            "finetune": {"freeze_lm": True, "lora": {"groups": ["lm_attention", "cross_attention"], "r": 2}},
+        }
+        data = {"captions": {"truncate": True}}  # the test Llama's tokenizer is the tiny shapes BPE
+    r0, r1 = run_ddp(tmp_path, extra, trainer, data)
     assert len(r0["seen"]) == len(r1["seen"]) == STEPS * 8
     assert not set(r0["seen"]) & set(r1["seen"]), "the ranks trained on the same samples"
     assert r0["weights"] == r1["weights"], "the ranks ended with different weights"

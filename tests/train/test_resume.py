@@ -118,3 +118,32 @@ def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights
         resume = ["--ckpt_path=last"]
     assert fit_demo_config(tmp_path, runs, resume) == 0
     assert_same_run(straight, runs)
+
+
+def lora_flags(llama_dir: Path) -> list[str]:
+    """A frozen tiny Llama with LoRA and cross-attention every 2 blocks. No dropout: a resumed run draws other
+    dropout masks than the straight one after the checkpoint, with or without LoRA (`config.dropout` too)."""
+    return [
+        f"--model.config.decoder_init_from={llama_dir}",
+        "--model.config.cross_attention_every=2",
+        "--data.init_args.captions.truncate=true",  # the test Llama's tokenizer is the tiny shapes BPE
+        "--model.finetune.freeze_lm=true",
+        "--model.finetune.lora.groups=[lm_attention, lm_mlp, cross_attention]",
+        "--model.finetune.lora.r=2",
+    ]
+
+
+@pytest.mark.slow
+def test_a_lora_run_killed_mid_epoch_resumes_to_the_straight_run(tmp_path, llama_dir):
+    """The adapters and their optimiser state travel in the .ckpt; the package of the
+    resumed run holds the same merged weights as the straight run's, without LoRA names."""
+    flags = lora_flags(llama_dir)
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "resumed").mkdir()
+    straight, runs = tmp_path / "straight/runs", tmp_path / "resumed/runs"
+    assert fit_demo_config(tmp_path / "straight", straight, flags) == 0
+    assert fit_demo_config(tmp_path / "resumed", runs, [*flags, *kill_at(7, signal.SIGKILL)]) == -signal.SIGKILL
+    assert last_step(runs) == 6
+    assert fit_demo_config(tmp_path / "resumed", runs, [*flags, "--ckpt_path=last"]) == 0
+    assert_same_run(straight, runs)
+    assert not [k for k in package_tensors(runs) if "lora_" in k or "base_layer" in k]
