@@ -33,7 +33,7 @@ def create_backbone(config: CaptionerConfig, pretrained: bool) -> nn.Module:
             raise FileNotFoundError(f"encoder_checkpoint {path} does not exist")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     try:
-        return timm.create_model(config.encoder_name, pretrained=pretrained, num_classes=0, **kwargs)
+        backbone = timm.create_model(config.encoder_name, pretrained=pretrained, num_classes=0, **kwargs)
     except RuntimeError as err:
         if "Unknown model" not in str(err):
             raise
@@ -43,6 +43,16 @@ def create_backbone(config: CaptionerConfig, pretrained: bool) -> nn.Module:
             f"unknown timm model {config.encoder_name!r}; closest names: {close or 'none'} "
             "(timm.list_models('*vit*') lists them all)"
         ) from err
+    drop_pooling_head(backbone)
+    return backbone
+
+
+def drop_pooling_head(backbone: nn.Module) -> None:
+    """Remove a pooling head with parameters (SigLIP's attention pool, timm's `global_pool="map"`) through timm's
+    `reset_classifier(0, "")`: the captioner reads the patch tokens of `forward_features`, so the head would never
+    run, and its weights would only take memory, optimiser state and DDP's unused-parameter search."""
+    if getattr(backbone, "attn_pool", None) is not None:
+        backbone.reset_classifier(0, global_pool="")  # type: ignore[operator]
 
 
 POS_INITS = ("timm", "sincos")

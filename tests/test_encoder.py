@@ -1,9 +1,12 @@
+from dataclasses import replace
+
 import pytest
 import torch
 from timm.layers import build_sincos2d_pos_embed
 
 from captioner.config import CaptionerConfig
 from captioner.encoder import ImageEncoder
+from captioner.model import Captioner
 
 
 def test_sincos_position_init_is_timms_table_and_still_trains(tiny_config: CaptionerConfig):
@@ -88,3 +91,14 @@ def test_frozen_batchnorm_keeps_its_statistics(tiny_config: CaptionerConfig):
     encoder.train()
     encoder(torch.randn(4, 3, 32, 32))
     assert bn.training and not torch.equal(bn.running_mean, before)
+
+
+def test_an_attention_pooling_head_is_dropped_and_every_encoder_weight_trains(tiny_config: CaptionerConfig):
+    """SigLIP's ViTs pool with an attention head (`global_pool="map"`) that forward_features never runs."""
+    kwargs = {**tiny_config.encoder_kwargs, "global_pool": "map", "class_token": False}
+    model = Captioner(replace(tiny_config, encoder_kwargs=kwargs))
+    assert model.encoder.backbone.attn_pool is None
+    assert not [n for n, _ in model.named_parameters() if "attn_pool" in n]
+    ids = torch.randint(3, tiny_config.vocab_size, (2, 6))
+    model.loss(torch.randn(2, 3, 32, 32), ids, ids).backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())

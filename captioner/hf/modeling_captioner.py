@@ -41,6 +41,8 @@ class ImageEncoder(nn.Module):
             kwargs["patch_size"] = config.encoder_patch_size
         # Any: timm's models share no typed interface (forward_features, num_features, patch_embed), nn.Module's only
         backbone: Any = timm.create_model(config.encoder_name, pretrained=False, num_classes=0, **kwargs)
+        if getattr(backbone, "attn_pool", None) is not None:  # captioner.encoder.drop_pooling_head: never run
+            backbone.reset_classifier(0, global_pool="")
         # captioner.encoder.install_conv_stem, repeated here: this file imports no captioner code
         if config.encoder_conv_stem:  # 3x3 stride-2 conv + BatchNorm + ReLU stages, then a 1x1 conv to the width
             from timm.models.vision_transformer_hybrid import ConvStem

@@ -122,6 +122,8 @@ BLOCKS = {
         "rope_base": 5000.0,
         "rope_adjustments": {**LLAMA3_ROPE, "original_max_seq_len": 8.0},
         "rope_layers": [0],
+        # a SigLIP-style encoder: no class token, an attention-pooling head that neither side keeps
+        "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map", "class_token": False},
     },
 }
 

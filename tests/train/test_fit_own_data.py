@@ -34,24 +34,44 @@ def test_fit_each_format(fmt, shapes_folder, tmp_path):
     fit("configs/pairs.yaml", tmp_path / "runs", *TINY_MODEL, *data, "--model.tokenizer.vocab_size=300")
 
 
+# a recipe's GPU settings replaced by the CPU's, and no hub download: timm's random weights
+OFFLINE = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--model.config.encoder_pretrained=false",
+    "--data.init_args.batch_size=2",
+]
+
+
 @pytest.mark.slow  # a ViT-B/16: about 8 s, kept out of the fast set
 def test_the_coco_recipe_trains_offline(shapes_folder, gpt2_dir, tmp_path):
     """configs/coco_vit_gpt2.yaml as written (CLIP ViT-B/16 at 224 px, a GPT-2 decoder, gated cross-attention,
     frozen first epoch), on the CPU with random weights: a local random GPT-2 for the hub's, no timm download."""
-    offline = [
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=1",
-        "--trainer.strategy=auto",
-        "--trainer.precision=32-true",
-        "--model.config.encoder_pretrained=false",
-        f"--model.config.decoder_init_from={gpt2_dir}",
-        "--data.init_args.batch_size=2",
-    ]
+    offline = [*OFFLINE, "--trainer.precision=32-true", f"--model.config.decoder_init_from={gpt2_dir}"]
     data = own_data_args("karpathy", shapes_folder, tmp_path)
     package = fit("configs/coco_vit_gpt2.yaml", tmp_path / "runs", *offline, *data)
     config = json.loads((package / "config.json").read_text())
     assert config["encoder_name"] == "vit_base_patch16_clip_224.openai" and config["cross_gate"]
     assert config["preprocessing"]["input_size"] == [3, 224, 224] and config["n_embd"] == 64  # sized from the GPT-2
+
+
+@pytest.mark.slow  # a ViT-B/16 in bf16 on the CPU: about 15 s
+def test_the_smollm2_recipe_trains_offline(shapes_folder, llama_dir, tmp_path, capsys, caplog):
+    """configs/coco_siglip_smollm2.yaml as written (SigLIP 2 ViT-B/16, a Llama LM frozen in bf16 with LoRA on its
+    attention, cross-attention in every third block with a cross MLP), bf16-mixed on the CPU: a local random
+    Llama (4 blocks: cross-attention in block 2) for SmolLM2-135M."""
+    offline = [*OFFLINE, f"--model.config.decoder_init_from={llama_dir}"]  # precision stays the recipe's bf16-mixed
+    data = own_data_args("karpathy", shapes_folder, tmp_path)
+    package = fit("configs/coco_siglip_smollm2.yaml", tmp_path / "runs", *offline, *data)
+    config = json.loads((package / "config.json").read_text())
+    assert config["encoder_name"] == "vit_base_patch16_siglip_224.v2_webli" and config["cross_mlp"]
+    assert config["positions"] == "rope" and config["n_query_groups"] == 2  # sized from the Llama
+    weights = load_file(package / "model.safetensors")
+    assert "decoder.h.2.cross.q_proj.weight" in weights and "decoder.h.1.cross.q_proj.weight" not in weights
+    assert not [k for k in weights if "lora" in k] and all(t.dtype == torch.float32 for t in weights.values())
+    said = capsys.readouterr()
+    assert "LoRA" in said.out + said.err + caplog.text  # the trainable table was printed
 
 
 @pytest.mark.parametrize("policy", ["cross_attention", "freeze_encoder"])
