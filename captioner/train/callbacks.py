@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from captioner.outputs import check_apart, write_jsonl
 from captioner.package import TrainingInfo
+from captioner.train.lora import merged
 from captioner.train.module import CaptionerModule
 
 
@@ -67,7 +68,7 @@ class ExportModelPackage(L.Callback):
             return
         if not isinstance(pl_module, CaptionerModule):
             raise TypeError(f"ExportModelPackage exports a CaptionerModule's model, not a {type(pl_module).__name__}")
-        model, tokenizer = pl_module.exported_model(), pl_module.built()[1]
+        model, tokenizer = merged(pl_module.built()[0]), pl_module.built()[1]  # LoRA merged, on a copy
         dm = datamodule_of(trainer)
         note = f"Trained with `captioner fit` for {trainer.global_step} steps on {type(dm).__name__}."
         data: dict[str, Any] = getattr(dm, "describe", dict)()

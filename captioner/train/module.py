@@ -20,7 +20,6 @@ from captioner.package import Origin
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
 from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
-from captioner.train.lora import merged
 from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
 from captioner.train.parameters import trainable_table
 from captioner.train.samples import DataScores, caption_rows, report_captions
@@ -106,26 +105,11 @@ class CaptionerModule(L.LightningModule):
         return self.built()[0](images, input_ids)
 
     def setup(self, stage: str) -> None:
-        model, _ = self.built()
-        speed = self.speed
-        if speed.tf32 and self.trainer.strategy.root_device.type == "cuda":
-            torch.set_float32_matmul_precision("high")
-        model.decoder.activation_checkpointing = speed.activation_checkpointing
-        precision = str(self.trainer.precision)
-        if self.finetuning.frozen_lm_dtype == "bfloat16" and stage == "fit" and precision != "bf16-mixed":
-            raise ValueError(
-                "finetune.frozen_lm_dtype=bfloat16 computes under bfloat16 autocast: set trainer.precision to "
-                f"bf16-mixed (it is {precision})"
-            )
-        if speed.compile and stage == "fit":
-            self._compiled_loss = torch.compile(model.loss, **{"dynamic": False, **(speed.compile_options or {})})
+        self.finetuning.check_precision(str(self.trainer.precision), stage)
+        self._compiled_loss = self.speed.apply(self.built()[0], self.trainer.strategy.root_device.type, stage)
 
     def on_fit_start(self) -> None:
         rank_zero_info(trainable_table(self.built()[0]))
-
-    def exported_model(self) -> Captioner:
-        """The model as its package holds it: LoRA updates merged into plain weights, on a copy (`train.lora`)."""
-        return merged(self.built()[0])
 
     # ---- steps -------------------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, Any], stage: str, batch_idx: int) -> torch.Tensor:

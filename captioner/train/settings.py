@@ -3,6 +3,7 @@ dataclasses as nested options: `model.optimizer.lr`, `--model.tokenizer.extend 6
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -104,6 +105,14 @@ class Finetuning:
     reinit_unused_tokens: bool = True
     block_size: int | None = None
 
+    def check_precision(self, precision: str, stage: str) -> None:
+        """Refuse a frozen LM held in bfloat16 where training would not run under bfloat16 autocast."""
+        if self.frozen_lm_dtype == "bfloat16" and stage == "fit" and precision != "bf16-mixed":
+            raise ValueError(
+                "finetune.frozen_lm_dtype=bfloat16 computes under bfloat16 autocast: set trainer.precision to "
+                f"bf16-mixed (it is {precision})"
+            )
+
 
 @dataclass
 class Validation:
@@ -143,6 +152,17 @@ class Speed:
     compile_options: dict[str, Any] | None = None
     tf32: bool = True
     activation_checkpointing: bool = False
+
+    def apply(self, model: Any, device_type: str, stage: str) -> Callable[..., Any] | None:
+        """Set these options on `model` (a Captioner) for `stage`; the compiled training loss when `compile`."""
+        import torch
+
+        if self.tf32 and device_type == "cuda":
+            torch.set_float32_matmul_precision("high")
+        model.decoder.activation_checkpointing = self.activation_checkpointing
+        if self.compile and stage == "fit":
+            return torch.compile(model.loss, **{"dynamic": False, **(self.compile_options or {})})
+        return None
 
 
 SETTINGS = (TokenizerSource, Optimizer, Lora, Finetuning, Validation, Speed)

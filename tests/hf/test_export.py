@@ -31,6 +31,7 @@ def test_the_folder_holds_what_transformers_reads(exported, trained_package):
         "model.safetensors",
         "configuration_captioner.py",
         "modeling_captioner.py",
+        "decoder_captioner.py",
         "tokenizer.json",
         "tokenizer_config.json",
         "preprocessor_config.json",
@@ -42,7 +43,7 @@ def test_the_folder_holds_what_transformers_reads(exported, trained_package):
     package = json.loads((trained_package / "config.json").read_text())
     assert package["encoder_conv_stem"]  # the demo config's conv stem travels (and generate below runs through it)
     assert json.loads((exported / "config.json").read_text())["encoder_conv_stem"] == package["encoder_conv_stem"]
-    for code in ("configuration_captioner.py", "modeling_captioner.py"):  # self-contained: no captioner import
+    for code in ("configuration_captioner.py", "modeling_captioner.py", "decoder_captioner.py"):  # no captioner import
         tree = ast.parse((exported / code).read_text())
         imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

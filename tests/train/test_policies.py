@@ -12,6 +12,7 @@ import torch
 from captioner.config import CaptionerConfig
 from captioner.model import Captioner
 from captioner.train import Finetuning, Lora, Speed
+from captioner.train.lora import merged as merge_lora
 from captioner.train.parameters import is_adapted, is_adapter, is_lm, trainable_table
 from tests.helpers import built, fit, tiny_module, tiny_shapes
 
@@ -80,7 +81,7 @@ def test_lora_trains_only_adapters_cross_attention_and_gates_and_the_package_hol
     assert not {k for k in moved if is_adapted(k) or is_lm(k)}
     assert any("_gate" in k for k in moved) and any(".cross." in k for k in moved)
 
-    merged = module.exported_model().eval()
+    merged = merge_lora(module.built()[0]).eval()
     assert not any(is_adapter(n) or is_adapted(n) for n, _ in merged.named_parameters())
     assert any(is_adapter(n) for n, _ in module.model.named_parameters())  # the training model keeps its LoRA
     monkeypatch.setitem(sys.modules, "peft", None)  # the package loads without peft
