@@ -32,19 +32,29 @@ def llama_kwargs(vocab_size: int, **overrides: Any) -> dict[str, Any]:
     }
 
 
+# what each family's tiny checkpoint sets beyond `llama_kwargs`, as its released models do
+FAMILY_KWARGS: dict[str, dict[str, Any]] = {
+    "smollm3": {"no_rope_layers": [1, 1, 1, 0]},  # the fourth layer without RoPE
+    "qwen2": {"tie_word_embeddings": True},  # q/k/v biases are Qwen2's own
+    "qwen3": {"head_dim": 32},  # q/k norm; a head size apart from hidden_size / heads (16)
+    "gemma": {"head_dim": 32, "tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"},
+}
+
+
 def save_lm(path: Path, model_type: str, vocab_size: int, seed: int = 0, **overrides: Any) -> Path:
-    """A random `model_type` LM (llama, mistral, smollm3) of `llama_kwargs` sizes, saved to `path`."""
+    """A random `model_type` LM (llama, mistral, smollm3, qwen2, qwen3, gemma) of `llama_kwargs` sizes, saved to
+    `path`; every norm weight and bias drawn away from its initial 1 or 0."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    kwargs = llama_kwargs(vocab_size, **overrides)
-    if model_type == "smollm3":
-        kwargs.setdefault("no_rope_layers", [1, 1, 1, 0])  # the fourth layer without RoPE, as SmolLM3
+    kwargs = llama_kwargs(vocab_size, **{**FAMILY_KWARGS.get(model_type, {}), **overrides})
     config = AutoConfig.for_model(model_type, **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():  # norms away from 1, so that a norm weight mapped to the wrong place shows
+    with torch.no_grad():  # norms away from 1 and biases from 0, so that a tensor mapped to the wrong place shows
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.uniform_(-0.5, 0.5)
     model.save_pretrained(path)
     return path

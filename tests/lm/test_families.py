@@ -1,0 +1,98 @@
+"""Qwen2, Qwen3 and Gemma starts: with the gates at zero the captioner's logits are the LM's, for any image."""
+
+import pytest
+import torch
+
+from captioner.config import CaptionerConfig
+from captioner.generate import greedy
+from captioner.lm import lm_config
+from captioner.model import Captioner
+from tests.lm.checkpoints import save_lm
+from tests.test_generate import IDS, uncached_greedy
+
+FAMILIES = {
+    "qwen2": {},  # q/k/v biases, a tied head
+    "qwen2-untied": {"tie_word_embeddings": False},
+    "qwen3": {},  # q/k norm before RoPE, head_dim 32 with hidden 64 and 4 heads
+    "gemma": {},  # 1 + w RMSNorm, GeGLU, scaled embeddings, tied head, head_dim 32
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def checkpoint(request, tmp_path_factory):
+    model_type = request.param.split("-")[0]
+    return save_lm(tmp_path_factory.mktemp(request.param), model_type, 300, **FAMILIES[request.param])
+
+
+def start(path, **overrides) -> Captioner:
+    torch.manual_seed(0)
+    return Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(path), **overrides)).eval()
+
+
+@pytest.mark.parametrize("every", [1, 2])
+@torch.no_grad()
+def test_the_start_is_the_language_model(checkpoint, every, images):
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    model = start(checkpoint, cross_attention_every=every)
+    assert model.decoder.cross_index == ([0, 1, 2, 3] if every == 1 else [1, 3])
+    ids = torch.randint(0, 300, (3, 20))
+    expected = hf(ids).logits
+    assert (model(images, ids) - expected).abs().max() < 1e-4
+    assert (model(torch.randn_like(images), ids) - expected).abs().max() < 1e-4  # any image
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fields"),
+    [
+        ("qwen2", {"attn_bias": True, "bias": False, "norm_qk": False, "tie_word_embeddings": True, "head_size": 16}),
+        ("qwen3", {"attn_bias": False, "norm_qk": True, "head_size": 32, "n_query_groups": 2, "mlp_size": 96}),
+        (
+            "gemma",
+            {
+                "norm_add_unit_offset": True,
+                "scale_embeddings": True,
+                "mlp_class_name": "GemmaMLP",
+                "head_size": 32,
+                "gelu_approximate": "tanh",
+                "tie_word_embeddings": True,
+                "norm_class_name": "RMSNorm",
+            },
+        ),  # fmt: skip
+    ],
+)
+def test_the_decoder_is_sized_from_the_checkpoint(model_type, fields, tmp_path):
+    config = start(save_lm(tmp_path, model_type, 300)).config
+    resolved = {**config.to_dict(), "mlp_size": config.mlp_size()}
+    assert {k: resolved[k] for k in fields} == fields
+    assert (config.n_layer, config.n_head, config.n_embd, config.positions) == (4, 4, 64, "rope")
+    assert config.cross_gate
+
+
+def test_a_qwen3_start_generates_the_same_tokens_cached_and_uncached(tmp_path, images):
+    model = start(save_lm(tmp_path, "qwen3", 300), cross_attention_every=2)
+    for block in model.decoder.blocks():  # gates open: the image is in the path too
+        if block.cross_gate is not None:
+            block.cross_gate.data.fill_(0.7)
+    with torch.no_grad():
+        ref = uncached_greedy(model, images, 12)  # q/k norm and RoPE over the whole prefix, every step
+    assert greedy(model, images, IDS.bos_id, IDS.eos_id, IDS.pad_id, max_new_tokens=12) == ref
+    assert max(map(len, ref)) == 12  # the cache was used for many positions
+
+
+def test_a_qwen3_with_attention_biases_is_refused(tmp_path):
+    path = save_lm(tmp_path, "qwen3", 300, attention_bias=True)
+    with pytest.raises(ValueError, match=r"decoder_init_from=.* \(Qwen3\): attention_bias=True and mlp_bias=False"):
+        lm_config(CaptionerConfig(decoder_init_from=str(path)))
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_gemma_2_and_3_are_refused_naming_the_supported(model_type, tmp_path):
+    from transformers import AutoConfig
+
+    AutoConfig.for_model(model_type, hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
+        tmp_path
+    )
+    with pytest.raises(ValueError, match=rf"is a '{model_type}' model; the supported .* gemma, gpt2, llama, "):
+        start(tmp_path)
