@@ -1,7 +1,11 @@
 """THE model package: a folder with config.json (the resolved `CaptionerConfig`), model.safetensors (the weights),
-tokenizer.json (the tokenizer it was trained with), and, when `captioner fit` made it, training.json (how it was
-made: `TrainingInfo`) and a README.md. This module is the one place that names those files; it reads a package
-(each file once, checked before anything is built), writes one atomically, and knows the older forms:
+tokenizer.json (the tokenizer it was trained with) and special_tokens.json (its BOS, EOS and padding ids), and, when
+`captioner fit` made it, training.json (how it was made: `TrainingInfo`) and a README.md. This module is the one
+place that names those files; it reads a package (each file once, checked before anything is built), writes one
+atomically, and knows the older forms:
+
+- a package without special_tokens.json (written before it was recorded) reads its special tokens from
+  tokenizer.json alone, as then (`CaptionTokenizer`: ours, or GPT-2's single end-of-text token);
 
 - a config.json without `preprocessing` (exported before it was recorded) is captioned as it was then: timm's data
   config with crop_pct 1.0 and a centre crop (`LEGACY_PREPROCESSING`), with a notice;
@@ -31,8 +35,14 @@ from captioner.weights import Header, check_header, check_shapes, load_checked
 log = logging.getLogger(__name__)
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 TRAINING_FILE, README_FILE = "training.json", "README.md"
+# the tokenizer's BOS/EOS/pad ids, `CaptionTokenizer.special`: {"bos_token_id": 1, "eos_token_id": 2, ...}. A file
+# beside tokenizer.json rather than config fields: they are the tokenizer's conventions (a language model's, read
+# by transformers), not the network's that config.json describes and the weights are checked against; and
+# tokenizer.json stays the file `tokenizers` wrote (transformers and export-hf read it as it is).
+SPECIAL_FILE = "special_tokens.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)  # what loading needs
-PACKAGE_FILES = (*REQUIRED_FILES, README_FILE, TRAINING_FILE)  # all a package holds: nothing else is read or uploaded
+# all a package holds: nothing else is read or uploaded
+PACKAGE_FILES = (*REQUIRED_FILES, SPECIAL_FILE, README_FILE, TRAINING_FILE)
 # packages exported before preprocessing was recorded were captioned with timm's config and crop_pct 1.0
 LEGACY_PREPROCESSING = {"crop_pct": 1.0, "crop_mode": "center"}
 
@@ -180,13 +190,28 @@ def read_package(folder: str | Path, name: str | Path | None = None) -> Package:
     check_inside(folder, PACKAGE_FILES)
     config = read_config(folder)
     header = check_header(config, folder / WEIGHTS_FILE, folder / CONFIG_FILE)  # sizes, dtypes: nothing allocated
-    tokenizer = CaptionTokenizer.load(folder / TOKENIZER_FILE)
-    if tokenizer.vocab_size != config.vocab_size:
+    tokenizer = read_tokenizer(folder)
+    if tokenizer.vocab_size > config.vocab_size:  # fewer is a language model's vocabulary padded above its tokenizer
         raise ValueError(
             f"{folder}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model {config.vocab_size}; "
             "a package's tokenizer is the one it was trained with"
         )
     return Package(folder, config, header, tokenizer)
+
+
+def read_tokenizer(folder: Path) -> CaptionTokenizer:
+    """The package's tokenizer.json with the special ids its special_tokens.json records (read as before without)."""
+    path = folder / SPECIAL_FILE
+    check_inside(folder, (TOKENIZER_FILE, SPECIAL_FILE))
+    if not path.is_file():
+        return CaptionTokenizer.load(folder / TOKENIZER_FILE)
+    try:
+        special = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(special, dict):
+            raise ValueError(f"a JSON object, not {type(special).__name__}")
+        return CaptionTokenizer.load(folder / TOKENIZER_FILE, special)
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not the {SPECIAL_FILE} a package holds ({err})") from err
 
 
 def read_config(folder: Path) -> CaptionerConfig:
@@ -247,6 +272,7 @@ def write_package(
         config.save(tmp / CONFIG_FILE)
         save_model(model, str(tmp / WEIGHTS_FILE))  # handles the tied lm_head / wte weights
         tokenizer.save(tmp / TOKENIZER_FILE)
+        (tmp / SPECIAL_FILE).write_text(json.dumps(tokenizer.special) + "\n", encoding="utf-8")
         parameters = sum(p.numel() for p in model.parameters())
         (tmp / README_FILE).write_text(_readme(config, parameters, note), encoding="utf-8")
         if training is not None:

@@ -70,12 +70,21 @@ def test_from_pretrained_reads_each_file_once_and_builds_the_model_once(tiny_mod
     monkeypatch.setattr(
         captioner.weights, "load_model", lambda m, p, **k: reads.append("tensors") or tensors(m, p, **k)
     )
-    monkeypatch.setattr(CaptionTokenizer, "load", classmethod(lambda cls, p: reads.append(p.name) or load(p)))
+    monkeypatch.setattr(
+        CaptionTokenizer, "load", classmethod(lambda cls, p, s=None: reads.append(p.name) or load(p, s))
+    )
     builds = []
     init = Captioner.__init__
     monkeypatch.setattr(Captioner, "__init__", lambda self, *a, **k: builds.append(1) or init(self, *a, **k))
     model, _ = Captioner.from_pretrained(package)
-    assert sorted(reads) == ["config.json", "model.safetensors header", "tensors", "tokenizer.json"]  # no training.json
+    # no training.json
+    assert sorted(reads) == [
+        "config.json",
+        "model.safetensors header",
+        "special_tokens.json",
+        "tensors",
+        "tokenizer.json",
+    ]
     assert len(builds) == 1
     ids = torch.randint(0, tokenizer.vocab_size, (2, 5))
     images = torch.randn(2, 3, 32, 32)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from captioner.config import CaptionerConfig
-from captioner.package import TOKENIZER_FILE
+from captioner.package import TOKENIZER_FILE, read_tokenizer
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.settings import TokenizerSource
 
@@ -39,7 +39,7 @@ def resolve_tokenizer(
         file = package / TOKENIZER_FILE
         if not file.is_file():
             raise FileNotFoundError(f"init_from={package} is not a model package: {file} is missing")
-        loaded = CaptionTokenizer.load(file)
+        loaded = read_tokenizer(package)
     elif config is not None and config.decoder_init_from:
         loaded = CaptionTokenizer.from_hf(config.decoder_init_from)
     elif source.extend:

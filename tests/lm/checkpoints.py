@@ -58,3 +58,46 @@ def save_lm(path: Path, model_type: str, vocab_size: int, seed: int = 0, **overr
                 p.uniform_(-0.5, 0.5)
     model.save_pretrained(path)
     return path
+
+
+# each LM family's tokenizer conventions: its special tokens (in id order, first), the template its post-processor
+# prepends, the tokens transformers is told are bos/eos/pad/unk, and the added tokens after them
+TOKENIZER_STYLES: dict[str, dict[str, Any]] = {
+    "llama": {"specials": ["<unk>", "<s>", "</s>"], "template": "<s>",
+              "roles": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}},  # no pad: eos pads
+    "qwen": {"specials": ["<|endoftext|>"], "template": None,  # no BOS at all
+             "roles": {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+             "added": ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|box_start|>"]},
+    "gemma": {"specials": ["<pad>", "<eos>", "<bos>", "<unk>"], "template": "<bos>",
+              "roles": {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}},
+}  # fmt: skip
+
+
+def save_lm_tokenizer(path: Path, style: str, texts: list[str], vocab_size: int = 300) -> Path:
+    """A byte-level BPE trained on `texts` with `style`'s special tokens and post-processor (Llama's and Gemma's
+    prepend their BOS), saved by transformers' `save_pretrained` into `path`, as an LM's folder holds it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = TOKENIZER_STYLES[style]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=spec["specials"],
+        initial_alphabet=alphabet,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    if spec.get("added"):
+        tok.add_special_tokens(spec["added"])
+    if spec["template"]:
+        bos = spec["template"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    PreTrainedTokenizerFast(tokenizer_object=tok, **spec["roles"]).save_pretrained(path)
+    return path
