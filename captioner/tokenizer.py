@@ -161,15 +161,17 @@ class CaptionTokenizer:
     # ---- vocabulary adaptation (fine-tuning on text the tokenizer has not seen) -----------------------------------
     def extend(self, texts: Iterable[str], count: int, min_frequency: int = 2) -> CaptionTokenizer:
         """This tokenizer with up to `count` new tokens learned from `texts` (BPE merges trained on them, appended
-        after the existing merges): every existing token keeps its id, new ids follow; a text made of known
-        merges tokenizes as before unless a new merge joins its pieces. `pieces(base_size)` tells which
-        existing tokens a new one stands for (what its embedding starts from)."""
+        after the existing merges): every existing token keeps its id, and so do BOS, EOS and padding; new ids follow;
+        a text made of known merges tokenizes as before unless a new merge joins its pieces. `pieces(base_size)`
+        tells which existing tokens a new one stands for (what its embedding starts from)."""
         spec = json.loads(self.tokenizer.to_str())
         model = spec["model"]
-        if model.get("type") != "BPE" or type(self.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
-            raise ValueError("extending needs a byte-level BPE tokenizer (ours, or GPT-2's)")
+        if model.get("type") != "BPE" or not _byte_level(spec.get("pre_tokenizer")):
+            raise ValueError("extending needs a byte-level BPE tokenizer (ours, GPT-2's, Qwen's, Llama 3's)")
         fresh = CaptionTokenizer.train(texts, vocab_size=len(model["vocab"]) + count + 256, min_frequency=min_frequency)
         vocab: dict[str, int] = model["vocab"]
+        for token in spec.get("added_tokens") or []:  # added after the BPE's vocabulary (Qwen's): held at their ids
+            vocab.setdefault(token["content"], token["id"])
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
         known, size, added = set(merges), self.vocab_size, 0
         for a, b in (tuple(m) for m in json.loads(fresh.tokenizer.to_str())["model"]["merges"]):
@@ -206,6 +208,15 @@ class CaptionTokenizer:
             return [p for part in first[token] for p in expand(part)]
 
         return {i: expand(token_of[i]) for i in range(base_size, self.vocab_size)}
+
+
+def _byte_level(pre_tokenizer: dict | None) -> bool:
+    """Whether a tokenizer.json's pre-tokenizer ends in GPT-2's byte-level mapping: ByteLevel itself, or a Sequence
+    whose last step it is (Qwen's and Llama 3's split by their own pattern first)."""
+    if pre_tokenizer and pre_tokenizer.get("type") == "Sequence":
+        steps = pre_tokenizer.get("pretokenizers") or [{}]
+        return steps[-1].get("type") == "ByteLevel"
+    return bool(pre_tokenizer) and pre_tokenizer.get("type") == "ByteLevel"
 
 
 def _checked(special: dict[str, int], size: int) -> tuple[int, int, int]:

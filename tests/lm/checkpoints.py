@@ -61,11 +61,12 @@ def save_lm(path: Path, model_type: str, vocab_size: int, seed: int = 0, **overr
 
 
 # each LM family's tokenizer conventions: its special tokens (in id order, first), the template its post-processor
-# prepends, the tokens transformers is told are bos/eos/pad/unk, and the added tokens after them
+# prepends, the tokens transformers is told are bos/eos/pad/unk, and the added tokens after them; "split": the text
+# split by Qwen's own pattern before the byte-level mapping (a Sequence pre-tokenizer, as Qwen's and Llama 3's)
 TOKENIZER_STYLES: dict[str, dict[str, Any]] = {
     "llama": {"specials": ["<unk>", "<s>", "</s>"], "template": "<s>",
               "roles": {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}},  # no pad: eos pads
-    "qwen": {"specials": ["<|endoftext|>"], "template": None,  # no BOS at all
+    "qwen": {"specials": ["<|endoftext|>"], "template": None, "split": True,  # no BOS at all
              "roles": {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
              "added": ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|box_start|>"]},
     "gemma": {"specials": ["<pad>", "<eos>", "<bos>", "<unk>"], "template": "<bos>",
@@ -73,15 +74,24 @@ TOKENIZER_STYLES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+QWEN_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+                r"|\s+(?!\S)|\s+")  # fmt: skip
+
+
 def save_lm_tokenizer(path: Path, style: str, texts: list[str], vocab_size: int = 300) -> Path:
     """A byte-level BPE trained on `texts` with `style`'s special tokens and post-processor (Llama's and Gemma's
     prepend their BOS), saved by transformers' `save_pretrained` into `path`, as an LM's folder holds it."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     spec = TOKENIZER_STYLES[style]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if spec.get("split"):
+        split = pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(

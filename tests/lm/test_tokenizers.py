@@ -60,6 +60,10 @@ def test_a_package_keeps_the_ids_and_so_does_extend(lm_tokenizer, tmp_path):
     assert again.encode(TEXT) == tok.encode(TEXT)
     extended = tok.extend(["zebra zebra zebra quokka quokka quokka"] * 4, 4)
     assert extended.vocab_size > tok.vocab_size and extended.special == tok.special
+    old = tok.tokenizer.id_to_token
+    assert all(extended.tokenizer.id_to_token(i) == old(i) for i in range(tok.vocab_size))  # Qwen's added tokens too
+    new = "zebra quokka"
+    assert len(extended.encode(new)) < len(tok.encode(new)) and extended.decode(extended.encode(new)) == new
 
 
 def test_a_package_without_the_record_loads_as_before(tokenizer, tmp_path):
