@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -210,13 +211,13 @@ class CaptionTokenizer:
         return {i: expand(token_of[i]) for i in range(base_size, self.vocab_size)}
 
 
-def _byte_level(pre_tokenizer: dict | None) -> bool:
+def _byte_level(pre_tokenizer: dict[str, Any] | None) -> bool:
     """Whether a tokenizer.json's pre-tokenizer ends in GPT-2's byte-level mapping: ByteLevel itself, or a Sequence
     whose last step it is (Qwen's and Llama 3's split by their own pattern first)."""
-    if pre_tokenizer and pre_tokenizer.get("type") == "Sequence":
-        steps = pre_tokenizer.get("pretokenizers") or [{}]
-        return steps[-1].get("type") == "ByteLevel"
-    return bool(pre_tokenizer) and pre_tokenizer.get("type") == "ByteLevel"
+    step = pre_tokenizer or {}
+    if step.get("type") == "Sequence":
+        step = (step.get("pretokenizers") or [{}])[-1]
+    return step.get("type") == "ByteLevel"
 
 
 def _checked(special: dict[str, int], size: int) -> tuple[int, int, int]:
