@@ -11,6 +11,15 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
                "original_max_position_embeddings": 64}  # fmt: skip
 
 
+def start(path: Path, **overrides: Any) -> Any:  # a Captioner
+    """The tiny preset's captioner started from the LM in `path` (seeded; eval mode), `overrides` its config's."""
+    from captioner.config import CaptionerConfig
+    from captioner.model import Captioner
+
+    torch.manual_seed(0)
+    return Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(path), **overrides)).eval()
+
+
 def llama_kwargs(vocab_size: int, **overrides: Any) -> dict[str, Any]:
     """Grouped-query attention (4 heads, 2 key/value heads), an untied head, rope theta and RMSNorm eps off their
     defaults, an MLP width that is not 4x."""

@@ -1,4 +1,5 @@
-"""Qwen2, Qwen3 and Gemma starts: with the gates at zero the captioner's logits are the LM's, for any image."""
+"""Every Llama-style start (Llama, Mistral, SmolLM3, Qwen2, Qwen3, Gemma): with the gates at zero the captioner's
+logits are the LM's, for any image; what Qwen and Gemma bring, and what is refused."""
 
 import pytest
 import torch
@@ -6,27 +7,26 @@ import torch
 from captioner.config import CaptionerConfig
 from captioner.generate import greedy
 from captioner.lm import lm_config
-from captioner.model import Captioner
-from tests.lm.checkpoints import save_lm
+from tests.lm.checkpoints import LLAMA3_ROPE, save_lm, start
 from tests.test_generate import IDS, uncached_greedy
 
-FAMILIES = {
-    "qwen2": {},  # q/k/v biases, a tied head
-    "qwen2-untied": {"tie_word_embeddings": False},
-    "qwen3": {},  # q/k norm before RoPE, head_dim 32 with hidden 64 and 4 heads
-    "gemma": {},  # 1 + w RMSNorm, GeGLU, scaled embeddings, tied head, head_dim 32
+# name -> (model_type, checkpoint overrides); FAMILY_KWARGS adds what each family's released models set
+VARIANTS = {
+    "llama": ("llama", {}),  # grouped-query attention, an untied head
+    "llama3-rope": ("llama", {"rope_scaling": LLAMA3_ROPE}),
+    "mistral": ("mistral", {}),
+    "smollm3": ("smollm3", {}),  # its fourth layer has no RoPE
+    "qwen2": ("qwen2", {}),  # q/k/v biases, a tied head
+    "qwen2-untied": ("qwen2", {"tie_word_embeddings": False}),
+    "qwen3": ("qwen3", {}),  # q/k norm before RoPE, head_dim 32 with hidden 64 and 4 heads
+    "gemma": ("gemma", {}),  # 1 + w RMSNorm, GeGLU, scaled embeddings, tied head, head_dim 32
 }
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def checkpoint(request, tmp_path_factory):
-    model_type = request.param.split("-")[0]
-    return save_lm(tmp_path_factory.mktemp(request.param), model_type, 300, **FAMILIES[request.param])
-
-
-def start(path, **overrides) -> Captioner:
-    torch.manual_seed(0)
-    return Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(path), **overrides)).eval()
+    model_type, overrides = VARIANTS[request.param]
+    return save_lm(tmp_path_factory.mktemp(request.param), model_type, 300, **overrides)
 
 
 @pytest.mark.parametrize("every", [1, 2])
