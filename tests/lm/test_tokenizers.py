@@ -93,3 +93,26 @@ def test_a_broken_record_is_named(record, said, tokenizer, tmp_path):
     (package / SPECIAL_FILE).write_text(record)
     with pytest.raises(ValueError, match=said):
         read_package(package)
+
+
+def test_fit_from_a_qwen_start_carries_its_tokenizer_into_the_package(tmp_path):
+    from captioner.cli import main
+    from tests.helpers import ROOT
+    from tests.lm.checkpoints import save_lm
+    from tests.lm.test_bad_input import TINY_RUN
+
+    folder = save_lm_tokenizer(save_lm(tmp_path / "qwen", "qwen2", 320), "qwen", TEXTS)  # vocab padded above 304
+    runs = tmp_path / "runs"
+    args = [
+        *TINY_RUN,
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=1",
+        f"--model.config.decoder_init_from={folder}",
+    ]
+    args += ["--data.init_args.captions.truncate=true", f"--trainer.logger.init_args.save_dir={runs}"]
+    assert main(["fit", "--config", str(ROOT / "configs/shapes.yaml"), *args]) == 0
+    package = next(runs.glob("shapes/version_*/model"))
+    model, tok = Captioner.from_pretrained(package)
+    lm = CaptionTokenizer.from_hf(str(folder))
+    assert tok.special == lm.special and tok.bos_id == tok.tokenizer.token_to_id("<|endoftext|>")
+    assert model.config.vocab_size == 320 and tok.vocab_size == lm.vocab_size < 320
