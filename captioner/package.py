@@ -1,11 +1,10 @@
 """THE model package: a folder with config.json (the resolved `CaptionerConfig`), model.safetensors (the weights),
-tokenizer.json (the tokenizer it was trained with) and special_tokens.json (its BOS, EOS and padding ids), and, when
-`captioner fit` made it, training.json (how it was made: `TrainingInfo`) and a README.md. This module is the one
-place that names those files; it reads a package (each file once, checked before anything is built), writes one
-atomically, and knows the older forms:
+tokenizer.json and special_tokens.json (the tokenizer it was trained with, its BOS/EOS/pad ids), and, when `captioner
+fit` made it, training.json (how it was made: `TrainingInfo`) and a README.md. This module is the one place that
+names those files; it reads a package (each file once, checked before anything is built), writes one atomically,
+and knows the older forms:
 
-- a package without special_tokens.json (written before it was recorded) reads its special tokens from
-  tokenizer.json alone, as then (`CaptionTokenizer`: ours, or GPT-2's single end-of-text token);
+- one without special_tokens.json (written before it was recorded) reads its special ids from tokenizer.json;
 
 - a config.json without `preprocessing` (exported before it was recorded) is captioned as it was then: timm's data
   config with crop_pct 1.0 and a centre crop (`LEGACY_PREPROCESSING`), with a notice;
@@ -30,19 +29,14 @@ from torch import nn
 from captioner.config import CaptionerConfig
 from captioner.outputs import atomic_folder
 from captioner.tokenizer import CaptionTokenizer
-from captioner.weights import Header, check_header, check_shapes, load_checked
+from captioner.weights import Header, check_header, check_shapes, load_checked, rebuild_computed_buffers
 
 log = logging.getLogger(__name__)
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 TRAINING_FILE, README_FILE = "training.json", "README.md"
-# the tokenizer's BOS/EOS/pad ids, `CaptionTokenizer.special`: {"bos_token_id": 1, "eos_token_id": 2, ...}. A file
-# beside tokenizer.json rather than config fields: they are the tokenizer's conventions (a language model's, read
-# by transformers), not the network's that config.json describes and the weights are checked against; and
-# tokenizer.json stays the file `tokenizers` wrote (transformers and export-hf read it as it is).
-SPECIAL_FILE = "special_tokens.json"
+SPECIAL_FILE = "special_tokens.json"  # the tokenizer's BOS/EOS/pad ids (`read_tokenizer`)
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)  # what loading needs
-# all a package holds: nothing else is read or uploaded
-PACKAGE_FILES = (*REQUIRED_FILES, SPECIAL_FILE, README_FILE, TRAINING_FILE)
+PACKAGE_FILES = (*REQUIRED_FILES, SPECIAL_FILE, README_FILE, TRAINING_FILE)  # all a package holds, all read/uploaded
 # packages exported before preprocessing was recorded were captioned with timm's config and crop_pct 1.0
 LEGACY_PREPROCESSING = {"crop_pct": 1.0, "crop_mode": "center"}
 
@@ -200,16 +194,15 @@ def read_package(folder: str | Path, name: str | Path | None = None) -> Package:
 
 
 def read_tokenizer(folder: Path) -> CaptionTokenizer:
-    """The package's tokenizer.json with the special ids its special_tokens.json records (read as before without)."""
+    """tokenizer.json with the ids special_tokens.json records, `CaptionTokenizer.special` ({"bos_token_id": 1, ...}):
+    a file beside tokenizer.json, not config fields, as they are the tokenizer's conventions (a language model's, read
+    by transformers), not the network config.json describes; tokenizer.json stays the file `tokenizers` wrote."""
     path = folder / SPECIAL_FILE
     check_inside(folder, (TOKENIZER_FILE, SPECIAL_FILE))
-    if not path.is_file():
+    if not path.is_file():  # a package from before the record
         return CaptionTokenizer.load(folder / TOKENIZER_FILE)
     try:
-        special = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(special, dict):
-            raise ValueError(f"a JSON object, not {type(special).__name__}")
-        return CaptionTokenizer.load(folder / TOKENIZER_FILE, special)
+        return CaptionTokenizer.load(folder / TOKENIZER_FILE, json.loads(path.read_text(encoding="utf-8")))
     except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path}: not the {SPECIAL_FILE} a package holds ({err})") from err
 
@@ -239,20 +232,7 @@ def load_package_weights(model: nn.Module, package: Package) -> None:
     finally:
         torch.__future__.set_swap_module_params_on_conversion(swap)
     load_checked(model, package.weights)  # every tensor the state dict holds, or an error
-    _rebuild_computed_buffers(model)
-
-
-def _rebuild_computed_buffers(model: nn.Module) -> None:
-    """What no state dict holds, timm's computed tables (RoPE frequencies, relative-position indices), made again
-    as timm's `reinit_non_persistent_buffers` does; a module that cannot make its own is named."""
-    for name, module in model.named_modules():
-        if hasattr(module, "init_non_persistent_buffers"):
-            module.init_non_persistent_buffers()
-        elif any(b.numel() for n, b in module.named_buffers(recurse=False) if n in module._non_persistent_buffers_set):
-            raise ValueError(
-                f"{type(module).__name__} ({name}) holds computed buffers that cannot be rebuilt "
-                "after loading; install a timm whose modules have init_non_persistent_buffers"
-            )
+    rebuild_computed_buffers(model)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------------

@@ -222,8 +222,8 @@ def _byte_level(pre_tokenizer: dict[str, Any] | None) -> bool:
 
 def _checked(special: dict[str, int], size: int) -> tuple[int, int, int]:
     """(bos, eos, pad) from `special`: every `SPECIAL_IDS` name, each an id of the tokenizer's `size` tokens."""
-    if sorted(special) != sorted(SPECIAL_IDS):
-        raise ValueError(f"special token ids {special}: give exactly {', '.join(SPECIAL_IDS)}")
+    if not isinstance(special, dict) or sorted(special) != sorted(SPECIAL_IDS):
+        raise ValueError(f"special token ids {special}: give a JSON object of exactly {', '.join(SPECIAL_IDS)}")
     for name, i in special.items():
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size:
             raise ValueError(f"special token ids: {name}={i!r} is not a token id of this {size}-token tokenizer")

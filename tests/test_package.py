@@ -21,7 +21,7 @@ from captioner.package import (
 )
 from tests.helpers import ROOT
 
-NAMES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
+NAMES = ("config.json", "model.safetensors", "tokenizer.json", "special_tokens.json", "training.json")
 # The transformers folder of `export-hf` has files of the same names, but they are transformers' own: its
 # save_pretrained names and writes them, and captioner/hf/export.py names none (it reads the captioner package's
 # tokenizer through captioner.package). The two remote-code files are exempt: they are copied into that folder and

@@ -3,8 +3,8 @@ RMSNorm scaling by 1 + w (`norm_add_unit_offset`), a GeGLU MLP (`GemmaMLP`, GELU
 `gelu_pytorch_tanh`), token embeddings times sqrt(hidden_size) in the embedding's dtype (`scale_embeddings`), a
 tied head and a head size set apart from the width (`head_dim`, 256 in the released models).
 
-Gemma 2 and 3 are other `model_type`s, refused: their attention-logit soft-capping, alternating sliding and global
-layers and norms after each sub-layer as well as before have no field here yet.
+Gemma 2 and 3 are other `model_type`s, refused: their norms after each sub-layer as well as before, Gemma 2's
+attention-score scalar and soft-capping and Gemma 3's two RoPE bases have no field here yet.
 """
 
 from __future__ import annotations

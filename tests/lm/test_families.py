@@ -59,7 +59,7 @@ def test_the_start_is_the_language_model(checkpoint, every, images):
                 "tie_word_embeddings": True,
                 "norm_class_name": "RMSNorm",
             },
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_the_decoder_is_sized_from_the_checkpoint(model_type, fields, tmp_path):
@@ -70,13 +70,20 @@ def test_the_decoder_is_sized_from_the_checkpoint(model_type, fields, tmp_path):
     assert config.cross_gate
 
 
-def test_a_qwen3_start_generates_the_same_tokens_cached_and_uncached(tmp_path, images):
-    model = start(save_lm(tmp_path, "qwen3", 300), cross_attention_every=2)
+def test_a_qwen2_sliding_window_caps_the_block_size(tmp_path):
+    window = {"use_sliding_window": True, "sliding_window": 16, "max_window_layers": 0}
+    assert start(save_lm(tmp_path / "on", "qwen2", 300, **window)).config.block_size == 16
+    assert start(save_lm(tmp_path / "off", "qwen2", 300, sliding_window=16)).config.block_size == 24  # the preset's
+
+
+@pytest.mark.parametrize("model_type", ["qwen3"])  # q/k norm and RoPE under the cache
+def test_cached_generation_equals_uncached_token_for_token(model_type, tmp_path, images):
+    model = start(save_lm(tmp_path, model_type, 300), cross_attention_every=2)
     for block in model.decoder.blocks():  # gates open: the image is in the path too
         if block.cross_gate is not None:
             block.cross_gate.data.fill_(0.7)
     with torch.no_grad():
-        ref = uncached_greedy(model, images, 12)  # q/k norm and RoPE over the whole prefix, every step
+        ref = uncached_greedy(model, images, 12)  # the whole prefix, every step
     assert greedy(model, images, IDS.bos_id, IDS.eos_id, IDS.pad_id, max_new_tokens=12) == ref
     assert max(map(len, ref)) == 12  # the cache was used for many positions
 
@@ -87,8 +94,8 @@ def test_a_qwen3_with_attention_biases_is_refused(tmp_path):
         lm_config(CaptionerConfig(decoder_init_from=str(path)))
 
 
-@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
-def test_gemma_2_and_3_are_refused_naming_the_supported(model_type, tmp_path):
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text", "qwen3_moe"])
+def test_gemma_2_3_and_mixtures_of_experts_are_refused_naming_the_supported(model_type, tmp_path):
     from transformers import AutoConfig
 
     AutoConfig.for_model(model_type, hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(

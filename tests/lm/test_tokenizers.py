@@ -79,9 +79,9 @@ def test_a_package_without_the_record_loads_as_before(tokenizer, tmp_path):
 @pytest.mark.parametrize(
     ("record", "said"),
     [
-        ('{"bos_token_id": 1}', "give exactly bos_token_id, eos_token_id, pad_token_id"),
+        ('{"bos_token_id": 1}', "give a JSON object of exactly bos_token_id, eos_token_id, pad_token_id"),
         ('{"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 9999}', "pad_token_id=9999 is not a token id"),
-        ("[1, 2, 0]", "a JSON object, not list"),
+        ("[1, 2, 0]", r"special token ids \[1, 2, 0\]: give a JSON object"),
         ("{oops", "special_tokens.json a package holds"),
     ],
 )
