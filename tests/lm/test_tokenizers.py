@@ -95,6 +95,7 @@ def test_a_broken_record_is_named(record, said, tokenizer, tmp_path):
         read_package(package)
 
 
+@pytest.mark.slow  # a 2-step training: 2-3 s alone, more on a shared machine
 def test_fit_from_a_qwen_start_carries_its_tokenizer_into_the_package(tmp_path):
     from captioner.cli import main
     from tests.helpers import ROOT
