@@ -82,14 +82,14 @@ def llama_config(hf: Any) -> dict[str, Any]:
     return llama_fields(hf)
 
 
-def llama_weights(hf: State, config: CaptionerConfig) -> State:
+def llama_weights(hf: State, config: CaptionerConfig, layer: dict[str, str] = LAYER) -> State:
     top = {"wte.weight": "embed_tokens.weight", "ln_f.weight": "norm.weight"}
     hf = without_prefix(hf, "model.")
     if config.tie_word_embeddings:
         hf.pop("lm_head.weight", None)  # saved by some tied checkpoints: the same tensor as embed_tokens
     else:
         top["lm_head.weight"] = "lm_head.weight"
-    return rename(hf, config.n_layer, top, LAYER, FUSED, ignore=IGNORED)
+    return rename(hf, config.n_layer, top, layer, FUSED, ignore=IGNORED)
 
 
 LLAMA = Family("Llama", llama_config, llama_weights)

@@ -47,6 +47,16 @@ FAMILY_KWARGS: dict[str, dict[str, Any]] = {
     "qwen2": {"tie_word_embeddings": True},  # q/k/v biases are Qwen2's own
     "qwen3": {"head_dim": 32},  # q/k norm; a head size apart from hidden_size / heads (16)
     "gemma": {"head_dim": 32, "tie_word_embeddings": True, "hidden_act": "gelu_pytorch_tanh"},
+    # weights large enough and caps low enough that the soft-capping bends the scores; a window beyond the captions
+    "gemma2": {
+        "head_dim": 32,
+        "tie_word_embeddings": True,
+        "query_pre_attn_scalar": 24,
+        "attn_logit_softcapping": 2.0,
+        "final_logit_softcapping": 3.0,
+        "sliding_window": 48,
+        "initializer_range": 0.2,
+    },
 }
 
 

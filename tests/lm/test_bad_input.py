@@ -45,7 +45,10 @@ def test_an_unsupported_family(tmp_path, tokenizer, capsys):
 
     OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2).save_pretrained(tmp_path)
     said = fit_fails(capsys, with_tokenizer(tmp_path, tokenizer))
-    assert "is a 'opt' model; the supported language models are gemma, gpt2, llama, mistral, qwen2, qwen3" in said
+    assert (
+        "is a 'opt' model; the supported language models are gemma, gemma2, gpt2, llama, mistral, qwen2, qwen3, smollm3"
+        in said
+    )
 
 
 def test_only_pickled_weights(llama_dir, tmp_path, capsys):

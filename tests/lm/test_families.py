@@ -20,6 +20,7 @@ VARIANTS = {
     "qwen2-untied": ("qwen2", {"tie_word_embeddings": False}),
     "qwen3": ("qwen3", {}),  # q/k norm before RoPE, head_dim 32 with hidden 64 and 4 heads
     "gemma": ("gemma", {}),  # 1 + w RMSNorm, GeGLU, scaled embeddings, tied head, head_dim 32
+    "gemma2": ("gemma2", {}),  # Gemma's, with post norms, a score scalar, score and logit soft-capping
 }
 
 
@@ -60,6 +61,17 @@ def test_the_start_is_the_language_model(checkpoint, every, images):
                 "norm_class_name": "RMSNorm",
             },
         ),
+        (
+            "gemma2",
+            {
+                "attention_scores_scalar": 24,
+                "attention_logit_softcapping": 2.0,
+                "final_logit_softcapping": 3.0,
+                "post_attention_norm": True,
+                "post_mlp_norm": True,
+                "norm_add_unit_offset": True,
+            },
+        ),
     ],
 )
 def test_the_decoder_is_sized_from_the_checkpoint(model_type, fields, tmp_path):
@@ -76,7 +88,7 @@ def test_a_qwen2_sliding_window_caps_the_block_size(tmp_path):
     assert start(save_lm(tmp_path / "off", "qwen2", 300, sliding_window=16)).config.block_size == 24  # the preset's
 
 
-@pytest.mark.parametrize("model_type", ["qwen3"])  # q/k norm and RoPE under the cache
+@pytest.mark.parametrize("model_type", ["qwen3", "gemma2"])  # q/k norm and RoPE; soft-capped scores
 def test_cached_generation_equals_uncached_token_for_token(model_type, tmp_path, images):
     model = start(save_lm(tmp_path, model_type, 300), cross_attention_every=2)
     for block in model.decoder.blocks():  # gates open: the image is in the path too
@@ -94,12 +106,12 @@ def test_a_qwen3_with_attention_biases_is_refused(tmp_path):
         lm_config(CaptionerConfig(decoder_init_from=str(path)))
 
 
-@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text", "qwen3_moe"])
-def test_gemma_2_3_and_mixtures_of_experts_are_refused_naming_the_supported(model_type, tmp_path):
+@pytest.mark.parametrize("model_type", ["gemma3_text", "qwen3_moe"])
+def test_gemma_3_and_mixtures_of_experts_are_refused_naming_the_supported(model_type, tmp_path):
     from transformers import AutoConfig
 
     AutoConfig.for_model(model_type, hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
         tmp_path
     )
-    with pytest.raises(ValueError, match=rf"is a '{model_type}' model; the supported .* gemma, gpt2, llama, "):
+    with pytest.raises(ValueError, match=rf"is a '{model_type}' model; the supported .* gemma, gemma2, gpt2, llama, "):
         start(tmp_path)

@@ -73,7 +73,9 @@ def test_an_unsupported_family_is_refused_naming_the_supported(tmp_path):
     from transformers import OPTConfig
 
     OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"is a 'opt' model; the supported language models are gemma, gpt2, llama, "):
+    with pytest.raises(
+        ValueError, match=r"is a 'opt' model; the supported language models are gemma, gemma2, gpt2, llama, "
+    ):
         Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(tmp_path)))
     assert {"gpt2", "llama", "mistral"} <= set(FAMILIES)
 
