@@ -58,26 +58,57 @@ def attend(
     mask: torch.Tensor | None = None,
     causal: bool = False,
     dropout: float = 0.0,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention of queries (B, nh, T, hs) over keys/values (B, ng, S, hs), each key/value head
-    serving nh // ng query heads (grouped-query attention); `mask` (T, S) True where a query sees a key. Without a
-    causal mask, the query heads of a group are folded into the query length, so the keys/values are never copied."""
+    serving nh // ng query heads (grouped-query attention); `mask` (T, S) True where a query sees a key; `scale`
+    the scores' factor (None: hs ** -0.5). Without a causal mask, the query heads of a group are folded into the
+    query length, so the keys/values are never copied. `softcap`: `softcapped` attention."""
     B, nh, T, hs = q.shape
     ng = k.size(1)
+    if softcap is not None:
+        return softcapped(q, k, v, mask, causal, dropout, scale, softcap)
     if nh == ng:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale)
     if causal:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, enable_gqa=True)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=True)
     rep = nh // ng
     folded = q.reshape(B, ng, rep * T, hs)  # head g * rep + r, position t -> group g, row r * T + t
     mask = None if mask is None else mask.repeat(rep, 1)  # (rep * T, S)
-    y = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout)  # (B, ng, rep * T, hs)
-    return y.view(B, nh, T, hs)
+    y = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    return y.view(B, nh, T, hs)  # from (B, ng, rep * T, hs)
+
+
+def softcapped(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    causal: bool,
+    dropout: float,
+    scale: float | None,
+    softcap: float,
+) -> torch.Tensor:
+    """`attend` with the scores soft-capped, c * tanh(scores / c), before the mask and the softmax (Gemma 2's
+    `attn_logit_softcapping`; no SDPA kernel has it, so the scores are made here, the softmax in float32)."""
+    B, nh, T, hs = q.shape
+    S, rep = k.size(2), nh // k.size(1)
+    k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, nh, S, hs)
+    scores = (q @ k.transpose(-2, -1)) * (hs**-0.5 if scale is None else scale)  # (B, nh, T, S)
+    scores = torch.tanh(scores / softcap) * softcap
+    if causal:  # query t sees keys [0, S - T + t]
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(torch.softmax(scores.float(), dim=-1).to(q.dtype), p=dropout)
+    return weights @ v  # (B, nh, T, hs)
 
 
 class SelfAttention(nn.Module):
     """Causal self-attention with a fused qkv projection (nanoGPT's `c_attn`, [q; k; v] with n_query_groups key/value
-    heads), optional q/k norm and RoPE on queries and keys, and an optional KV cache of the key/value heads."""
+    heads), optional q/k norm and RoPE on queries and keys, an optional KV cache of the key/value heads, and the
+    config's score scale and soft-capping (Gemma 2)."""
 
     def __init__(self, config: CaptionerConfig) -> None:
         super().__init__()
@@ -88,6 +119,8 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(q_size, config.n_embd, bias=config.bias)
         self.norm_q = make_norm(config, self.head_size) if config.norm_qk else None
         self.norm_k = make_norm(config, self.head_size) if config.norm_qk else None
+        scalar = config.attention_scores_scalar
+        self.scale, self.softcap = (None if scalar is None else scalar**-0.5), config.attention_logit_softcapping
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache: KVCache | None = None
@@ -106,14 +139,14 @@ class SelfAttention(nn.Module):
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         drop = self.dropout if self.training else 0.0
         if start is None:
-            y = attend(q, k, v, causal=True, dropout=drop)  # (B, nh, T, hs)
+            y = attend(q, k, v, causal=True, dropout=drop, scale=self.scale, softcap=self.softcap)  # (B, nh, T, hs)
         else:
             assert self.kv_cache is not None, "call set_kv_cache() before decoding with positions"
             k, v = self.kv_cache.update(start, k, v)  # (B, ng, start + T, hs)
             mask = None
             if T > 1:  # prefill: query t sees keys [0, start + t]
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            y = attend(q, k, v, mask)  # (B, nh, T, hs)
+            y = attend(q, k, v, mask, scale=self.scale, softcap=self.softcap)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, self.sizes[0])
         return self.resid_dropout(self.c_proj(y))
 

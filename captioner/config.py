@@ -20,7 +20,8 @@ ROPE_ADJUSTMENTS = ({"factor", "low_freq_factor", "high_freq_factor", "original_
 LM_FIELDS = ("vocab_size", "n_layer", "n_head", "n_embd", "n_query_groups", "head_size", "bias", "attn_bias",
              "norm_class_name", "norm_eps", "norm_add_unit_offset", "norm_qk", "positions", "rope_base",
              "rope_adjustments", "rope_layers", "mlp_class_name", "intermediate_size", "gelu_approximate",
-             "scale_embeddings", "final_logit_softcapping", "tie_word_embeddings")  # fmt: skip
+             "scale_embeddings", "final_logit_softcapping", "attention_logit_softcapping", "attention_scores_scalar",
+             "post_attention_norm", "post_mlp_norm", "tie_word_embeddings")  # fmt: skip
 
 
 class Heads(NamedTuple):
@@ -79,6 +80,11 @@ class CaptionerConfig:
     gelu_approximate: str = "none"  # "tanh" for GPT-2 weights (its gelu_new) and Gemma's GeGLU
     scale_embeddings: bool = False  # token embeddings times sqrt(n_embd) (Gemma)
     final_logit_softcapping: float | None = None  # logits = c * tanh(logits / c) (Gemma 2)
+    # the self-attention's scores = c * tanh(scores / c) before the softmax (Gemma 2); None: plain scores
+    attention_logit_softcapping: float | None = None
+    attention_scores_scalar: int | None = None  # the self-attention scales by its -1/2 power; None: head_size (Gemma 2)
+    post_attention_norm: bool = False  # a norm on the self-attention's output before the residual add (Gemma 2)
+    post_mlp_norm: bool = False  # a norm on the MLP's output before the residual add (Gemma 2)
     tie_word_embeddings: bool = True  # the LM head is the token embedding (GPT-2); False: its own weights (Llama)
     # where the image enters: k = a cross-attention sub-layer in blocks k-1, 2k-1, ... (every k-th block counted
     # from the first, so the last block of each group of k has one, as OpenFlamingo's cross_attn_every_n_layers;
@@ -164,8 +170,9 @@ class CaptionerConfig:
             )
         if self.rope_layers is not None and not all(0 <= i < self.n_layer for i in self.rope_layers):
             raise ValueError(f"rope_layers={self.rope_layers}: give block indices from 0 to {self.n_layer - 1}")
-        if self.final_logit_softcapping is not None and not self.final_logit_softcapping > 0:
-            raise ValueError(f"final_logit_softcapping={self.final_logit_softcapping}; give a positive number")
+        for name in ("final_logit_softcapping", "attention_logit_softcapping", "attention_scores_scalar"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)}; give a positive number")
         self.cross_layers()
 
     def save(self, path: str | Path) -> None:

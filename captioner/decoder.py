@@ -1,6 +1,7 @@
 """The text decoder: one block class described by the config (litgpt style), cross-attention to the image in the
-blocks `cross_attention_every` names. Names follow nanoGPT (wte, wpe, h, ln_f, lm_head): a block is ln_1 + attn,
-[ln_2 + cross (+ cross_gate), [ln_cross_mlp + cross_mlp (+ cross_mlp_gate)]], ln_3 + mlp."""
+blocks `cross_attention_every` names. Names follow nanoGPT (wte, wpe, h, ln_f, lm_head): a block is ln_1 + attn
+(+ post_attention_norm), [ln_2 + cross (+ cross_gate), [ln_cross_mlp + cross_mlp (+ cross_mlp_gate)]], ln_3 + mlp
+(+ post_mlp_norm)."""
 
 from __future__ import annotations
 
@@ -36,14 +37,22 @@ def gated(y: torch.Tensor, gate: nn.Parameter | None) -> torch.Tensor:
     return y if gate is None else torch.tanh(gate) * y
 
 
+def post(y: torch.Tensor, norm: nn.Module | None) -> torch.Tensor:
+    """A sub-layer's output normed before the residual add (Gemma 2's post norms), or as it is."""
+    return y if norm is None else norm(y)
+
+
 class Block(nn.Module):
     """Pre-norm block: causal self-attention, then (in a cross-attention block) cross-attention to the image and an
-    optional cross MLP, each behind its tanh gate when `cross_gate`, then the MLP."""
+    optional cross MLP, each behind its tanh gate when `cross_gate`, then the MLP; with `post_attention_norm` and
+    `post_mlp_norm` the self-attention's and the MLP's outputs are normed too (Gemma 2)."""
 
     def __init__(self, config: CaptionerConfig, cross: bool = True) -> None:
         super().__init__()
         self.ln_1 = make_norm(config)
         self.attn = SelfAttention(config)
+        self.post_attention_norm: nn.Module | None = make_norm(config) if config.post_attention_norm else None
+        self.post_mlp_norm: nn.Module | None = make_norm(config) if config.post_mlp_norm else None
         self.ln_2: nn.Module | None = make_norm(config) if cross else None
         self.cross: CrossAttention | None = CrossAttention(config) if cross else None
         self.ln_3 = make_norm(config)
@@ -65,7 +74,7 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C). `kv`: this block's image keys/values (None in a block without cross-attention);
         `attention`, when given, receives its cross-attention weights (B, nh, T, N)."""
-        x = x + self.attn(self.ln_1(x), start, rope)
+        x = x + post(self.attn(self.ln_1(x), start, rope), self.post_attention_norm)
         if self.cross is not None and self.ln_2 is not None and kv is not None:
             h = self.ln_2(x)
             if attention is not None:
@@ -73,7 +82,7 @@ class Block(nn.Module):
             x = x + gated(self.cross(h, kv), self.cross_gate)
             if self.cross_mlp is not None and self.ln_cross_mlp is not None:
                 x = x + gated(self.cross_mlp(self.ln_cross_mlp(x)), self.cross_mlp_gate)
-        return x + self.mlp(self.ln_3(x))
+        return x + post(self.mlp(self.ln_3(x)), self.post_mlp_norm)
 
 
 class TextDecoder(nn.Module):

@@ -1,7 +1,10 @@
 """THE model package: a folder with config.json (the resolved `CaptionerConfig`), model.safetensors (the weights),
-tokenizer.json (the tokenizer it was trained with), and, when `captioner fit` made it, training.json (how it was
-made: `TrainingInfo`) and a README.md. This module is the one place that names those files; it reads a package
-(each file once, checked before anything is built), writes one atomically, and knows the older forms:
+tokenizer.json and special_tokens.json (the tokenizer it was trained with, its BOS/EOS/pad ids), and, when `captioner
+fit` made it, training.json (how it was made: `TrainingInfo`) and a README.md. This module is the one place that
+names those files; it reads a package (each file once, checked before anything is built), writes one atomically,
+and knows the older forms:
+
+- one without special_tokens.json (written before it was recorded) reads its special ids from tokenizer.json;
 
 - a config.json without `preprocessing` (exported before it was recorded) is captioned as it was then: timm's data
   config with crop_pct 1.0 and a centre crop (`LEGACY_PREPROCESSING`), with a notice;
@@ -26,13 +29,14 @@ from torch import nn
 from captioner.config import CaptionerConfig
 from captioner.outputs import atomic_folder
 from captioner.tokenizer import CaptionTokenizer
-from captioner.weights import Header, check_header, check_shapes, load_checked
+from captioner.weights import Header, check_header, check_shapes, load_checked, rebuild_computed_buffers
 
 log = logging.getLogger(__name__)
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 TRAINING_FILE, README_FILE = "training.json", "README.md"
+SPECIAL_FILE = "special_tokens.json"  # the tokenizer's BOS/EOS/pad ids (`read_tokenizer`)
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)  # what loading needs
-PACKAGE_FILES = (*REQUIRED_FILES, README_FILE, TRAINING_FILE)  # all a package holds: nothing else is read or uploaded
+PACKAGE_FILES = (*REQUIRED_FILES, SPECIAL_FILE, README_FILE, TRAINING_FILE)  # all a package holds, all read/uploaded
 # packages exported before preprocessing was recorded were captioned with timm's config and crop_pct 1.0
 LEGACY_PREPROCESSING = {"crop_pct": 1.0, "crop_mode": "center"}
 
@@ -180,13 +184,27 @@ def read_package(folder: str | Path, name: str | Path | None = None) -> Package:
     check_inside(folder, PACKAGE_FILES)
     config = read_config(folder)
     header = check_header(config, folder / WEIGHTS_FILE, folder / CONFIG_FILE)  # sizes, dtypes: nothing allocated
-    tokenizer = CaptionTokenizer.load(folder / TOKENIZER_FILE)
-    if tokenizer.vocab_size != config.vocab_size:
+    tokenizer = read_tokenizer(folder)
+    if tokenizer.vocab_size > config.vocab_size:  # fewer is a language model's vocabulary padded above its tokenizer
         raise ValueError(
             f"{folder}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model {config.vocab_size}; "
             "a package's tokenizer is the one it was trained with"
         )
     return Package(folder, config, header, tokenizer)
+
+
+def read_tokenizer(folder: Path) -> CaptionTokenizer:
+    """tokenizer.json with the ids special_tokens.json records, `CaptionTokenizer.special` ({"bos_token_id": 1, ...}):
+    a file beside tokenizer.json, not config fields, as they are the tokenizer's conventions (a language model's, read
+    by transformers), not the network config.json describes; tokenizer.json stays the file `tokenizers` wrote."""
+    path = folder / SPECIAL_FILE
+    check_inside(folder, (TOKENIZER_FILE, SPECIAL_FILE))
+    if not path.is_file():  # a package from before the record
+        return CaptionTokenizer.load(folder / TOKENIZER_FILE)
+    try:
+        return CaptionTokenizer.load(folder / TOKENIZER_FILE, json.loads(path.read_text(encoding="utf-8")))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not the {SPECIAL_FILE} a package holds ({err})") from err
 
 
 def read_config(folder: Path) -> CaptionerConfig:
@@ -214,20 +232,7 @@ def load_package_weights(model: nn.Module, package: Package) -> None:
     finally:
         torch.__future__.set_swap_module_params_on_conversion(swap)
     load_checked(model, package.weights)  # every tensor the state dict holds, or an error
-    _rebuild_computed_buffers(model)
-
-
-def _rebuild_computed_buffers(model: nn.Module) -> None:
-    """What no state dict holds, timm's computed tables (RoPE frequencies, relative-position indices), made again
-    as timm's `reinit_non_persistent_buffers` does; a module that cannot make its own is named."""
-    for name, module in model.named_modules():
-        if hasattr(module, "init_non_persistent_buffers"):
-            module.init_non_persistent_buffers()
-        elif any(b.numel() for n, b in module.named_buffers(recurse=False) if n in module._non_persistent_buffers_set):
-            raise ValueError(
-                f"{type(module).__name__} ({name}) holds computed buffers that cannot be rebuilt "
-                "after loading; install a timm whose modules have init_non_persistent_buffers"
-            )
+    rebuild_computed_buffers(model)
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------------
@@ -247,6 +252,7 @@ def write_package(
         config.save(tmp / CONFIG_FILE)
         save_model(model, str(tmp / WEIGHTS_FILE))  # handles the tied lm_head / wte weights
         tokenizer.save(tmp / TOKENIZER_FILE)
+        (tmp / SPECIAL_FILE).write_text(json.dumps(tokenizer.special) + "\n", encoding="utf-8")
         parameters = sum(p.numel() for p in model.parameters())
         (tmp / README_FILE).write_text(_readme(config, parameters, note), encoding="utf-8")
         if training is not None:

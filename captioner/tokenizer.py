@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -19,14 +20,33 @@ log = logging.getLogger(__name__)  # label of positions without a loss (padding)
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 
 
-class CaptionTokenizer:
-    """Wraps a `tokenizers.Tokenizer`; adds BOS/EOS, truncation and padding for captions."""
+# a tokenizer's special token ids by transformers' names (`PreTrainedTokenizer.bos_token_id`, ...): what a package
+# records of a language model's tokenizer (`captioner.package`)
+SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        """Special tokens: ours (<pad>, <bos>, <eos>) when present; else a tokenizer with exactly one special token
-        (GPT-2's <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
+
+class CaptionTokenizer:
+    """Wraps a `tokenizers.Tokenizer`; adds BOS/EOS, truncation and padding for captions.
+
+    The special tokens of a caption: BOS starts it, EOS ends it, padding fills a batch's shorter rows. Ours are
+    <bos>, <eos>, <pad>; a language model's tokenizer (`from_hf`) brings its own conventions, read from transformers'
+    tokenizer, never guessed from token names:
+
+    - BOS: its bos token (Llama's <s>, Gemma's <bos>); without one (Qwen) its eos token, <|endoftext|>, the separator
+      a base LM saw before every document;
+    - EOS: its eos token;
+    - padding: its pad token, else its eos token (padded positions carry no loss: any id serves).
+    """
+
+    def __init__(self, tokenizer: Tokenizer, special: dict[str, int] | None = None) -> None:
+        """`special`: the ids by `SPECIAL_IDS` name (a language model's conventions, `from_hf`). Without it: ours
+        (<pad>, <bos>, <eos>) when present; else a tokenizer with exactly one special token (GPT-2's
+        <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
         self.tokenizer = tokenizer
         self._special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}  # never decoded
+        if special is not None:
+            self.bos_id, self.eos_id, self.pad_id = _checked(special, tokenizer.get_vocab_size())
+            return
         pad, bos, eos = (tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS)
         if pad is not None and bos is not None and eos is not None:
             self.pad_id, self.bos_id, self.eos_id = pad, bos, eos
@@ -40,12 +60,24 @@ class CaptionTokenizer:
         (end,) = specials.values()
         self.pad_id = self.bos_id = self.eos_id = end
 
+    @property
+    def special(self) -> dict[str, int]:
+        """The BOS, EOS and padding ids by `SPECIAL_IDS` name: what `CaptionTokenizer(tokenizer, special)` takes."""
+        return dict(zip(SPECIAL_IDS, (self.bos_id, self.eos_id, self.pad_id), strict=True))
+
     @classmethod
     def from_hf(cls, name_or_path: str) -> CaptionTokenizer:
-        """A Hugging Face fast tokenizer (`AutoTokenizer`, hub name or local folder), e.g. GPT-2's."""
+        """A Hugging Face fast tokenizer (`AutoTokenizer`, hub name or local folder), e.g. a language model's, with
+        its BOS/EOS/pad conventions (see the class); one that names no eos token is read as `CaptionTokenizer(...)`
+        reads a bare tokenizer."""
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(name_or_path).backend_tokenizer)
+        hf = AutoTokenizer.from_pretrained(name_or_path)
+        if hf.eos_token_id is None:
+            return cls(hf.backend_tokenizer)
+        bos = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
+        pad = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
+        return cls(hf.backend_tokenizer, dict(zip(SPECIAL_IDS, (bos, hf.eos_token_id, pad), strict=True)))
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 512, min_frequency: int = 2) -> CaptionTokenizer:
@@ -77,11 +109,12 @@ class CaptionTokenizer:
         return cls(tok)
 
     @classmethod
-    def load(cls, path: str | Path) -> CaptionTokenizer:
+    def load(cls, path: str | Path, special: dict[str, int] | None = None) -> CaptionTokenizer:
+        """A tokenizer.json file; `special` as in `CaptionTokenizer(...)` (a package's record: `read_package`)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file at {path}")
-        return cls(Tokenizer.from_file(str(path)))
+        return cls(Tokenizer.from_file(str(path)), special)
 
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))
@@ -91,15 +124,16 @@ class CaptionTokenizer:
         return self.tokenizer.get_vocab_size()
 
     def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """BOS + tokens + EOS, truncated to `max_length` with the EOS kept."""
-        ids = [self.bos_id, *self.tokenizer.encode(text).ids, self.eos_id]
+        """BOS + tokens + EOS, truncated to `max_length` with the EOS kept. The text is encoded without the
+        tokenizer's own special tokens: a language model's post-processor (Llama's prepends <s>) adds none."""
+        ids = [self.bos_id, *self.tokenizer.encode(text, add_special_tokens=False).ids, self.eos_id]
         if max_length is not None and len(ids) > max_length:
             ids = [*ids[: max_length - 1], self.eos_id]
         return ids
 
     def lengths(self, texts: list[str]) -> list[int]:
         """The length of `encode(text)` for each text (BOS and EOS included), batched."""
-        return [len(e.ids) + 2 for e in self.tokenizer.encode_batch(texts)]
+        return [len(e.ids) + 2 for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Token ids -> text; special tokens dropped, stops at the first EOS. Never a broken character: byte-level
@@ -128,15 +162,17 @@ class CaptionTokenizer:
     # ---- vocabulary adaptation (fine-tuning on text the tokenizer has not seen) -----------------------------------
     def extend(self, texts: Iterable[str], count: int, min_frequency: int = 2) -> CaptionTokenizer:
         """This tokenizer with up to `count` new tokens learned from `texts` (BPE merges trained on them, appended
-        after the existing merges): every existing token keeps its id, new ids follow; a text made of known
-        merges tokenizes as before unless a new merge joins its pieces. `pieces(base_size)` tells which
-        existing tokens a new one stands for (what its embedding starts from)."""
+        after the existing merges): every existing token keeps its id, and so do BOS, EOS and padding; new ids follow;
+        a text made of known merges tokenizes as before unless a new merge joins its pieces. `pieces(base_size)`
+        tells which existing tokens a new one stands for (what its embedding starts from)."""
         spec = json.loads(self.tokenizer.to_str())
         model = spec["model"]
-        if model.get("type") != "BPE" or type(self.tokenizer.pre_tokenizer).__name__ != "ByteLevel":
-            raise ValueError("extending needs a byte-level BPE tokenizer (ours, or GPT-2's)")
+        if model.get("type") != "BPE" or not _byte_level(spec.get("pre_tokenizer")):
+            raise ValueError("extending needs a byte-level BPE tokenizer (ours, GPT-2's, Qwen's, Llama 3's)")
         fresh = CaptionTokenizer.train(texts, vocab_size=len(model["vocab"]) + count + 256, min_frequency=min_frequency)
         vocab: dict[str, int] = model["vocab"]
+        for token in spec.get("added_tokens") or []:  # added after the BPE's vocabulary (Qwen's): held at their ids
+            vocab.setdefault(token["content"], token["id"])
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
         known, size, added = set(merges), self.vocab_size, 0
         for a, b in (tuple(m) for m in json.loads(fresh.tokenizer.to_str())["model"]["merges"]):
@@ -153,7 +189,7 @@ class CaptionTokenizer:
         log.info(
             "tokenizer extended by %d tokens learned from the training captions (%d -> %d)", added, size, size + added
         )
-        return CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)))
+        return CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)), self.special)
 
     def pieces(self, base_size: int) -> dict[int, list[int]]:
         """For each token id >= `base_size` (the tokens an `extend` added), the ids below `base_size` it is made of,
@@ -173,6 +209,26 @@ class CaptionTokenizer:
             return [p for part in first[token] for p in expand(part)]
 
         return {i: expand(token_of[i]) for i in range(base_size, self.vocab_size)}
+
+
+def _byte_level(pre_tokenizer: dict[str, Any] | None) -> bool:
+    """Whether a tokenizer.json's pre-tokenizer ends in GPT-2's byte-level mapping: ByteLevel itself, or a Sequence
+    whose last step it is (Qwen's and Llama 3's split by their own pattern first)."""
+    step = pre_tokenizer or {}
+    if step.get("type") == "Sequence":
+        step = (step.get("pretokenizers") or [{}])[-1]
+    return step.get("type") == "ByteLevel"
+
+
+def _checked(special: dict[str, int], size: int) -> tuple[int, int, int]:
+    """(bos, eos, pad) from `special`: every `SPECIAL_IDS` name, each an id of the tokenizer's `size` tokens."""
+    if not isinstance(special, dict) or sorted(special) != sorted(SPECIAL_IDS):
+        raise ValueError(f"special token ids {special}: give a JSON object of exactly {', '.join(SPECIAL_IDS)}")
+    for name, i in special.items():
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < size:
+            raise ValueError(f"special token ids: {name}={i!r} is not a token id of this {size}-token tokenizer")
+    bos, eos, pad = (special[name] for name in SPECIAL_IDS)
+    return bos, eos, pad
 
 
 def _bytes_to_unicode() -> dict[int, str]:

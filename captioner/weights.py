@@ -1,6 +1,7 @@
 """Safetensors weights checked before anything reads them: the header must fit the file, and every tensor's bytes
 must lie inside it, as many as its dtype and shape need (a header that claims a 100 GB tensor is refused at once);
-then against the model's config and shapes, and after loading for values that cannot caption."""
+then against the model's config and shapes, and after loading for values that cannot caption; the computed buffers
+no state dict holds are made again (`rebuild_computed_buffers`)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,16 @@ def load_checked(model: nn.Module, path: Path) -> None:
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{path}: tensor {name!r} holds NaN or infinite values; this package cannot caption")
+
+
+def rebuild_computed_buffers(model: nn.Module) -> None:
+    """What no state dict holds, timm's computed tables (RoPE frequencies, relative-position indices), made again
+    as timm's `reinit_non_persistent_buffers` does; a module that cannot make its own is named."""
+    for name, module in model.named_modules():
+        if hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+        elif any(b.numel() for n, b in module.named_buffers(recurse=False) if n in module._non_persistent_buffers_set):
+            raise ValueError(
+                f"{type(module).__name__} ({name}) holds computed buffers that cannot be rebuilt "
+                "after loading; install a timm whose modules have init_non_persistent_buffers"
+            )

@@ -59,6 +59,8 @@ def test_fields_are_checked_against_their_declared_types():
         ({"rope_adjustments": {"factor": 2.0, "beta": 1.0}}, "rope_adjustments"),
         ({"rope_layers": [0, 5]}, "rope_layers"),
         ({"final_logit_softcapping": 0.0}, "final_logit_softcapping"),
+        ({"attention_logit_softcapping": -1.0}, "attention_logit_softcapping"),
+        ({"attention_scores_scalar": 0}, "attention_scores_scalar"),
         ({"cross_attention_every": 9}, "cross_attention_every"),
     ],
 )

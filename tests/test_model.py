@@ -67,7 +67,8 @@ def test_package_round_trip_gives_identical_logits(tiny_model, tokenizer, images
     ids = torch.randint(0, tokenizer.vocab_size, (3, 5))
     tiny_model.eval()
     path = tiny_model.save_pretrained(tmp_path / "pkg", tokenizer)
-    assert sorted(p.name for p in path.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    names = ["README.md", "config.json", "model.safetensors", "special_tokens.json", "tokenizer.json"]
+    assert sorted(p.name for p in path.iterdir()) == names
     loaded, tok = Captioner.from_pretrained(path)
     assert loaded.config == tiny_model.config
     assert loaded.decoder.lm_head.weight.data_ptr() == loaded.decoder.wte.weight.data_ptr()  # still tied

@@ -21,7 +21,7 @@ from captioner.package import (
 )
 from tests.helpers import ROOT
 
-NAMES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
+NAMES = ("config.json", "model.safetensors", "tokenizer.json", "special_tokens.json", "training.json")
 # The transformers folder of `export-hf` has files of the same names, but they are transformers' own: its
 # save_pretrained names and writes them, and captioner/hf/export.py names none (it reads the captioner package's
 # tokenizer through captioner.package). The two remote-code files are exempt: they are copied into that folder and
@@ -70,12 +70,21 @@ def test_from_pretrained_reads_each_file_once_and_builds_the_model_once(tiny_mod
     monkeypatch.setattr(
         captioner.weights, "load_model", lambda m, p, **k: reads.append("tensors") or tensors(m, p, **k)
     )
-    monkeypatch.setattr(CaptionTokenizer, "load", classmethod(lambda cls, p: reads.append(p.name) or load(p)))
+    monkeypatch.setattr(
+        CaptionTokenizer, "load", classmethod(lambda cls, p, s=None: reads.append(p.name) or load(p, s))
+    )
     builds = []
     init = Captioner.__init__
     monkeypatch.setattr(Captioner, "__init__", lambda self, *a, **k: builds.append(1) or init(self, *a, **k))
     model, _ = Captioner.from_pretrained(package)
-    assert sorted(reads) == ["config.json", "model.safetensors header", "tensors", "tokenizer.json"]  # no training.json
+    # no training.json
+    assert sorted(reads) == [
+        "config.json",
+        "model.safetensors header",
+        "special_tokens.json",
+        "tensors",
+        "tokenizer.json",
+    ]
     assert len(builds) == 1
     ids = torch.randint(0, tokenizer.vocab_size, (2, 5))
     images = torch.randn(2, 3, 32, 32)

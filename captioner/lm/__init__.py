@@ -14,11 +14,14 @@ from captioner.config import LM_FIELDS, CaptionerConfig
 from captioner.decoder import TextDecoder, is_inserted
 from captioner.lm.convert import Family
 from captioner.lm.files import hf_config, lm_folder, model_type, read_weights
+from captioner.lm.gemma import GEMMA, GEMMA2
 from captioner.lm.gpt2 import GPT2
 from captioner.lm.llama import LLAMA
+from captioner.lm.qwen import QWEN2, QWEN3
 
-# a transformers config's model_type -> its family
-FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "smollm3": LLAMA}
+# a transformers config's model_type -> its family (Gemma 3 is refused: see captioner.lm.gemma)
+FAMILIES: dict[str, Family] = {"gpt2": GPT2, "llama": LLAMA, "mistral": LLAMA, "smollm3": LLAMA, "qwen2": QWEN2,
+                               "qwen3": QWEN3, "gemma": GEMMA, "gemma2": GEMMA2}  # fmt: skip
 
 
 class LanguageModel(NamedTuple):

@@ -12,11 +12,12 @@ from captioner.config import CaptionerConfig
 from captioner.lm.convert import Family, State, without_prefix
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+# a transformers activation name -> the approximation of torch's GELU it is
+GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 def gpt2_config(hf: Any) -> dict[str, Any]:
-    if hf.activation_function not in _GELU or hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn:
+    if hf.activation_function not in GELU or hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn:
         raise ValueError("a GPT-2 with GELU (gelu_new or gelu) and plain attention scaling is needed")
     return {
         "vocab_size": hf.vocab_size,
@@ -25,7 +26,7 @@ def gpt2_config(hf: Any) -> dict[str, Any]:
         "n_embd": hf.n_embd,
         "intermediate_size": hf.n_inner,
         "norm_eps": hf.layer_norm_epsilon,
-        "gelu_approximate": _GELU[hf.activation_function],
+        "gelu_approximate": GELU[hf.activation_function],
         "tie_word_embeddings": hf.tie_word_embeddings,
         "block_size": hf.n_positions,
     }

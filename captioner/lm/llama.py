@@ -1,5 +1,7 @@
 """Llama and the families that share its weight names: Mistral, SmolLM2 (a Llama), SmolLM3 (a Llama whose every
-fourth layer has no RoPE). RMSNorm, RoPE (with Llama 3's scaling), SwiGLU, grouped-query attention."""
+fourth layer has no RoPE). RMSNorm, RoPE (with Llama 3's scaling), SwiGLU, grouped-query attention. The fields and
+the renaming here are also the base of the Qwen and Gemma families (`captioner.lm.qwen`, `captioner.lm.gemma`),
+which keep Llama's weight names."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ LAYER = {
     "self_attn.o_proj.bias": "attn.c_proj.bias",
     "mlp.down_proj.weight": "mlp.c_proj.weight",
     "mlp.down_proj.bias": "mlp.c_proj.bias",
+    "self_attn.q_norm.weight": "attn.norm_q.weight",  # Qwen3's per-head q/k RMSNorm
+    "self_attn.k_norm.weight": "attn.norm_k.weight",
 }
 FUSED = {
     "attn.c_attn": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
@@ -42,10 +46,11 @@ def rope_fields(hf: Any) -> dict[str, Any]:
     return {"rope_base": float(params["rope_theta"]), "rope_adjustments": adjustments}
 
 
-def llama_config(hf: Any) -> dict[str, Any]:
+def llama_fields(hf: Any) -> dict[str, Any]:
+    """The decoder fields of a Llama-style config, whatever its MLP's activation (which the family checks)."""
     attention_bias, mlp_bias = getattr(hf, "attention_bias", False), getattr(hf, "mlp_bias", False)
-    if hf.hidden_act != "silu" or attention_bias != mlp_bias:
-        raise ValueError("a Llama with SiLU and the same bias setting on attention and MLP is needed")
+    if attention_bias != mlp_bias:
+        raise ValueError(f"attention_bias={attention_bias} and mlp_bias={mlp_bias}: the same setting on both is needed")
     window = getattr(hf, "sliding_window", None) if getattr(hf, "use_sliding_window", True) else None
     fields = {
         "vocab_size": hf.vocab_size,
@@ -71,14 +76,20 @@ def llama_config(hf: Any) -> dict[str, Any]:
     return fields
 
 
-def llama_weights(hf: State, config: CaptionerConfig) -> State:
+def llama_config(hf: Any) -> dict[str, Any]:
+    if hf.hidden_act != "silu":
+        raise ValueError(f"hidden_act={hf.hidden_act!r}: a Llama with SiLU (SwiGLU) is needed")
+    return llama_fields(hf)
+
+
+def llama_weights(hf: State, config: CaptionerConfig, layer: dict[str, str] = LAYER) -> State:
     top = {"wte.weight": "embed_tokens.weight", "ln_f.weight": "norm.weight"}
     hf = without_prefix(hf, "model.")
     if config.tie_word_embeddings:
         hf.pop("lm_head.weight", None)  # saved by some tied checkpoints: the same tensor as embed_tokens
     else:
         top["lm_head.weight"] = "lm_head.weight"
-    return rename(hf, config.n_layer, top, LAYER, FUSED, ignore=IGNORED)
+    return rename(hf, config.n_layer, top, layer, FUSED, ignore=IGNORED)
 
 
 LLAMA = Family("Llama", llama_config, llama_weights)

@@ -34,7 +34,7 @@ def build_model(
     Args:
         config: the architecture (default `CaptionerConfig()`); ignored with `package`. Its `vocab_size` becomes
             the tokenizer's; a pretrained language model (`decoder_init_from`) brings its own, which the tokenizer
-            must match.
+            must fit in (its ids below the LM's vocab_size).
         tokenizer: the run's tokenizer; one extended by up to `extend` tokens grows the embeddings (`grow_vocab`).
         package: a model package to fine-tune: its config and weights are used.
     """
@@ -55,10 +55,13 @@ def build_model(
         model = Captioner(config)  # a pretrained LM's decoder is sized from its checkpoint here
         start = f"config.decoder_init_from={config.decoder_init_from}"
     own = model.config.vocab_size
-    if tokenizer.vocab_size != own and not (extend and own < tokenizer.vocab_size <= own + extend):
+    # a model may have more embedding rows than its tokenizer has tokens (many LMs pad vocab_size), never fewer,
+    # except for the tokens `extend` added, which grow it
+    if tokenizer.vocab_size > own + extend:
         raise ValueError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but {start} has {own}: leave tokenizer.path unset to "
-            "use its own, and add tokens with tokenizer.extend"
+            f"the tokenizer has {tokenizer.vocab_size} tokens, beyond the {own} token embeddings of {start}: give "
+            "the tokenizer its weights were trained with (leave tokenizer.path unset to use the package's or the "
+            "language model's own; tokenizer.extend adds tokens to it)"
         )
     if tokenizer.vocab_size > own:  # the tokenizer was extended: new rows start from their pieces' embeddings
         grow_vocab(model, tokenizer.pieces(own))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from captioner.config import CaptionerConfig
-from captioner.package import TOKENIZER_FILE
+from captioner.package import TOKENIZER_FILE, read_tokenizer
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.settings import TokenizerSource
 
@@ -39,9 +39,9 @@ def resolve_tokenizer(
         file = package / TOKENIZER_FILE
         if not file.is_file():
             raise FileNotFoundError(f"init_from={package} is not a model package: {file} is missing")
-        loaded = CaptionTokenizer.load(file)
+        loaded = read_tokenizer(package)
     elif config is not None and config.decoder_init_from:
-        loaded = CaptionTokenizer.from_hf(config.decoder_init_from)
+        loaded = lm_tokenizer(str(config.decoder_init_from))
     elif source.extend:
         raise ValueError(
             f"tokenizer.extend={source.extend} adds tokens to a package's or a language model's tokenizer (init_from, "
@@ -50,3 +50,19 @@ def resolve_tokenizer(
     else:
         return CaptionTokenizer.train(texts(), vocab_size=source.vocab_size)
     return loaded.extend(texts(), source.extend) if source.extend else loaded
+
+
+def lm_tokenizer(name: str) -> CaptionTokenizer:
+    """The tokenizer of the language model `decoder_init_from` names, with its BOS/EOS/pad conventions
+    (`CaptionTokenizer.from_hf`); the checkpoint is opened first, so a family not supported is refused before."""
+    from captioner.lm import open_lm
+
+    folder = open_lm(name).folder
+    try:
+        return CaptionTokenizer.from_hf(str(folder))
+    except (OSError, ValueError) as err:  # transformers' words for a folder without a usable tokenizer
+        why = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ValueError(
+            f"decoder_init_from={name}: its tokenizer could not be read ({why}); a language model's folder holds "
+            "its tokenizer (tokenizer.json, tokenizer_config.json), or give model.tokenizer.path"
+        ) from err

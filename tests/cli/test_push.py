@@ -20,7 +20,14 @@ def test_dry_run_lists_the_package_and_prints_a_card_with_the_report(trained_pac
     )
     out = capsys.readouterr()
     listed = [line.split()[0] for line in out.err.splitlines()[1:]]
-    assert listed == ["config.json", "model.safetensors", "tokenizer.json", "training.json", "README.md"]
+    assert listed == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "special_tokens.json",
+        "training.json",
+        "README.md",
+    ]
     card = ModelCard(out.out)  # huggingface_hub's own parser: YAML front matter and the model-index
     assert card.data.library_name == "captioner" and card.data.pipeline_tag == "image-to-text"
     assert card.data.license == "mit" and "image-captioning" in card.data.tags

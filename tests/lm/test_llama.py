@@ -1,4 +1,4 @@
-"""Llama-family starts (Llama, Mistral, SmolLM3): with the gates at zero the captioner's logits are the LM's."""
+"""Llama-family starts (Llama, Mistral, SmolLM3): sizes, rope scaling, gates, refusals (logits: test_families)."""
 
 import shutil
 
@@ -9,38 +9,7 @@ from captioner.config import CaptionerConfig
 from captioner.lm import FAMILIES, lm_config
 from captioner.model import Captioner
 from captioner.rope import inverse_frequencies
-from tests.lm.checkpoints import LLAMA3_ROPE, save_lm
-
-VARIANTS = {
-    "llama": ("llama", {}),
-    "llama3-rope": ("llama", {"rope_scaling": LLAMA3_ROPE}),
-    "mistral": ("mistral", {}),
-    "smollm3": ("smollm3", {}),  # its fourth layer has no RoPE
-}
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def checkpoint(request, tmp_path_factory):
-    model_type, overrides = VARIANTS[request.param]
-    return save_lm(tmp_path_factory.mktemp(request.param), model_type, 300, **overrides)
-
-
-def start(path, **overrides) -> Captioner:
-    torch.manual_seed(0)
-    return Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(path), **overrides)).eval()
-
-
-@pytest.mark.parametrize("every", [1, 2])
-@torch.no_grad()
-def test_the_start_is_the_language_model(checkpoint, every, images):
-    from transformers import AutoModelForCausalLM
-
-    hf = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
-    model = start(checkpoint, cross_attention_every=every)
-    assert model.decoder.cross_index == ([0, 1, 2, 3] if every == 1 else [1, 3])
-    ids = torch.randint(0, 300, (3, 20))
-    assert (model(images, ids) - hf(ids).logits).abs().max() < 1e-4
-    assert (model(torch.randn_like(images), ids) - hf(ids).logits).abs().max() < 1e-4  # any image
+from tests.lm.checkpoints import LLAMA3_ROPE, save_lm, start
 
 
 def test_the_decoder_is_sized_from_the_checkpoint(llama_dir):
@@ -104,7 +73,9 @@ def test_an_unsupported_family_is_refused_naming_the_supported(tmp_path):
     from transformers import OPTConfig
 
     OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2).save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match=r"is a 'opt' model; the supported language models are gpt2, llama, "):
+    with pytest.raises(
+        ValueError, match=r"is a 'opt' model; the supported language models are gemma, gemma2, gpt2, llama, "
+    ):
         Captioner(CaptionerConfig.from_name("tiny", decoder_init_from=str(tmp_path)))
     assert {"gpt2", "llama", "mistral"} <= set(FAMILIES)
 
