@@ -53,6 +53,10 @@ class CaptionerConfig(PretrainedConfig):
         intermediate_size: int | None = None,
         scale_embeddings: bool = False,
         final_logit_softcapping: float | None = None,
+        attention_logit_softcapping: float | None = None,
+        attention_scores_scalar: int | None = None,
+        post_attention_norm: bool = False,
+        post_mlp_norm: bool = False,
         cross_attention_layers: list[int] | None = None,
         cross_gate: bool = False,
         cross_mlp: bool = False,
@@ -84,6 +88,11 @@ class CaptionerConfig(PretrainedConfig):
         self.rope_layers = list(rope_layers) if rope_layers is not None else None
         self.mlp_class_name, self.intermediate_size = mlp_class_name, intermediate_size
         self.scale_embeddings, self.final_logit_softcapping = scale_embeddings, final_logit_softcapping
+        self.attention_logit_softcapping, self.attention_scores_scalar = (
+            attention_logit_softcapping,
+            attention_scores_scalar,
+        )
+        self.post_attention_norm, self.post_mlp_norm = post_attention_norm, post_mlp_norm
         # the blocks with a cross-attention sub-layer (captioner's `cross_layers()`); None: every block
         self.cross_attention_layers = list(range(n_layer) if cross_attention_layers is None else cross_attention_layers)
         self.cross_gate, self.cross_mlp = cross_gate, cross_mlp

@@ -74,12 +74,27 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, nh, T, hs) queries over (B, ng, S, hs) keys/values, each key/value head serving nh // ng query heads."""
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """(B, nh, T, hs) queries over (B, ng, S, hs) keys/values, each key/value head serving nh // ng query heads;
+    `scale` the scores' factor (None: hs ** -0.5); `softcap`: scores = c tanh(scores / c) before the mask and the
+    softmax (Gemma 2; no SDPA kernel has it)."""
     rep = q.size(1) // k.size(1)
     if rep > 1:
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scores = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5 if scale is None else scale)  # (B, nh, T, S)
+    scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
 
 class SelfAttention(nn.Module):
@@ -93,6 +108,8 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(self.sizes[0], config.n_embd, bias=config.bias)
         self.norm_q = make_norm(config, self.hs) if config.norm_qk else None
         self.norm_k = make_norm(config, self.hs) if config.norm_qk else None
+        scalar = config.attention_scores_scalar
+        self.scale, self.softcap = (None if scalar is None else scalar**-0.5), config.attention_logit_softcapping
 
     def forward(self, x: torch.Tensor, cache, rope) -> torch.Tensor:
         B, T, _ = x.shape
@@ -110,7 +127,7 @@ class SelfAttention(nn.Module):
         mask = None
         if T > 1:  # query t sees keys [0, past + t]
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        y = attend(q, k, v, mask)
+        y = attend(q, k, v, mask, self.scale, self.softcap)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, self.sizes[0]))
 
 
@@ -160,6 +177,10 @@ def gated(y: torch.Tensor, gate: nn.Parameter | None) -> torch.Tensor:
     return y if gate is None else torch.tanh(gate) * y
 
 
+def post(y: torch.Tensor, norm: nn.Module | None) -> torch.Tensor:
+    return y if norm is None else norm(y)
+
+
 class Block(nn.Module):
     """Pre-norm: causal self-attention; in a cross-attention block, cross-attention to the image and an optional
     cross MLP, each behind tanh(gate) when gated; then the MLP."""
@@ -169,6 +190,8 @@ class Block(nn.Module):
         cross = layer in config.cross_attention_layers
         self.ln_1 = make_norm(config)
         self.attn = SelfAttention(config, layer)
+        self.post_attention_norm = make_norm(config) if config.post_attention_norm else None  # Gemma 2
+        self.post_mlp_norm = make_norm(config) if config.post_mlp_norm else None
         self.ln_2 = make_norm(config) if cross else None
         self.cross = CrossAttention(config) if cross else None
         self.ln_3 = make_norm(config)
@@ -180,12 +203,12 @@ class Block(nn.Module):
         self.cross_mlp_gate = nn.Parameter(torch.zeros(1)) if with_mlp and config.cross_gate else None
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, cache, rope) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, rope)
+        x = x + post(self.attn(self.ln_1(x), cache, rope), self.post_attention_norm)
         if self.cross is not None and self.ln_2 is not None:
             x = x + gated(self.cross(self.ln_2(x), memory), self.cross_gate)
             if self.cross_mlp is not None and self.ln_cross_mlp is not None:
                 x = x + gated(self.cross_mlp(self.ln_cross_mlp(x)), self.cross_mlp_gate)
-        return x + self.mlp(self.ln_3(x))
+        return x + post(self.mlp(self.ln_3(x)), self.post_mlp_norm)
 
 
 class TextDecoder(nn.Module):

@@ -1,10 +1,11 @@
 """`captioner export-hf PACKAGE OUT`: a folder transformers loads with its Auto classes (trust_remote_code=True).
 
 Written: config.json (with auto_map) and model.safetensors through `save_pretrained`, which also copies the three
-self-contained code files of this folder (configuration, modeling, and the decoder it imports); the tokenizer (`PreTrainedTokenizerFast` over the package's
-tokenizer.json); the image processor that equals the package's preprocessing (`ViTImageProcessor` for captioner's
-default "squash" resize, `CLIPImageProcessor` for a resize + centre crop); generation_config.json (BOS as the
-decoder start, EOS, pad, at most block_size tokens). The folder is written beside OUT and renamed into place.
+self-contained code files of this folder (configuration, modeling, and the decoder it imports); the tokenizer
+(`PreTrainedTokenizerFast` over the package's tokenizer.json, its BOS/EOS/pad as the package records them); the
+image processor that equals the package's preprocessing (`ViTImageProcessor` for captioner's default "squash"
+resize, `CLIPImageProcessor` for a resize + centre crop); generation_config.json (BOS as the decoder start, EOS,
+pad, at most block_size tokens). The folder is written beside OUT and renamed into place.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def test_export_refuses_an_existing_folder_in_one_line(exported, trained_package
 # every block option the exported modeling file must compute as captioner does: a Llama-style decoder (RMSNorm,
 # RoPE, SwiGLU, 2 key/value heads for 4 query heads, untied head, cross-attention and a cross MLP in the second of
 # two blocks, open gates), and the options of the other families (Gemma's 1 + w norm, GeGLU, scaled embeddings,
-# soft-capping; Qwen's q/k bias and norm; Llama 3's rope scaling; a block without RoPE as SmolLM3's)
+# soft-capping; Gemma 2's soft-capped attention, score scale and post norms; Qwen's q/k bias and norm; Llama 3's
+# rope scaling; a block without RoPE as SmolLM3's)
 LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 BLOCKS = {
     "llama": {**LLAMA_STYLE, "cross_gate": True},
@@ -123,6 +124,10 @@ BLOCKS = {
         "rope_base": 5000.0,
         "rope_adjustments": {**LLAMA3_ROPE, "original_max_seq_len": 8.0},
         "rope_layers": [0],
+        "attention_logit_softcapping": 2.0,  # Gemma 2's attention: soft-capped scores, its own scale, post norms
+        "attention_scores_scalar": 8,
+        "post_attention_norm": True,
+        "post_mlp_norm": True,
         # a SigLIP-style encoder: no class token, an attention-pooling head that neither side keeps
         "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2, "global_pool": "map", "class_token": False},
     },
