@@ -4,6 +4,11 @@ The order of an epoch is a permutation drawn from (seed, epoch) alone, and the s
 `(epoch, index)` so that per-example randomness (which reference caption, a flip) is a function of those two as
 well. The loader counts the batches it has handed out; Lightning stores that count in every checkpoint, and a
 restored loader skips that many batches of the same permutation, at the sampler (no image is decoded for them).
+
+The loader never draws from torch's global generator: DataLoader draws each iterator's base seed (the workers'
+seeds) from its `generator`, the global one when it has none, and a resumed run builds one more iterator than the
+uninterrupted run did (the epoch it resumes into), which would shift every later dropout mask. Its own generator
+is seeded from (seed, epoch) at each epoch, so the workers' seeds are a function of those two as well.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ def example_rng(key: Any) -> random.Random:
     return random.Random(zlib.crc32(f"{key[0]}/{key[1]}".encode()))
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's draws (its order, its workers' seeds) from the run's seed."""
+    return seed * 100_003 + epoch
+
+
 def example_index(key: Any) -> int:
     return key[1] if isinstance(key, tuple) else key
 
@@ -44,7 +54,8 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
         start, self.skip = self.skip, 0
@@ -57,7 +68,10 @@ class ResumableDataLoader(DataLoader):
 
     def __init__(self, dataset, batch_size: int, shuffle: bool, seed: int = 0, **kwargs: Any) -> None:
         self.epoch_sampler = EpochSampler(len(dataset), shuffle, seed)  # `sampler`, typed as this loader's own
-        super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
+        self.own_generator = torch.Generator()  # `generator`, typed: the iterators' base seeds, never the global RNG
+        super().__init__(
+            dataset, batch_size=batch_size, sampler=self.epoch_sampler, generator=self.own_generator, **kwargs
+        )
         self._batch_size, self._handed_out, self._resume_at = batch_size, 0, 0
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator around DataLoader's own iterator
@@ -66,6 +80,7 @@ class ResumableDataLoader(DataLoader):
             resume = 0
         self.epoch_sampler.skip = resume * self._batch_size
         self._handed_out = resume
+        self.own_generator.manual_seed(epoch_seed(self.epoch_sampler.seed, self.epoch_sampler.epoch))
         for batch in super().__iter__():
             self._handed_out += 1
             yield batch

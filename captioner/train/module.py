@@ -72,6 +72,7 @@ class CaptionerModule(L.LightningModule):
         self.data_scores: DataScores | None = None  # the data's own caption scores, handed over by `connect`
         self._compiled_loss: Callable[..., torch.Tensor] | None = None  # torch.compile(model.loss) when `speed.compile`
         self._outputs: list[dict[str, Any]] = []
+        self._rng_at_resume: dict[str, Any] | None = None  # a checkpoint's RNG states, until training starts
 
     def connect(self, tokenizer: CaptionTokenizer) -> None:
         """Build the model for the run's resolved tokenizer (`train.vocabulary.resolve_tokenizer`), sized from it;
@@ -168,8 +169,16 @@ class CaptionerModule(L.LightningModule):
         check_fits(
             self.trainer.ckpt_path if self._trainer else "the checkpoint", checkpoint["state_dict"], self.state_dict()
         )
-        if checkpoint.get("captioner_rng"):
-            restore_rng(checkpoint["captioner_rng"])
+        self._rng_at_resume = checkpoint.get("captioner_rng") or None
+
+    def on_train_start(self) -> None:
+        # The RNG states go back in place here, not at load: Lightning loads the checkpoint before the callbacks'
+        # `on_fit_start` (the feature cache's loader), the sanity check and the callbacks' `on_train_start`, which
+        # the uninterrupted run did before its checkpoint, not between it and the next step; what they draw must
+        # not move the dropout masks of the resumed run
+        if self._rng_at_resume:
+            restore_rng(self._rng_at_resume)
+            self._rng_at_resume = None
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

@@ -1,7 +1,9 @@
 """Never lose a run: a run killed mid-epoch resumes from its last checkpoint to exactly the same weights and losses."""
 
 import csv
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,7 +19,8 @@ STEPS = 12  # 8 batches an epoch: the kill lands mid-epoch and the run crosses a
 
 def fit_demo_config(tmp: Path, runs: Path, extra: list[str]) -> int:
     """`captioner fit --config configs/shapes.yaml` as shipped (its callbacks, its conv stem with BatchNorm), with
-    a small encoder and a few steps; `extra` flags go last."""
+    a small encoder, a few steps and dropout 0.1 (a resumed run must draw the masks of the straight run); `extra`
+    flags go last."""
     from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
 
     steps = [
@@ -29,6 +32,7 @@ def fit_demo_config(tmp: Path, runs: Path, extra: list[str]) -> int:
         "--trainer.deterministic=true",
         f"--trainer.logger.init_args.save_dir={runs}",
         "--model.validation.generate_batches=1",
+        "--model.config.dropout=0.1",
     ]
     cmd = [
         sys.executable,
@@ -50,6 +54,7 @@ def package_tensors(runs: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     (package,) = runs.glob("shapes/version_*/model")
+    assert json.loads((package / "config.json").read_text())["dropout"] == 0.1  # the runs train with dropout
     return load_file(package / "model.safetensors")
 
 
@@ -121,8 +126,7 @@ def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights
 
 
 def lora_flags(llama_dir: Path) -> list[str]:
-    """A frozen tiny Llama with LoRA and cross-attention every 2 blocks. No dropout: a resumed run draws other
-    dropout masks than the straight one after the checkpoint, with or without LoRA (`config.dropout` too)."""
+    """A frozen tiny Llama with LoRA and cross-attention every 2 blocks; dropout on the adapters' inputs too."""
     return [
         f"--model.config.decoder_init_from={llama_dir}",
         "--model.config.cross_attention_every=2",
@@ -130,6 +134,7 @@ def lora_flags(llama_dir: Path) -> list[str]:
         "--model.finetune.freeze_lm=true",
         "--model.finetune.lora.groups=[lm_attention, lm_mlp, cross_attention]",
         "--model.finetune.lora.r=2",
+        "--model.finetune.lora.dropout=0.1",
     ]
 
 
@@ -147,3 +152,21 @@ def test_a_lora_run_killed_mid_epoch_resumes_to_the_straight_run(tmp_path, llama
     assert fit_demo_config(tmp_path / "resumed", runs, [*flags, "--ckpt_path=last"]) == 0
     assert_same_run(straight, runs)
     assert not [k for k in package_tensors(runs) if "lora_" in k or "base_layer" in k]
+
+
+def test_the_rng_goes_back_when_training_starts_after_what_a_fit_draws_before_it():
+    """Lightning loads a checkpoint before the callbacks' `on_fit_start` (the feature cache's loader), the sanity
+    check and `on_train_start`; the uninterrupted run drew those before its checkpoint, so they must not move the
+    resumed run's dropout masks."""
+    from captioner.train import connect
+    from tests.helpers import tiny_module, tiny_shapes
+
+    module = tiny_module()
+    connect(module, tiny_shapes(16))
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    straight, straight_python = torch.rand(4), random.random()  # what the uninterrupted run draws next
+    module.on_load_checkpoint(checkpoint)
+    torch.rand(3), random.random()  # what a resumed fit draws before training starts
+    module.on_train_start()
+    assert torch.equal(torch.rand(4), straight) and random.random() == straight_python
