@@ -13,6 +13,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -71,3 +72,28 @@ def restore_rng(state: dict[str, Any]) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate(state["python"])
+
+
+class ExactResume(L.LightningModule):
+    """A LightningModule with the hooks of the state that travels with our checkpoints: the weights checked against the
+    model before Lightning loads them (`check_fits`), and the RNG states, saved with the checkpoint and put back
+    when training starts, so that dropout and anything else random resume where they were."""
+
+    _rng_at_resume: dict[str, Any] | None = None  # a checkpoint's RNG states, until training starts
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["captioner_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        where = self.trainer.ckpt_path if self._trainer else "the checkpoint"
+        check_fits(where, checkpoint["state_dict"], self.state_dict())
+        self._rng_at_resume = checkpoint.get("captioner_rng") or None
+
+    def on_train_start(self) -> None:
+        # The RNG states go back in place here, not at load: Lightning loads the checkpoint before the callbacks'
+        # `on_fit_start` (the feature cache's loader), the sanity check and the callbacks' `on_train_start`, which
+        # the uninterrupted run did before its checkpoint, not between it and the next step; what they draw must
+        # not move the dropout masks of the resumed run
+        if self._rng_at_resume:
+            restore_rng(self._rng_at_resume)
+            self._rng_at_resume = None

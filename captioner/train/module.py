@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
@@ -19,7 +18,7 @@ from captioner.model import Captioner
 from captioner.package import Origin
 from captioner.tokenizer import CaptionTokenizer
 from captioner.train.build import build_model
-from captioner.train.checkpoint_io import check_fits, restore_rng, rng_state
+from captioner.train.checkpoint_io import ExactResume
 from captioner.train.optim import NonFiniteSteps, clip_gradients, configure_adamw
 from captioner.train.parameters import trainable_table
 from captioner.train.samples import DataScores, caption_rows, report_captions
@@ -31,7 +30,7 @@ from captioner.train.settings import SETTINGS, Finetuning, Optimizer, Speed, Tok
 torch.serialization.add_safe_globals([CaptionerConfig, GenerationConfig, SCST, *SETTINGS])
 
 
-class CaptionerModule(L.LightningModule):
+class CaptionerModule(ExactResume):
     """Trains a Captioner with AdamW, warmup + cosine schedule; validation reports loss and caption quality.
 
     The model is built in `connect`, once the run's tokenizer is resolved (`train.connect` does both).
@@ -72,7 +71,6 @@ class CaptionerModule(L.LightningModule):
         self.data_scores: DataScores | None = None  # the data's own caption scores, handed over by `connect`
         self._compiled_loss: Callable[..., torch.Tensor] | None = None  # torch.compile(model.loss) when `speed.compile`
         self._outputs: list[dict[str, Any]] = []
-        self._rng_at_resume: dict[str, Any] | None = None  # a checkpoint's RNG states, until training starts
 
     def connect(self, tokenizer: CaptionTokenizer) -> None:
         """Build the model for the run's resolved tokenizer (`train.vocabulary.resolve_tokenizer`), sized from it;
@@ -160,25 +158,6 @@ class CaptionerModule(L.LightningModule):
         outputs, self._outputs = self._outputs, []
         v = self.validation
         report_captions(self, stage, outputs, v.caption_metrics_every_n_epochs, v.num_samples, self.data_scores)
-
-    # ---- state that travels with checkpoints -------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["captioner_rng"] = rng_state()  # dropout and anything else random resume where they were
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_fits(
-            self.trainer.ckpt_path if self._trainer else "the checkpoint", checkpoint["state_dict"], self.state_dict()
-        )
-        self._rng_at_resume = checkpoint.get("captioner_rng") or None
-
-    def on_train_start(self) -> None:
-        # The RNG states go back in place here, not at load: Lightning loads the checkpoint before the callbacks'
-        # `on_fit_start` (the feature cache's loader), the sanity check and the callbacks' `on_train_start`, which
-        # the uninterrupted run did before its checkpoint, not between it and the next step; what they draw must
-        # not move the dropout masks of the resumed run
-        if self._rng_at_resume:
-            restore_rng(self._rng_at_resume)
-            self._rng_at_resume = None
 
     # ---- optimisation ------------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
