@@ -199,7 +199,7 @@ def main(argv: list[str]) -> int:
         default="gpt2",
         choices=("gpt2", "llama"),
         help="gpt2: the captioner against VisionEncoderDecoder (above); llama: our decoding of a Llama-style LM "
-        "with the gates at zero against LlamaForCausalLM.generate (benchmarks/decode_llama.py, CPU)",
+        "with the gates at zero against LlamaForCausalLM.generate (benchmarks/decode_llama.py)",
     )
     decode_llama.add_args(parser)
     args = parser.parse_args(argv)

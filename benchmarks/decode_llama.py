@@ -8,7 +8,8 @@ difference is the work around it. Ours also runs its inserted cross-attention la
 blocks, over `--image-tokens` image tokens given as memory; gated at zero they change nothing, but they are
 computed), so the comparison charges us for the image. transformers runs its defaults: SDPA attention and its
 dynamic KV cache, fp32. Rows: batch 1 and `--batch`; speed-up = transformers' seconds per call / ours, the median
-of the paired repeats (min-max); tokens/s counts the new tokens of every sequence of a call.
+of the paired repeats (min-max); tokens/s counts the new tokens of every sequence of a call. `--device cuda` runs
+both sides on the GPU.
 """
 
 from __future__ import annotations
@@ -92,14 +93,15 @@ def sides(args: argparse.Namespace, folder: Path, batch: int):
     """Our call and transformers' for `batch` sequences, and a check that they write the same tokens."""
     from transformers import LlamaForCausalLM
 
-    hf = LlamaForCausalLM.from_pretrained(folder).eval()
+    device = torch.device(args.device)
+    hf = LlamaForCausalLM.from_pretrained(folder).eval().to(device)
     config = CaptionerConfig(
         decoder_init_from=str(folder), cross_attention_every=args.cross_every, block_size=64, **encoder_overrides()
     )
-    mine = Captioner(config).eval()
+    mine = Captioner(config).eval().to(device)
     n = args.new_tokens
-    memory = torch.randn(batch, args.image_tokens, mine.config.n_embd)  # (B, N, C)
-    bos = torch.full((batch, 1), IDS.bos_id)
+    memory = torch.randn(batch, args.image_tokens, mine.config.n_embd, device=device)  # (B, N, C)
+    bos = torch.full((batch, 1), IDS.bos_id, device=device)
     options = GenerationConfig(max_new_tokens=n, min_new_tokens=n)
 
     def ours() -> list[list[int]]:
@@ -131,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
 
     n = args.new_tokens
     print(
-        f"peer: transformers {transformers.__version__} LlamaForCausalLM.generate (SDPA, dynamic cache), fp32; "
+        f"device {args.device}; peer: transformers {transformers.__version__} LlamaForCausalLM.generate (SDPA, "
+        "dynamic cache), fp32 on both sides; "
         f"LM sizes {args.llama_size}: {LLAMA_SIZES[args.llama_size]}"
     )
     print(
