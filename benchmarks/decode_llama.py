@@ -37,6 +37,7 @@ LLAMA_SIZES = {
         "vocab_size": 49152,
         "tie_word_embeddings": True,
         "rope_theta": 100000.0,
+        "rms_norm_eps": 1e-5,
     },
     "small": {
         "hidden_size": 256,

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmarks.decode_llama import LLAMA_SIZES
 from captioner.config import CaptionerConfig
 from captioner.model import Captioner
 from captioner.train.build import apply_finetune_policy, hold_frozen_lm
@@ -30,21 +31,8 @@ from captioner.train.parameters import GROUPS, group_of
 from captioner.train.settings import Finetuning, Lora
 
 ROOT = Path(__file__).resolve().parents[1]
-# HuggingFaceTB/SmolLM2-135M's config.json (the fields a Llama config reads)
-SMOLLM2_135M = {
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "vocab_size": 49152,
-    "max_position_embeddings": 8192,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 100000.0,
-    "tie_word_embeddings": True,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-}
+# HuggingFaceTB/SmolLM2-135M's config.json (the fields a Llama config reads): the decode benchmark's sizes
+SMOLLM2_135M = {**LLAMA_SIZES["smollm2-135m"], "max_position_embeddings": 8192, "bos_token_id": 0, "eos_token_id": 0}
 GiB = 2**30
 
 
