@@ -196,7 +196,7 @@ def read_package(folder: str | Path, name: str | Path | None = None) -> Package:
 def read_tokenizer(folder: Path) -> CaptionTokenizer:
     """tokenizer.json with the ids special_tokens.json records, `CaptionTokenizer.special` ({"bos_token_id": 1, ...}):
     a file beside tokenizer.json, not config fields, as they are the tokenizer's conventions (a language model's, read
-    by transformers), not the network config.json describes; tokenizer.json stays the file `tokenizers` wrote."""
+    by transformers), not the network config.json describes; tokenizer.json as `tokenizers` writes it."""
     path = folder / SPECIAL_FILE
     check_inside(folder, (TOKENIZER_FILE, SPECIAL_FILE))
     if not path.is_file():  # a package from before the record

@@ -43,6 +43,7 @@ class CaptionTokenizer:
         (<pad>, <bos>, <eos>) when present; else a tokenizer with exactly one special token (GPT-2's
         <|endoftext|>) uses it as BOS, EOS and padding, as GPT-2 does."""
         self.tokenizer = tokenizer
+        self.extended_from: int | None = None  # the size before `extend` added tokens (set by `extend`)
         self._special = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}  # never decoded
         if special is not None:
             self.bos_id, self.eos_id, self.pad_id = _checked(special, tokenizer.get_vocab_size())
@@ -189,7 +190,9 @@ class CaptionTokenizer:
         log.info(
             "tokenizer extended by %d tokens learned from the training captions (%d -> %d)", added, size, size + added
         )
-        return CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)), self.special)
+        extended = CaptionTokenizer(Tokenizer.from_str(json.dumps(spec)), self.special)
+        extended.extended_from = size
+        return extended
 
     def pieces(self, base_size: int) -> dict[int, list[int]]:
         """For each token id >= `base_size` (the tokens an `extend` added), the ids below `base_size` it is made of,

@@ -102,3 +102,19 @@ def test_an_attention_pooling_head_is_dropped_and_every_encoder_weight_trains(ti
     ids = torch.randint(3, tiny_config.vocab_size, (2, 6))
     model.loss(torch.randn(2, 3, 32, 32), ids, ids).backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_a_package_saved_with_the_pooling_head_still_loads(tiny_config: CaptionerConfig, tokenizer, tmp_path, images):
+    """Packages written before the head was dropped hold its tensors: they are left unread."""
+    from safetensors.torch import load_file, save_file
+
+    kwargs = {**tiny_config.encoder_kwargs, "global_pool": "map", "class_token": False}
+    model = Captioner(replace(tiny_config, encoder_kwargs=kwargs, vocab_size=tokenizer.vocab_size)).eval()
+    package = model.save_pretrained(tmp_path / "pkg", tokenizer)
+    weights = load_file(package / "model.safetensors")
+    weights["encoder.backbone.attn_pool.latent"] = torch.zeros(1, 1, 32)  # as the earlier package held it
+    save_file(weights, package / "model.safetensors")
+    loaded, _ = Captioner.from_pretrained(package)
+    ids = torch.randint(3, tokenizer.vocab_size, (3, 5))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(images, ids), model(images, ids))

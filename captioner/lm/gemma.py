@@ -33,8 +33,11 @@ GEMMA2_LAYER = {
 
 
 def gemma_config(hf: Any) -> dict[str, Any]:
-    # what transformers 5 runs: Gemma's hidden_act (a legacy "gelu" read as tanh), Gemma 2's hidden_activation
-    act = getattr(hf, "hidden_act", None) or hf.hidden_activation
+    # what transformers runs: Gemma's MLP reads hidden_act (a legacy "gelu" is its tanh GELU, as transformers 5
+    # converts it), Gemma 2's hidden_activation
+    gemma2 = hf.model_type == "gemma2"
+    act = hf.hidden_activation if gemma2 else hf.hidden_act
+    act = "gelu_pytorch_tanh" if act == "gelu" and not gemma2 else act
     if act not in GELU:
         raise ValueError(f"hidden_act={act!r}: a Gemma with GELU ({', '.join(GELU)}) is needed")
     if getattr(hf, "use_bidirectional_attention", None):

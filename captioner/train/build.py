@@ -63,13 +63,23 @@ def build_model(
             "the tokenizer its weights were trained with (leave tokenizer.path unset to use the package's or the "
             "language model's own; tokenizer.extend adds tokens to it)"
         )
-    if tokenizer.vocab_size > own:  # the tokenizer was extended: new rows start from their pieces' embeddings
-        grow_vocab(model, tokenizer.pieces(own))
     if finetuning.freeze_lm and not model.config.decoder_init_from:
         raise ValueError(
             f"finetune.freeze_lm freezes a pretrained language model, and {start} has none: set "
             "config.decoder_init_from (or init_from a package made from one)"
         )
+    if finetuning.freeze_lm and extend:
+        raise ValueError(
+            f"finetune.freeze_lm freezes the token embeddings, where the tokens of tokenizer.extend={extend} would "
+            "have to learn: unset one of them"
+        )
+    # new tokens start from their pieces' embeddings: in a padded vocabulary's spare rows (which the language model
+    # never trained), then in rows appended beyond them
+    base = tokenizer.extended_from
+    if base is not None and base < min(own, tokenizer.vocab_size):
+        set_rows(model, {i: parts for i, parts in tokenizer.pieces(base).items() if i < own})
+    if tokenizer.vocab_size > own:
+        grow_vocab(model, tokenizer.pieces(own))
     if "vision" in finetuning.lora.groups and finetuning.encoder_frozen_epochs:
         raise ValueError("finetune.lora.groups: vision adapts a backbone that encoder_frozen_epochs would thaw; "
                          "use one of them")  # fmt: skip
@@ -99,6 +109,16 @@ def grow_vocab(model: Captioner, pieces: dict[int, list[int]]) -> None:
     decoder.lm_head = nn.Linear(C, V + len(pieces), bias=False, device=head.device, dtype=head.dtype)
     decoder.lm_head.weight = decoder.wte.weight if tied else _grown(head, pieces)
     _set_config(model, replace(model.config, vocab_size=V + len(pieces)))
+
+
+def set_rows(model: Captioner, pieces: dict[int, list[int]]) -> None:
+    """Rows `pieces` of the embedding and the LM head (tied or not) set to the mean of the rows of their pieces, in
+    place (new tokens in a padded vocabulary's spare rows; `grow_vocab` appends rows instead)."""
+    decoder = model.decoder
+    with torch.no_grad():
+        for weight in {id(w): w for w in (decoder.wte.weight, decoder.lm_head.weight)}.values():
+            for i, parts in pieces.items():
+                weight[i] = weight[parts].mean(0)
 
 
 def _grown(old: torch.Tensor, pieces: dict[int, list[int]]) -> nn.Parameter:

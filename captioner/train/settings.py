@@ -106,11 +106,12 @@ class Finetuning:
     block_size: int | None = None
 
     def check_precision(self, precision: str, stage: str) -> None:
-        """Refuse a frozen LM held in bfloat16 where training would not run under bfloat16 autocast."""
-        if self.frozen_lm_dtype == "bfloat16" and stage == "fit" and precision != "bf16-mixed":
+        """Refuse a frozen LM held in bfloat16 where a `stage` (fit, validate, test, predict) would not run under
+        bfloat16 autocast: its float32 activations would meet bfloat16 weights."""
+        if self.frozen_lm_dtype == "bfloat16" and precision != "bf16-mixed":
             raise ValueError(
                 "finetune.frozen_lm_dtype=bfloat16 computes under bfloat16 autocast: set trainer.precision to "
-                f"bf16-mixed (it is {precision})"
+                f"bf16-mixed (it is {precision}, to {stage})"
             )
 
 

@@ -35,6 +35,8 @@ def resolve_tokenizer(
     if source.path:
         path = Path(source.path)
         loaded = CaptionTokenizer.load(path) if path.suffix == ".json" else CaptionTokenizer.from_hf(source.path)
+        if config is not None and config.decoder_init_from:
+            check_lms_own(loaded, source.path, str(config.decoder_init_from))
     elif package is not None:
         file = package / TOKENIZER_FILE
         if not file.is_file():
@@ -60,9 +62,25 @@ def lm_tokenizer(name: str) -> CaptionTokenizer:
     folder = open_lm(name).folder
     try:
         return CaptionTokenizer.from_hf(str(folder))
-    except (OSError, ValueError) as err:  # transformers' words for a folder without a usable tokenizer
+    # transformers' words for a folder without a usable tokenizer, or one whose class needs a missing package
+    except (OSError, ValueError, ImportError, AttributeError) as err:
         why = " ".join(str(err).split())[:200] or type(err).__name__
         raise ValueError(
             f"decoder_init_from={name}: its tokenizer could not be read ({why}); a language model's folder holds "
             "its tokenizer (tokenizer.json, tokenizer_config.json), or give model.tokenizer.path"
         ) from err
+
+
+def check_lms_own(given: CaptionTokenizer, path: str, name: str) -> None:
+    """Refuse `tokenizer.path` unless it is the language model's own tokenizer (the same tokens at the same ids),
+    whose ids its embeddings were trained for; a language model folder without a readable tokenizer takes it as
+    given (the embedding rows then bound it, `build_model`)."""
+    try:
+        own = lm_tokenizer(name)
+    except ValueError:
+        return
+    if given.tokenizer.get_vocab() != own.tokenizer.get_vocab():
+        raise ValueError(
+            f"tokenizer.path={path} is not the tokenizer of decoder_init_from={name} (its tokens or their ids differ), "
+            "whose embeddings were trained for that one's ids: unset tokenizer.path (tokenizer.extend adds tokens)"
+        )

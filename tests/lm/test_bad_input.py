@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from captioner.cli import main
+from captioner.config import CaptionerConfig
 from captioner.model import Captioner
 from tests.helpers import ROOT
 from tests.lm.checkpoints import save_lm
@@ -88,3 +89,45 @@ def test_no_tokenizer_in_the_folder(tmp_path, capsys):
 def test_cross_attention_beyond_the_layers(llama_dir, every, capsys):
     said = fit_fails(capsys, llama_dir, f"--model.config.cross_attention_every={every}")
     assert f"cross_attention_every={every.replace(' ', '')}".replace(",", ", ") in said and "n_layer=4" in said
+
+
+def test_a_tokenizer_path_that_is_not_the_lms_own(llama_dir, tmp_path, capsys):
+    """A smaller tokenizer fits the embedding rows, and its ids would index rows trained for other tokens."""
+    from captioner.shapes import captions, scene_objects
+    from captioner.tokenizer import CaptionTokenizer
+
+    other = CaptionTokenizer.train([c for i in range(50) for c in captions(scene_objects("train", i))], 100)
+    other.save(tmp_path / "other.json")
+    said = fit_fails(capsys, llama_dir, f"--model.tokenizer.path={tmp_path / 'other.json'}")
+    assert "is not the tokenizer of decoder_init_from=" in said and "unset tokenizer.path" in said
+
+
+def test_freeze_lm_with_extend_is_refused(llama_dir, capsys):
+    said = fit_fails(capsys, llama_dir, "--model.finetune.freeze_lm=true", "--model.tokenizer.extend=8")
+    assert "finetune.freeze_lm freezes the token embeddings" in said
+
+
+def test_extend_into_a_padded_vocabulary_starts_from_the_pieces(tmp_path, tokenizer):
+    """New tokens that land in a padded checkpoint's spare rows (Qwen's) start as the mean of their pieces' rows."""
+    from captioner.train import Finetuning
+    from captioner.train.build import build_model
+
+    folder = with_tokenizer(save_lm(tmp_path / "lm", "qwen2", tokenizer.vocab_size + 20), tokenizer)
+    lm = Captioner(CaptionerConfig(decoder_init_from=str(folder), **TINY_ENCODER)).decoder.wte.weight.detach()
+    extended = tokenizer.extend(["a crimsonish teal rhombusoid beside quadrilateralish zigzags"] * 50, 4)
+    base = tokenizer.vocab_size
+    assert extended.vocab_size > base
+    torch.manual_seed(0)
+    model = build_model(CaptionerConfig(decoder_init_from=str(folder), **TINY_ENCODER), extended, None, Finetuning(), 4)
+    rows = model.decoder.wte.weight.detach()
+    assert rows.size(0) == base + 20  # no row appended: the spare rows hold the new tokens
+    for i, parts in extended.pieces(base).items():
+        assert torch.allclose(rows[i], lm[parts].mean(0)) and not torch.allclose(rows[i], lm[i])
+    assert torch.equal(rows[:base], lm[:base]) and torch.equal(rows[extended.vocab_size :], lm[extended.vocab_size :])
+
+
+TINY_ENCODER = {
+    "encoder_img_size": 32,
+    "encoder_patch_size": 16,
+    "encoder_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+}
