@@ -39,6 +39,17 @@ class KVCache(nn.Module):
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def write(self, start: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Write (B, ng, T, hs) at positions start + [0, T), `start` a 0-dim long tensor (no host read); return the
+        whole keys/values (B, ng, max_len, hs) and the mask (T, max_len), True where query t sees a key (<= its
+        position: the keys not yet written are masked)."""
+        index = start + torch.arange(k.size(2), device=k.device)  # (T,)
+        self.k.index_copy_(2, index, k)
+        self.v.index_copy_(2, index, v)
+        self.length = self.k.size(2)  # a reorder copies every position: which are written is not known here
+        mask = torch.arange(self.k.size(2), device=k.device)[None, :] <= index[:, None]  # (T, max_len)
+        return self.k, self.v, mask
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (beam search): row i becomes old row index[i], for the positions written so far."""
         n = self.length
@@ -125,9 +136,12 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, start: int | None = None, rope: Rope | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, start: int | torch.Tensor | None = None, rope: Rope | None = None
+    ) -> torch.Tensor:
         """(B, T, C) -> (B, T, C). With `start`, x holds positions [start, start + T) and the cache is used; `rope`
-        holds the angles of those positions."""
+        holds the angles of those positions. A tensor `start` (0-dim, long) attends over the cache's whole length
+        with a length mask (`KVCache.write`): the same shapes at every position."""
         B, T, _ = x.shape
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
@@ -142,10 +156,13 @@ class SelfAttention(nn.Module):
             y = attend(q, k, v, causal=True, dropout=drop, scale=self.scale, softcap=self.softcap)  # (B, nh, T, hs)
         else:
             assert self.kv_cache is not None, "call set_kv_cache() before decoding with positions"
-            k, v = self.kv_cache.update(start, k, v)  # (B, ng, start + T, hs)
-            mask = None
-            if T > 1:  # prefill: query t sees keys [0, start + t]
-                mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            mask: torch.Tensor | None = None
+            if isinstance(start, torch.Tensor):
+                k, v, mask = self.kv_cache.write(start, k, v)  # (B, ng, max_len, hs) each, mask (T, max_len)
+            else:
+                k, v = self.kv_cache.update(start, k, v)  # (B, ng, start + T, hs)
+                if T > 1:  # prefill: query t sees keys [0, start + t]
+                    mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
             y = attend(q, k, v, mask, scale=self.scale, softcap=self.softcap)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, self.sizes[0])
         return self.resid_dropout(self.c_proj(y))

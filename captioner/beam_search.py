@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from captioner.decoding import GenerationConfig, Hypothesis, SpecialIds, check_every, process, step_logits
+from captioner.decoding import GenerationConfig, Hypothesis, SpecialIds, check_every, process
 from captioner.model import Captioner
+from captioner.static_step import DecodeStep
 
 
 def beam_search(
@@ -34,8 +35,9 @@ def beam_search(
     rank = torch.arange(C, device=device)  # (C,)
     every = check_every(device)
     steps = 0
+    step_logits = DecodeStep(model, config, device)
     for step in range(max_new):
-        logprobs = process(step_logits(model, last, kv, step), history[:, :step], step, special, config)  # (BK, V)
+        logprobs = process(step_logits(last, kv, step), history[:, :step], step, special, config)  # (BK, V)
         cand = (beam_scores.view(-1, 1) + logprobs).view(B, K * V)  # (B, K*V)
         top_scores, top_idx = cand.topk(C, dim=1)  # (B, C), best first
         src, tok = top_idx // V, top_idx % V  # (B, C): beam and token of each candidate

@@ -68,7 +68,7 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,
         kv: tuple[torch.Tensor, torch.Tensor] | None,
-        start: int | None = None,
+        start: int | torch.Tensor | None = None,
         rope: Rope | None = None,
         attention: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -135,7 +135,7 @@ class TextDecoder(nn.Module):
         self,
         input_ids: torch.Tensor,
         kv: ImageKV,
-        start: int | None = None,
+        start: int | torch.Tensor | None = None,
         attention: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(B, T) token ids -> (B, T, C) final hidden states (after ln_f).
@@ -144,12 +144,14 @@ class TextDecoder(nn.Module):
             kv: the image keys/values of each cross-attention layer (B_img, ng, N, hs); B may be B_img * G (G
                 beams/samples per image).
             start: with a KV cache set, `input_ids` are positions [start, start + T) and earlier ones come
-                from the cache; None runs the whole sequence without the cache (training).
+                from the cache; None runs the whole sequence without the cache (training). A 0-dim long tensor
+                (the static decode step, `captioner.static_step`) is never read on the host: its caller keeps
+                start + T within the cache and the block size.
             attention: when given, receives each cross-attention layer's weights (B, nh, T, N), in block order.
         """
         B, T = input_ids.shape
         offset = 0 if start is None else start
-        if offset + T > self.config.block_size:
+        if isinstance(offset, int) and offset + T > self.config.block_size:
             raise ValueError(f"sequence of {offset + T} tokens is longer than block_size={self.config.block_size}")
         if len(kv) != len(self.cross_index):
             raise ValueError(f"{len(kv)} image key/value pairs for {len(self.cross_index)} cross-attention layers")
@@ -157,7 +159,7 @@ class TextDecoder(nn.Module):
         if self.config.scale_embeddings:
             x = x * torch.tensor(self.config.n_embd**0.5, dtype=x.dtype)  # in the embedding's dtype, as Gemma
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(offset, offset + T, device=input_ids.device))  # (B, T, C)
+            x = x + self.wpe(offset + torch.arange(T, device=input_ids.device))  # (B, T, C)
         rope = None if self.rope is None else self.rope(offset, T)  # (T, hs) each
         x = self.drop(x)
         layer_kv = iter(kv)

@@ -30,7 +30,13 @@ HUGE = 10**9
 class GenerationConfig:
     """Decoding options (names as in Hugging Face `generate`). Each field declares its option once (help, the range
     where the decoding arithmetic stays finite, the page's control): the flags of `caption` and `evaluate`, the
-    API's query parameters and docs and the page's controls are made from these fields (`captioner.options`)."""
+    API's query parameters and docs and the page's controls are made from these fields (`captioner.options`).
+
+    Two fields are not options, for a Python caller only: `static=True` runs the decoder step with the same shapes
+    at every step (the whole KV cache under a length mask, the position a tensor: nothing read on the host) and
+    gives the eager step's tokens; `compile=True` implies it and runs that step through
+    `torch.compile(fullgraph=True)`, compiled once per process for each shape of rows, image tokens and token limit
+    (the first call pays seconds). Eager stays the default (`captioner.static_step`)."""
 
     max_new_tokens: int | None = option(
         None,
@@ -112,12 +118,20 @@ class GenerationConfig:
         high=2**63 - 1,
         why="the generator's seed is a 64-bit integer",
     )
+    # How the decoder step runs (`captioner.static_step`), for a Python caller only: not options of the flags, the
+    # API or the page, so that no request can make a server compile. Eager is the default: it pays where compiling
+    # does not (a few calls, changing batch sizes: each new shape compiles once more).
+    static: bool = False  # every step the same shapes: the whole KV cache under a length mask; the same tokens
+    compile: bool = False  # the static step compiled once by torch.compile(fullgraph=True); implies `static`
 
     def validate(self) -> None:
         """Refuse options that would decode nonsense (NaN scores, no sequence, an error deep inside): every option of
         its type and in its range (`captioner.options.check_options`), and the combinations that cannot run;
         ArgumentError naming them."""
         check_options(self)
+        for name in ("static", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ArgumentError("{0} must be true or false", (name, getattr(self, name)))
         if self.num_return_sequences > max(self.num_beams, 1) and not self.do_sample:
             raise ArgumentError(
                 "{0} needs {1} >= that (or {2})",
@@ -156,8 +170,9 @@ class TokenIds:
     pad_id: int
 
 
-def step_logits(model: Captioner, last: torch.Tensor, kv: list, pos: int) -> torch.Tensor:
-    """(R, 1) newest tokens at position `pos` -> (R, V) float logits; LM head on that position only."""
+def step_logits(model: Captioner, last: torch.Tensor, kv: list, pos: int | torch.Tensor) -> torch.Tensor:
+    """(R, 1) newest tokens at position `pos` -> (R, V) float logits; LM head on that position only. A 0-dim tensor
+    `pos` makes it the static step (`captioner.static_step`)."""
     hidden = model.decoder.hidden(last, kv, start=pos)[:, -1]  # (R, C)
     return model.decoder.logits(hidden).float()
 

@@ -4,7 +4,10 @@ One API (`generate`) serves validation, the caption command and Python users. Fo
 - the image keys/values of each cross-attention layer are computed once per image and shared by all beams or
   samples of that image by broadcasting (see `CrossAttention`), never copied per beam or per step;
 - self-attention keys/values live in preallocated buffers (`TextDecoder.set_kv_cache`), one new token per step;
-- the LM head runs only on the newest position.
+- the LM head runs only on the newest position;
+- the decoder step is eager by default; `GenerationConfig(static=True)` makes its shapes the same at every step
+  (the whole cache under a length mask, the position a tensor), `compile=True` compiles that step once
+  (`captioner.static_step`); the tokens are the same.
 
 Scores: every returned sequence has `score = sum of log-probs / length ** length_penalty`, where the log-probs are
 those of the chosen tokens after the penalties (repetition, no-repeat n-gram, min length) and before sampling
@@ -23,10 +26,10 @@ from captioner.decoding import (
     TokenIds,
     check_every,
     process,
-    step_logits,
     warp,
 )
 from captioner.model import Captioner
+from captioner.static_step import DecodeStep
 
 __all__ = ["GenerationConfig", "Hypothesis", "SpecialIds", "TokenIds", "generate", "greedy"]
 
@@ -91,8 +94,9 @@ def _greedy_or_sample(
     length = torch.zeros(R, dtype=torch.long, device=device)
     done = torch.zeros(R, dtype=torch.bool, device=device)
     every = check_every(device)
+    step_logits = DecodeStep(model, config, device)
     for step in range(max_new):
-        logprobs = process(step_logits(model, last, kv, step), history, step, special, config)  # (R, V)
+        logprobs = process(step_logits(last, kv, step), history, step, special, config)  # (R, V)
         if config.do_sample:
             probs = warp(logprobs, config).softmax(dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (R,)

@@ -55,8 +55,12 @@ class RotaryEmbedding(nn.Module):
         angles = torch.cat([freqs, freqs], dim=-1)  # (block_size, hs)
         self.cos, self.sin = angles.cos(), angles.sin()
 
-    def forward(self, start: int, length: int) -> Rope:
-        """cos, sin of positions [start, start + length), each (length, hs)."""
+    def forward(self, start: int | torch.Tensor, length: int) -> Rope:
+        """cos, sin of positions [start, start + length), each (length, hs); a tensor `start` (0-dim, long) indexes
+        the tables without reading it on the host."""
+        if isinstance(start, torch.Tensor):
+            index = start + torch.arange(length, device=self.cos.device)  # (length,)
+            return self.cos.index_select(0, index), self.sin.index_select(0, index)
         return self.cos[start : start + length], self.sin[start : start + length]
 
 

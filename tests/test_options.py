@@ -44,7 +44,16 @@ def query_parameters(tmp_path_factory) -> dict[str, dict]:
     return {p["name"]: p for p in docs["paths"]["/caption"]["post"]["parameters"]}
 
 
-@pytest.mark.parametrize("field", fields(GenerationConfig), ids=lambda f: f.name)
+# how the decoder step runs, for a Python caller only: no request may make a server compile (captioner.static_step)
+NOT_OPTIONS = {"static", "compile"}
+OPTION_FIELDS = [f for f in fields(GenerationConfig) if f.name not in NOT_OPTIONS]
+
+
+def test_every_decoding_field_but_the_step_mode_is_an_option():
+    assert {f.name for f in fields(GenerationConfig)} - set(specs(GenerationConfig)) == NOT_OPTIONS
+
+
+@pytest.mark.parametrize("field", OPTION_FIELDS, ids=lambda f: f.name)
 def test_every_decoding_field_is_a_flag_and_a_query_parameter_with_its_default(field, query_parameters):
     for command, parser in PARSERS.items():
         action = flags(parser).get("--" + field.name.replace("_", "-"))
@@ -61,7 +70,7 @@ def test_every_decoding_field_is_a_flag_and_a_query_parameter_with_its_default(f
 def test_the_query_parameters_are_the_fields_and_carry_their_ranges(query_parameters):
     from captioner.serve.api import CAPS
 
-    assert list(query_parameters) == [f.name for f in fields(GenerationConfig)]
+    assert list(query_parameters) == [f.name for f in OPTION_FIELDS]
     for name, spec in specs(GenerationConfig).items():
         schema = query_parameters[name]["schema"]
         if spec.option.low is not None:
