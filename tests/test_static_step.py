@@ -8,7 +8,7 @@ from torch._dynamo.utils import counters
 
 from captioner.generate import GenerationConfig, generate
 from tests.test_decoder import STYLES, decoder
-from tests.test_generate import IDS, make_model
+from tests.test_generate import DEVICES, IDS, make_model
 
 # each way of decoding, with the processors that run between the steps
 DECODINGS = {
@@ -43,10 +43,12 @@ def images() -> torch.Tensor:
     return torch.randn(6, 3, 32, 32)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("decoding", sorted(DECODINGS))
 @pytest.mark.parametrize("style", sorted(STYLES))
-def test_the_static_step_gives_the_eager_tokens(style, decoding, images):
-    model = make_model(1, eos_bias=2.0, style=style)
+def test_the_static_step_gives_the_eager_tokens(style, decoding, device, images):
+    torch.backends.cuda.matmul.allow_tf32 = False  # exact comparisons in fp32
+    model, images = make_model(1, eos_bias=2.0, style=style).to(device), images.to(device)
     options = {"max_new_tokens": 10, **DECODINGS[decoding]}
     eager = generate(model, images, IDS, GenerationConfig(**options))
     lengths = {len(h.tokens) for hyps in eager for h in hyps}
@@ -95,3 +97,9 @@ def test_the_compiled_step_is_one_graph_for_every_step_and_batch(style, images):
     eager = generate(model, images[:2], IDS, GenerationConfig(**beams))
     same_hypotheses(generate(model, images[:2], IDS, GenerationConfig(compile=True, **beams)), eager)
     assert counters["stats"]["unique_graphs"] == 2 and not counters["graph_break"]
+
+
+@pytest.mark.parametrize("name", ["static", "compile"])
+def test_the_step_mode_is_true_or_false(name):
+    with pytest.raises(ValueError, match=f"^{name}='yes' must be true or false"):
+        GenerationConfig(**{name: "yes"}).validate()
