@@ -5,15 +5,16 @@ and `present.{i}.encoder.key` / `.value` (B, ng, N, hs) of every cross-attention
 and `onnx/decoder_model_merged.onnx` (`input_ids` (B, T), `past_key_values.{i}.encoder.key` / `.value` of each
 cross-attention block, `past_key_values.{i}.key` / `.value` (B, ng, P, hs) of every block, P = 0 at the first
 step -> `logits` (B, T, V) and `present.{i}.key` / `.value` (B, ng, P + T, hs); the new tokens hold positions
-[P, P + T)). Every `present.X` output feeds the `past_key_values.X` input of the next step. Beside them: the
+[P, P + T)). Every `present.X` output feeds the `past_key_values.X` input of the next step. Each has an int8
+variant, `encoder_model_quantized.onnx` and `decoder_model_merged_quantized.onnx`. Beside them: the
 package's config.json, tokenizer.json and special_tokens.json, and export-hf's generation_config.json and
 preprocessor_config.json. Each graph passes `onnx.checker`; the folder is written beside OUT and renamed into place.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
-import warnings
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from captioner.package import CONFIG_FILE, SPECIAL_FILE, TOKENIZER_FILE
 
 ONNX_FOLDER = "onnx"
 ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
+QUANTIZED = "_quantized"  # encoder_model_quantized.onnx: the int8 variant of encoder_model.onnx (transformers.js)
 EXTERNAL_DATA_BYTES = 1 << 30  # graphs with more weights keep them in a `.data` file beside them (protobuf's 2 GB)
 
 
@@ -42,7 +44,16 @@ def decoder_names(model: Captioner) -> tuple[list[str], list[str]]:
     return ["input_ids", *cross, *past], ["logits", *present]
 
 
-def _export(
+def reason(err: BaseException) -> str:
+    """The first line of the innermost cause of an exporter's error (its outer ones say which step failed), without
+    terminal colours."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def export_graph(
     part: str, graph: torch.nn.Module, args: tuple, dynamic: dict, names: tuple[list[str], list[str]], path: Path
 ) -> None:
     """Trace `graph` on `args` (torch.onnx's dynamo exporter) into `path` and check it; a graph that cannot be
@@ -51,8 +62,7 @@ def _export(
 
     external = sum(p.numel() * p.element_size() for p in graph.parameters()) > EXTERNAL_DATA_BYTES
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+        with torch.no_grad():
             program = torch.onnx.export(
                 graph,
                 args,
@@ -63,8 +73,7 @@ def _export(
                 verbose=False,
             )
     except Exception as err:  # torch.export's errors have many classes; the user needs the part and the reason
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"the {part} of this package cannot be exported to ONNX: {first}") from err
+        raise ValueError(f"the {part} of this package cannot be exported to ONNX: {reason(err)}") from err
     assert program is not None
     program.save(str(path), external_data=external)
     onnx.checker.check_model(str(path), full_check=True)
@@ -77,7 +86,7 @@ def export_encoder(model: Captioner, path: Path) -> list[torch.Tensor]:
     pixels = torch.randn(2, 3, height, width)  # (B, 3, H, W): two images, so that the batch stays a dimension
     graph = ImageGraph(model).eval()
     dynamic = {"pixel_values": {0: torch.export.Dim("batch_size", min=1)}}
-    _export("encoder", graph, (pixels,), dynamic, encoder_names(model), path)
+    export_graph("encoder", graph, (pixels,), dynamic, encoder_names(model), path)
     with torch.no_grad():
         return list(graph(pixels)[1:])
 
@@ -98,7 +107,25 @@ def export_decoder(model: Captioner, image_kv: list[torch.Tensor], path: Path) -
         "past": [{0: batch, 2: past}] * len(past_kv),
     }
     graph = DecoderStepGraph(model.decoder).eval()
-    _export("decoder", graph, (input_ids, image_kv, past_kv), dynamic, decoder_names(model), path)
+    export_graph("decoder", graph, (input_ids, image_kv, past_kv), dynamic, decoder_names(model), path)
+
+
+def quantized_name(name: str) -> str:
+    """`encoder_model.onnx` -> `encoder_model_quantized.onnx`."""
+    return name.removesuffix(".onnx") + QUANTIZED + ".onnx"
+
+
+def quantize(path: Path) -> Path:
+    """The int8 variant of the graph at `path` beside it (ONNX Runtime's dynamic quantization: int8 weights of the
+    MatMuls, activations quantized per call), checked."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = path.with_name(quantized_name(path.name))
+    external = path.with_name(path.name + ".data").exists()  # the weights beside a large graph (`export_graph`)
+    quantize_dynamic(path, target, weight_type=QuantType.QInt8, use_external_data_format=external)
+    onnx.checker.check_model(str(target), full_check=True)
+    return target
 
 
 def export_onnx(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -119,6 +146,8 @@ def export_onnx(package: str | Path, out: str | Path, overwrite: bool = False) -
         (tmp / ONNX_FOLDER).mkdir()
         image_kv = export_encoder(model, tmp / ONNX_FOLDER / ENCODER_FILE)
         export_decoder(model, image_kv, tmp / ONNX_FOLDER / DECODER_FILE)
+        for name in (ENCODER_FILE, DECODER_FILE):
+            quantize(tmp / ONNX_FOLDER / name)
         for name in (CONFIG_FILE, TOKENIZER_FILE, SPECIAL_FILE):
             if (folder / name).is_file():  # a package written before special_tokens.json has none
                 shutil.copyfile(folder / name, tmp / name)
