@@ -1,6 +1,6 @@
 """`captioner export-onnx`: ONNX Runtime on the exported graphs gives the library's memory, image keys/values and
-logits, at the first step and at steps with a past, for a GPT-style and a Llama-style decoder (the int8 graphs
-close to them)."""
+logits, at the first step and at steps with a past, for a GPT-style, a Llama-style and an every-option decoder
+(the int8 graphs close to them)."""
 
 from __future__ import annotations
 
@@ -23,18 +23,24 @@ from captioner.export.onnx import (
     quantized_name,
 )
 from captioner.model import Captioner
-from tests.test_decoder import STYLES
+from tests.hf.test_export import BLOCKS
+from tests.test_decoder import LLAMA_STYLE
+
+
+# GPT-style, Llama-style (RoPE, RMSNorm, SwiGLU, grouped key/value heads, a cross MLP), and every other block option
+# (export-hf's test: q/k norm, soft-capped attention and logits, post norms, scaled embeddings, a block without RoPE)
+STYLES = {"gpt": {}, "llama": LLAMA_STYLE, "others": BLOCKS["others"]}
 
 
 def tiny_package(path, tokenizer, style: str):
-    """A random tiny captioner of `style` with its cross-attention gates open (so the image matters), saved."""
+    """A random tiny captioner of `style` with its cross-attention gates open (so the image matters), its norms
+    off 1 and its matrices scaled up (peaked outputs, as export-hf's test), saved."""
     torch.manual_seed(0)
     config = CaptionerConfig.from_name("tiny", vocab_size=tokenizer.vocab_size, n_layer=2, **STYLES[style])
     model = Captioner(config).eval()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gate"):
-                p.fill_(0.8)
+        for name, p in model.decoder.named_parameters():
+            p.copy_(torch.full_like(p, 0.7) if "gate" in name else p * 4 if p.ndim > 1 else p + torch.rand_like(p))
     return model.save_pretrained(path, tokenizer)
 
 
@@ -159,6 +165,7 @@ def test_onnx_runtime_gives_the_librarys_outputs_at_the_first_step_and_with_a_pa
 def test_the_int8_graphs_stay_close_to_the_librarys_logits(exported):
     runs = decode(*reversed(exported), suffix=QUANTIZED)
     next(runs)
-    for got, expected in runs:  # int8 weights: about 1.5% of the largest logit on these tiny random models
+    for got, expected in runs:  # int8 weights: up to about 4% of the largest logit on these tiny random models
         assert got.shape == expected.shape
-        assert 1e-4 < np.abs(got - expected).max() < 0.03 * np.abs(expected).max()
+        assert 1e-4 < np.abs(got - expected).max() < 0.06 * np.abs(expected).max()
+        assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.9  # the greedy token, nearly everywhere
