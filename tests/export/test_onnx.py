@@ -26,7 +26,6 @@ from captioner.model import Captioner
 from tests.hf.test_export import BLOCKS
 from tests.test_decoder import LLAMA_STYLE
 
-
 # GPT-style, Llama-style (RoPE, RMSNorm, SwiGLU, grouped key/value heads, a cross MLP), and every other block option
 # (export-hf's test: q/k norm, soft-capped attention and logits, post norms, scaled embeddings, a block without RoPE)
 STYLES = {"gpt": {}, "llama": LLAMA_STYLE, "others": BLOCKS["others"]}
