@@ -19,7 +19,6 @@ from captioner.export.onnx import (
     decoder_names,
     encoder_names,
     export_graph,
-    export_onnx,
     quantized_name,
 )
 from captioner.model import Captioner
@@ -47,7 +46,8 @@ def tiny_package(path, tokenizer, style: str):
 def exported(request, tmp_path_factory, tokenizer):
     tmp = tmp_path_factory.mktemp(f"onnx-{request.param}")
     package = tiny_package(tmp / "package", tokenizer, request.param)
-    return package, export_onnx(package, tmp / "onnx-export")
+    assert main(["export-onnx", str(package), str(tmp / "onnx-export")]) == 0
+    return package, tmp / "onnx-export"
 
 
 def test_export_onnx_refuses_an_existing_out_in_one_line(tmp_path, tokenizer, capsys):
