@@ -50,6 +50,13 @@ def export_hf(argv: list[str]) -> int:
 def export_onnx(argv: list[str]) -> int:
     from captioner.export.onnx import export_onnx as export
 
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter writes with it)
+    except ImportError as err:
+        return fail(f"export-onnx needs the onnx extra ({err.name} is missing): pip install -e '.[onnx]'")
+
     return run_export(
         argv,
         "captioner export-onnx",

@@ -56,8 +56,18 @@ def reason(err: BaseException) -> str:
 def export_graph(
     part: str, graph: torch.nn.Module, args: tuple, dynamic: dict, names: tuple[list[str], list[str]], path: Path
 ) -> None:
-    """Trace `graph` on `args` (torch.onnx's dynamo exporter) into `path` and check it; a graph that cannot be
-    traced is a ValueError naming `part`."""
+    """Trace `graph` on `args` with torch.onnx's dynamo exporter into `path`, then `onnx.checker` it.
+
+    Args:
+        part: what the graph is ("encoder", "decoder"), for the error.
+        graph: the module in eval mode; `args` its example inputs.
+        dynamic: torch.export's dynamic shapes of each argument, by name.
+        names: the graph's input and output names (flattened as the exporter flattens lists).
+        path: the .onnx file; weights over `EXTERNAL_DATA_BYTES` go to `path` + ".data".
+
+    Raises:
+        ValueError: the exporter failed (the message names `part` and the innermost reason).
+    """
     import onnx
 
     external = sum(p.numel() * p.element_size() for p in graph.parameters()) > EXTERNAL_DATA_BYTES
