@@ -1,20 +1,24 @@
-"""`captioner export-hf PACKAGE OUT`: a folder transformers loads with its Auto classes (see captioner.hf)."""
+"""`captioner export-hf` and `export-onnx`: a transformers folder (captioner.hf); ONNX (captioner.export)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from captioner.cli.common import Parser, add_package_args, fail
 
 
-def export_hf(argv: list[str]) -> int:
-    parser = Parser(
-        prog="captioner export-hf",
-        description="Write a folder that transformers loads with AutoModelForImageTextToText, AutoTokenizer and "
-        "AutoImageProcessor (trust_remote_code=True: the configuration and modeling code come with it and do not "
-        "import captioner); its generate() gives the captions `captioner caption` gives, greedy and beam.",
-    )
+def run_export(
+    argv: list[str],
+    prog: str,
+    description: str,
+    export: Callable[[Path, Path, bool], Path],
+    wrote: Callable[[Path], str],
+) -> int:
+    """Parse PACKAGE OUT [--overwrite], refuse an existing OUT without --overwrite in one line, run
+    `export(package folder, out, overwrite)` and say `wrote(out)` on stderr."""
+    parser = Parser(prog=prog, description=description)
     add_package_args(parser)
     parser.add_argument("out", help="the folder to write (must not exist unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -22,12 +26,44 @@ def export_hf(argv: list[str]) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         return fail(f"{out} exists; pass --overwrite to replace it, or choose another folder")
-    from captioner.hf.export import export_hf as export
     from captioner.hub import resolve_package
 
-    export(resolve_package(args.model_dir, args.revision), out, overwrite=args.overwrite)
-    print(
-        f"wrote {out}: AutoModelForImageTextToText.from_pretrained({str(out)!r}, trust_remote_code=True)",
-        file=sys.stderr,
-    )
+    export(resolve_package(args.model_dir, args.revision), out, args.overwrite)
+    print(f"wrote {out}: {wrote(out)}", file=sys.stderr)
     return 0
+
+
+def export_hf(argv: list[str]) -> int:
+    from captioner.hf.export import export_hf as export
+
+    return run_export(
+        argv,
+        "captioner export-hf",
+        "Write a folder that transformers loads with AutoModelForImageTextToText, AutoTokenizer and "
+        "AutoImageProcessor (trust_remote_code=True: the configuration and modeling code come with it and do not "
+        "import captioner); its generate() gives the captions `captioner caption` gives, greedy and beam.",
+        export,
+        lambda out: f"AutoModelForImageTextToText.from_pretrained({str(out)!r}, trust_remote_code=True)",
+    )
+
+
+def export_onnx(argv: list[str]) -> int:
+    from captioner.export.onnx import export_onnx as export
+
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter writes with it)
+    except ImportError as err:
+        return fail(f"export-onnx needs the onnx extra ({err.name} is missing): pip install -e '.[onnx]'")
+
+    return run_export(
+        argv,
+        "captioner export-onnx",
+        "Write the model as ONNX for ONNX Runtime and transformers.js: onnx/encoder_model.onnx (image -> memory and "
+        "every cross-attention layer's keys/values) and onnx/decoder_model_merged.onnx (one graph for the first "
+        "step and the steps with past keys/values), with config.json, tokenizer.json, generation_config.json and "
+        "preprocessor_config.json beside them.",
+        export,
+        lambda out: "onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx",
+    )

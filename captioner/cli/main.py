@@ -14,6 +14,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("demo", "demo", "train on shapes, evaluate on 500 test scenes (what `make demo` runs)"),
     "serve": ("serve", "serve", "a web page and a JSON API with dynamic batching: captioner serve MODEL_DIR"),
     "export-hf": ("export", "export_hf", "write a folder transformers loads (AutoModelForImageTextToText)"),
+    "export-onnx": (
+        "export",
+        "export_onnx",
+        "write ONNX graphs: the encoder and a merged decoder with past keys/values",
+    ),
     "push": ("push", "push", "upload a model package to the Hugging Face Hub with a model card"),
     "plot": ("plot", "plot", "draw a run's training curves as PNGs: captioner plot runs/shapes/version_0"),
     "shapes": ("data", "shapes", "write shapes scenes to disk as an imagefolder"),

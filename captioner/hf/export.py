@@ -78,10 +78,23 @@ def image_processor(pre: Preprocessing):
     )
 
 
+def generation_config(tokenizer: CaptionTokenizer, block_size: int):  # a transformers GenerationConfig
+    """BOS as the decoder start, EOS, pad, at most `block_size` tokens (generation_config.json of the exports)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+        decoder_start_token_id=tokenizer.bos_id,
+        max_length=block_size,
+    )
+
+
 def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Write the transformers folder of `package` (a folder or Hub repo id) to `out`; `out` may not be the package,
     lie inside it or hold it (OutputError)."""
-    from transformers import GenerationConfig, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     from captioner.hf.modeling_captioner import CaptionerForConditionalGeneration
     from captioner.hub import resolve_package
@@ -100,13 +113,7 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     missing, unexpected = hf.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"the transformers model does not match the package: missing {missing}, extra {unexpected}")
-    hf.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_id,
-        eos_token_id=tokenizer.eos_id,
-        pad_token_id=tokenizer.pad_id,
-        decoder_start_token_id=tokenizer.bos_id,
-        max_length=model.config.block_size,
-    )
+    hf.generation_config = generation_config(tokenizer, model.config.block_size)
     fast = PreTrainedTokenizerFast(
         tokenizer_file=str(folder / TOKENIZER_FILE),
         bos_token=tokenizer.tokenizer.id_to_token(tokenizer.bos_id),

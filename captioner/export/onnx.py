@@ -1,0 +1,166 @@
+"""`captioner export-onnx PACKAGE OUT`: the model as two ONNX graphs, in the layout optimum and transformers.js use.
+
+Written: `onnx/encoder_model.onnx` (pixel_values (B, 3, H, W) -> `last_hidden_state`, the image memory (B, N, D),
+and `present.{i}.encoder.key` / `.value` (B, ng, N, hs) of every cross-attention block i, computed once per image)
+and `onnx/decoder_model_merged.onnx` (`input_ids` (B, T), `past_key_values.{i}.encoder.key` / `.value` of each
+cross-attention block, `past_key_values.{i}.key` / `.value` (B, ng, P, hs) of every block, P = 0 at the first
+step -> `logits` (B, T, V) and `present.{i}.key` / `.value` (B, ng, P + T, hs); the new tokens hold positions
+[P, P + T)). Every `present.X` output feeds the `past_key_values.X` input of the next step. Each has an int8
+variant, `encoder_model_quantized.onnx` and `decoder_model_merged_quantized.onnx`. Beside them: the
+package's config.json, tokenizer.json and special_tokens.json, and export-hf's generation_config.json and
+preprocessor_config.json. Each graph passes `onnx.checker`; the folder is written beside OUT and renamed into place.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from captioner.export.onnx_graphs import DecoderStepGraph, ImageGraph
+from captioner.model import Captioner
+from captioner.outputs import atomic_folder, check_apart
+from captioner.package import CONFIG_FILE, SPECIAL_FILE, TOKENIZER_FILE
+
+ONNX_FOLDER = "onnx"
+ENCODER_FILE, DECODER_FILE = "encoder_model.onnx", "decoder_model_merged.onnx"
+QUANTIZED = "_quantized"  # encoder_model_quantized.onnx: the int8 variant of encoder_model.onnx (transformers.js)
+EXTERNAL_DATA_BYTES = 1 << 30  # graphs with more weights keep them in a `.data` file beside them (protobuf's 2 GB)
+
+
+def encoder_names(model: Captioner) -> tuple[list[str], list[str]]:
+    """The encoder graph's input and output names."""
+    kv = [f"present.{i}.encoder.{part}" for i in model.config.cross_layers() for part in ("key", "value")]
+    return ["pixel_values"], ["last_hidden_state", *kv]
+
+
+def decoder_names(model: Captioner) -> tuple[list[str], list[str]]:
+    """The merged decoder graph's input and output names."""
+    cross = [f"past_key_values.{i}.encoder.{part}" for i in model.config.cross_layers() for part in ("key", "value")]
+    past = [f"past_key_values.{i}.{part}" for i in range(model.config.n_layer) for part in ("key", "value")]
+    present = [f"present.{i}.{part}" for i in range(model.config.n_layer) for part in ("key", "value")]
+    return ["input_ids", *cross, *past], ["logits", *present]
+
+
+def reason(err: BaseException) -> str:
+    """The first line of the innermost cause of an exporter's error (its outer ones say which step failed), without
+    terminal colours."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def export_graph(
+    part: str, graph: torch.nn.Module, args: tuple, dynamic: dict, names: tuple[list[str], list[str]], path: Path
+) -> None:
+    """Trace `graph` on `args` with torch.onnx's dynamo exporter into `path`, then `onnx.checker` it.
+
+    Args:
+        part: what the graph is ("encoder", "decoder"), for the error.
+        graph: the module in eval mode; `args` its example inputs.
+        dynamic: torch.export's dynamic shapes of each argument, by name.
+        names: the graph's input and output names (flattened as the exporter flattens lists).
+        path: the .onnx file; weights over `EXTERNAL_DATA_BYTES` go to `path` + ".data".
+
+    Raises:
+        ValueError: the exporter failed (the message names `part` and the innermost reason).
+    """
+    import onnx
+
+    external = sum(p.numel() * p.element_size() for p in graph.parameters()) > EXTERNAL_DATA_BYTES
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                graph,
+                args,
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                input_names=names[0],
+                output_names=names[1],
+                verbose=False,
+            )
+    except Exception as err:  # torch.export's errors have many classes; the user needs the part and the reason
+        raise ValueError(f"the {part} of this package cannot be exported to ONNX: {reason(err)}") from err
+    assert program is not None
+    program.save(str(path), external_data=external)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_encoder(model: Captioner, path: Path) -> list[torch.Tensor]:
+    """`encoder_model.onnx` of `model` into `path`; returns the image keys/values [k, v, ...] (B, ng, N, hs) of two
+    random images, the example the decoder is traced with."""
+    _, height, width = model.preprocessing.input_size
+    pixels = torch.randn(2, 3, height, width)  # (B, 3, H, W): two images, so that the batch stays a dimension
+    graph = ImageGraph(model).eval()
+    dynamic = {"pixel_values": {0: torch.export.Dim("batch_size", min=1)}}
+    export_graph("encoder", graph, (pixels,), dynamic, encoder_names(model), path)
+    with torch.no_grad():
+        return list(graph(pixels)[1:])
+
+
+def export_decoder(model: Captioner, image_kv: list[torch.Tensor], path: Path) -> None:
+    """`decoder_model_merged.onnx` of `model` into `path`, traced on `image_kv` (from `export_encoder`), two tokens
+    and a past of three positions."""
+    c = model.config
+    _, groups, head_size = c.heads()
+    batch, steps = torch.export.Dim("batch_size", min=1), torch.export.Dim("sequence_length", min=1)
+    past = torch.export.Dim("past_sequence_length", min=0)
+    B = image_kv[0].size(0)
+    input_ids = torch.zeros(B, 2, dtype=torch.long)  # (B, T)
+    past_kv = [torch.zeros(B, groups, 3, head_size) for _ in range(2 * c.n_layer)]  # (B, ng, P, hs)
+    dynamic = {
+        "input_ids": {0: batch, 1: steps},
+        "image_kv": [{0: batch}] * len(image_kv),
+        "past": [{0: batch, 2: past}] * len(past_kv),
+    }
+    graph = DecoderStepGraph(model.decoder).eval()
+    export_graph("decoder", graph, (input_ids, image_kv, past_kv), dynamic, decoder_names(model), path)
+
+
+def quantized_name(name: str) -> str:
+    """`encoder_model.onnx` -> `encoder_model_quantized.onnx`."""
+    return name.removesuffix(".onnx") + QUANTIZED + ".onnx"
+
+
+def quantize(path: Path) -> Path:
+    """The int8 variant of the graph at `path` beside it (ONNX Runtime's dynamic quantization: int8 weights of the
+    MatMuls, activations quantized per call), checked."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = path.with_name(quantized_name(path.name))
+    external = path.with_name(path.name + ".data").exists()  # the weights beside a large graph (`export_graph`)
+    quantize_dynamic(path, target, weight_type=QuantType.QInt8, use_external_data_format=external)
+    onnx.checker.check_model(str(target), full_check=True)
+    return target
+
+
+def export_onnx(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the ONNX folder of `package` (a folder or Hub repo id) to `out` (see the module's docstring); `out` may
+    not be the package, lie inside it or hold it (OutputError), nor exist unless `overwrite` (OutputExists).
+
+    Raises:
+        ValueError: the encoder or the decoder of the package cannot be traced (the message names which).
+    """
+    from captioner.hf.export import generation_config, image_processor
+    from captioner.hub import resolve_package
+
+    folder = resolve_package(package)
+    check_apart([out], [folder], "out")
+    model, tokenizer = Captioner.from_pretrained(folder)
+    model.float()  # the graphs are fp32
+    with atomic_folder(Path(out), overwrite) as tmp:
+        (tmp / ONNX_FOLDER).mkdir()
+        image_kv = export_encoder(model, tmp / ONNX_FOLDER / ENCODER_FILE)
+        export_decoder(model, image_kv, tmp / ONNX_FOLDER / DECODER_FILE)
+        for name in (ENCODER_FILE, DECODER_FILE):
+            quantize(tmp / ONNX_FOLDER / name)
+        for name in (CONFIG_FILE, TOKENIZER_FILE, SPECIAL_FILE):
+            if (folder / name).is_file():  # a package written before special_tokens.json has none
+                shutil.copyfile(folder / name, tmp / name)
+        generation_config(tokenizer, model.config.block_size).save_pretrained(tmp)
+        image_processor(model.preprocessing).save_pretrained(tmp)
+    return Path(out)
