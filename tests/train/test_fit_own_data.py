@@ -62,6 +62,7 @@ def test_the_smollm2_recipe_trains_offline(shapes_folder, llama_dir, tmp_path, c
     attention, cross-attention in every third block with a cross MLP), bf16-mixed on the CPU: a local random
     Llama (4 blocks: cross-attention in block 2) for SmolLM2-135M."""
     offline = [*OFFLINE, f"--model.config.decoder_init_from={llama_dir}"]  # precision stays the recipe's bf16-mixed
+    offline += ["--trainer.max_steps=1", "--trainer.val_check_interval=1"]  # a ViT-B/16 step in bf16 takes seconds
     data = own_data_args("karpathy", shapes_folder, tmp_path)
     package = fit("configs/coco_siglip_smollm2.yaml", tmp_path / "runs", *offline, *data)
     config = json.loads((package / "config.json").read_text())

@@ -98,18 +98,6 @@ def assert_same_run(straight: Path, resumed: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path, straight):
-    """SIGKILL at step 7 loses what followed the last checkpoint (ModelCheckpoint's last.ckpt at the validation of
-    step 6); the resumed run trains steps 7.. again and ends where the straight run ended."""
-    runs = tmp_path / "runs"
-    assert fit_demo_config(tmp_path, runs, kill_at(7, signal.SIGKILL)) == -signal.SIGKILL
-    assert not list(runs.glob("shapes/version_*/model"))  # it never finished
-    assert last_step(runs) == 6
-    assert fit_demo_config(tmp_path, runs, ["--ckpt_path=last"]) == 0
-    assert_same_run(straight, runs)
-
-
-@pytest.mark.slow
 def test_the_demo_config_stopped_by_sigterm_and_resumed_exports_the_same_weights(tmp_path, straight):
     """Black box, with the shipped config's own callbacks (throughput, figures, export, ...) and its conv stem:
     nothing that measures the model may move its state, BatchNorm's running statistics included. One run is
@@ -138,19 +126,26 @@ def lora_flags(llama_dir: Path) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module")
+def straight_lora(tmp_path_factory, llama_dir) -> Path:
+    """The runs folder of the demo config with `lora_flags`, trained straight through."""
+    tmp = tmp_path_factory.mktemp("straight_lora")
+    assert fit_demo_config(tmp, tmp / "runs", lora_flags(llama_dir)) == 0
+    return tmp / "runs"
+
+
 @pytest.mark.slow
-def test_a_lora_run_killed_mid_epoch_resumes_to_the_straight_run(tmp_path, llama_dir):
-    """The adapters and their optimiser state travel in the .ckpt; the package of the
-    resumed run holds the same merged weights as the straight run's, without LoRA names."""
-    flags = lora_flags(llama_dir)
-    (tmp_path / "straight").mkdir()
-    (tmp_path / "resumed").mkdir()
-    straight, runs = tmp_path / "straight/runs", tmp_path / "resumed/runs"
-    assert fit_demo_config(tmp_path / "straight", straight, flags) == 0
-    assert fit_demo_config(tmp_path / "resumed", runs, [*flags, *kill_at(7, signal.SIGKILL)]) == -signal.SIGKILL
+def test_sigkill_mid_epoch_then_resume_equals_straight_run(tmp_path, straight_lora, llama_dir):
+    """SIGKILL at step 7 loses what followed the last checkpoint (ModelCheckpoint's last.ckpt at the validation of
+    step 6); the resumed run trains steps 7.. again and ends where the straight run ended. With LoRA on a frozen
+    Llama: the adapters and their optimiser state travel in the .ckpt, and the package holds the same merged weights
+    as the straight run's, without LoRA names (the SIGTERM test below resumes the plain demo config)."""
+    runs, flags = tmp_path / "runs", lora_flags(llama_dir)
+    assert fit_demo_config(tmp_path, runs, [*flags, *kill_at(7, signal.SIGKILL)]) == -signal.SIGKILL
+    assert not list(runs.glob("shapes/version_*/model"))  # it never finished
     assert last_step(runs) == 6
-    assert fit_demo_config(tmp_path / "resumed", runs, [*flags, "--ckpt_path=last"]) == 0
-    assert_same_run(straight, runs)
+    assert fit_demo_config(tmp_path, runs, [*flags, "--ckpt_path=last"]) == 0
+    assert_same_run(straight_lora, runs)
     assert not [k for k in package_tensors(runs) if "lora_" in k or "base_layer" in k]
 
 
