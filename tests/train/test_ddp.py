@@ -60,10 +60,11 @@ def run_ddp(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["online", "feature_cache", "scst_bf16", "lora"])
+@pytest.mark.parametrize("mode", ["online_lora", "feature_cache", "scst_bf16"])
 def test_two_process_ddp(tmp_path, mode, request):
-    """scst_bf16: self-critical training from the feature cache of a frozen encoder, in bf16-mixed (each rank
-    fits the same CIDEr-D document frequencies from the training references). lora: LoRA on a frozen tiny Llama."""
+    """online_lora: images through the encoder, LoRA on a frozen tiny Llama; feature_cache: the demo's decoder from
+    the frozen encoder's cached features; scst_bf16: self-critical training from that cache, in bf16-mixed (each
+    rank fits the same CIDEr-D document frequencies from the training references)."""
     cached = mode in ("feature_cache", "scst_bf16")
     extra = (
         {"finetune": {"policy": "freeze_encoder"}, "speed": {"feature_cache": str(tmp_path / "cache")}}
@@ -75,7 +76,7 @@ def test_two_process_ddp(tmp_path, mode, request):
         extra = {**extra, "scst": {"samples": 3, "reference_images": 100, "max_new_tokens": 12}}
         trainer = {"precision": "bf16-mixed"}
     data = None
-    if mode == "lora":
+    if mode == "online_lora":
         llama = str(request.getfixturevalue("llama_dir"))
         extra = {
             "config": {**TINY_OVERRIDE["model"]["config"], "decoder_init_from": llama, "cross_attention_every": 2},

@@ -44,11 +44,12 @@ OFFLINE = [
 ]
 
 
-@pytest.mark.slow  # a ViT-B/16: about 8 s, kept out of the fast set
+@pytest.mark.slow  # a ViT-B/16: seconds, kept out of the fast set
 def test_the_coco_recipe_trains_offline(shapes_folder, gpt2_dir, tmp_path):
     """configs/coco_vit_gpt2.yaml as written (CLIP ViT-B/16 at 224 px, a GPT-2 decoder, gated cross-attention,
     frozen first epoch), on the CPU with random weights: a local random GPT-2 for the hub's, no timm download."""
     offline = [*OFFLINE, "--trainer.precision=32-true", f"--model.config.decoder_init_from={gpt2_dir}"]
+    offline += ["--trainer.max_steps=1", "--trainer.val_check_interval=1"]  # a ViT-B/16 step takes seconds
     data = own_data_args("karpathy", shapes_folder, tmp_path)
     package = fit("configs/coco_vit_gpt2.yaml", tmp_path / "runs", *offline, *data)
     config = json.loads((package / "config.json").read_text())
