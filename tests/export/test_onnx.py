@@ -68,6 +68,7 @@ class Eigenvalues(torch.nn.Module):
         return torch.linalg.eig(x)[0].real
 
 
+@pytest.mark.slow  # the dynamo exporter tries for seconds before it gives up
 def test_a_graph_that_cannot_be_exported_is_refused_naming_the_part(tmp_path):
     dynamic = {"x": {0: torch.export.Dim("batch_size", min=1)}}
     with pytest.raises(ValueError, match=r"^the decoder of this package cannot be exported to ONNX: .*linalg_eig"):
