@@ -136,12 +136,8 @@ class SelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache: KVCache | None = None
 
-    def forward(
-        self, x: torch.Tensor, start: int | torch.Tensor | None = None, rope: Rope | None = None
-    ) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C). With `start`, x holds positions [start, start + T) and the cache is used; `rope`
-        holds the angles of those positions. A tensor `start` (0-dim, long) attends over the cache's whole length
-        with a length mask (`KVCache.write`): the same shapes at every position."""
+    def qkv(self, x: torch.Tensor, rope: Rope | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, C) -> queries (B, nh, T, hs), keys and values (B, ng, T, hs): projected, q/k normed, rotated."""
         B, T, _ = x.shape
         q, k, v = self.c_attn(x).split(self.sizes, dim=2)
         q = q.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
@@ -151,6 +147,16 @@ class SelfAttention(nn.Module):
             q, k = self.norm_q(q), self.norm_k(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q, k, v
+
+    def forward(
+        self, x: torch.Tensor, start: int | torch.Tensor | None = None, rope: Rope | None = None
+    ) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C). With `start`, x holds positions [start, start + T) and the cache is used; `rope`
+        holds the angles of those positions. A tensor `start` (0-dim, long) attends over the cache's whole length
+        with a length mask (`KVCache.write`): the same shapes at every position."""
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x, rope)
         drop = self.dropout if self.training else 0.0
         if start is None:
             y = attend(q, k, v, causal=True, dropout=drop, scale=self.scale, softcap=self.softcap)  # (B, nh, T, hs)

@@ -19,7 +19,7 @@ from torch import nn
 from captioner.attention import SelfAttention, attend
 from captioner.decoder import Block, TextDecoder
 from captioner.model import Captioner
-from captioner.rope import Rope, apply_rope
+from captioner.rope import Rope
 
 
 class ImageGraph(nn.Module):
@@ -51,14 +51,7 @@ class PastSelfAttention(nn.Module):
         a = self.attn
         assert self.past is not None and self.mask is not None, "set past and mask before the call"
         B, T, _ = x.shape
-        q, k, v = a.c_attn(x).split(a.sizes, dim=2)
-        q = q.view(B, T, a.n_head, a.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, a.n_query_groups, a.head_size).transpose(1, 2)  # (B, ng, T, hs)
-        v = v.view(B, T, a.n_query_groups, a.head_size).transpose(1, 2)  # (B, ng, T, hs)
-        if a.norm_q is not None and a.norm_k is not None:
-            q, k = a.norm_q(q), a.norm_k(k)
-        if rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        q, k, v = a.qkv(x, rope)  # (B, nh, T, hs), (B, ng, T, hs) x 2
         k = torch.cat([self.past[0], k], dim=2)  # (B, ng, P + T, hs)
         v = torch.cat([self.past[1], v], dim=2)
         self.present = (k, v)
