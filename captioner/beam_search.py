@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from captioner.decoding import GenerationConfig, Hypothesis, SpecialIds, check_every, process
-from captioner.model import Captioner
-from captioner.static_step import DecodeStep
+from captioner.decoding import GenerationConfig, Hypothesis, SpecialIds, Steps, check_every, process
 
 
-def beam_search(
-    model: Captioner, kv: list, B: int, special: SpecialIds, config: GenerationConfig, max_new: int
-) -> list[list[Hypothesis]]:
+def beam_search(steps: Steps, special: SpecialIds, config: GenerationConfig, max_new: int) -> list[list[Hypothesis]]:
     """Beam search as tensor code: every image's beams, candidates and finished hypotheses live in (B, ...) tensors,
     one batched top-k over beams x vocabulary per step, no per-image Python loop; the host reads the "all done"
     flag every `check_every(device)` steps and the results once, at the end.
@@ -20,9 +16,9 @@ def beam_search(
     finishes a hypothesis (length = tokens + EOS); the first K that are not EOS are the next beams. Each image keeps
     its K best finished hypotheses by score; it is done when no running beam can still beat the worst of them.
     """
-    K, V, L = config.num_beams, model.decoder.wte.num_embeddings, max_new
-    device = kv[0][0].device
-    model.decoder.set_kv_cache(B * K, max_new + 1)
+    B, K, V, L = steps.images, config.num_beams, steps.vocab_size, max_new
+    device = steps.device
+    steps.start(B * K, max_new + 1)
     lp, inf = config.length_penalty, float("-inf")
     first_row = torch.arange(B, device=device)[:, None] * K  # (B, 1): row of each image's beam 0
     beam_scores = torch.zeros(B, K, device=device)  # running sums of log-probs
@@ -34,10 +30,9 @@ def beam_search(
     C = min(2 * K, K * V)
     rank = torch.arange(C, device=device)  # (C,)
     every = check_every(device)
-    steps = 0
-    step_logits = DecodeStep(model, config, device)
+    taken = 0
     for step in range(max_new):
-        logprobs = process(step_logits(last, kv, step), history[:, :step], step, special, config)  # (BK, V)
+        logprobs = process(steps(last, step), history[:, :step], step, special, config)  # (BK, V)
         cand = (beam_scores.view(-1, 1) + logprobs).view(B, K * V)  # (B, K*V)
         top_scores, top_idx = cand.topk(C, dim=1)  # (B, C), best first
         src, tok = top_idx // V, top_idx % V  # (B, C): beam and token of each candidate
@@ -55,16 +50,16 @@ def beam_search(
         next_tokens = torch.where(kept, tok.gather(1, pick), special.pad_id)
         rows = (first_row + torch.where(kept, src.gather(1, pick), 0)).view(-1)  # (BK,)
         done |= _no_beam_can_win(pool, beam_scores[:, 0], step + 1, max_new, config)
-        model.decoder.reorder_kv_cache(rows)
+        steps.reorder(rows)
         history = history.index_select(0, rows)
         history[:, step] = next_tokens.view(-1)
         last = next_tokens.view(-1, 1)
-        steps = step + 1
-        if steps % every == 0 and bool(done.all()):
+        taken = step + 1
+        if taken % every == 0 and bool(done.all()):
             break
     # the token limit reached: the running beams of unfinished images compete as they are
     open_beams = ~done[:, None] & (beam_scores > inf)  # (B, K)
-    pool.add(open_beams, history.view(B, K, L), beam_scores, steps, lp, truncated=True)
+    pool.add(open_beams, history.view(B, K, L), beam_scores, taken, lp, truncated=True)
     return pool.hypotheses(config.num_return_sequences, lp)
 
 

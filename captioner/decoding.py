@@ -1,25 +1,64 @@
 """What every decoding loop shares: the options (`GenerationConfig`), a returned `Hypothesis`, the special ids,
-one decoder step on the newest position, the logit processors (penalties, n-gram ban, sampling warpers), and how
-often a loop reads its "all done" flag on the host. The loops: `captioner.generate` (greedy, sampling) and
-`captioner.beam_search`."""
+the decoder as the loops drive it (`Steps`) and the models that make one (`CaptionModel`: the PyTorch `Captioner`,
+and ONNX Runtime over an export, `captioner.export.runtime`), one decoder step on the newest position, the logit
+processors (penalties, n-gram ban, sampling warpers), and how often a loop reads its "all done" flag on the host.
+The loops: `captioner.generate` (greedy, sampling) and `captioner.beam_search`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
+from captioner.config import CaptionerConfig
 from captioner.errors import ArgumentError
 from captioner.model import Captioner
 from captioner.options import Control, check_options, option, specs
+from captioner.preprocess import Preprocessing
 
 
 class SpecialIds(Protocol):
     bos_id: int
     eos_id: int
     pad_id: int
+
+
+class Steps(Protocol):
+    """One decoder over the rows of a call, as the decoding loops drive it: `start` sets up `rows` rows (each
+    image's rows together: row = image * rows_per_image + j) of at most `length` positions, each call feeds the
+    (R, 1) newest tokens of step `step` and returns their (R, V) float logits, `reorder` makes row i old row
+    rows[i] (beam search), `close` frees what `start` set up."""
+
+    images: int  # B, the images of the call
+    vocab_size: int  # V
+    device: torch.device  # where the loops keep their tensors
+
+    def start(self, rows: int, length: int) -> None: ...
+
+    def __call__(self, last: torch.Tensor, step: int) -> torch.Tensor: ...
+
+    def reorder(self, rows: torch.Tensor) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class CaptionModel(Protocol):
+    """What captioning needs of a model (`captioner.inference`, `captioner.runs`): its config (the block size), its
+    recorded preprocessing, its device, the images' memory, and the decoder `Steps` over that memory. The memory is
+    whatever `encode` returns and `decode_steps` takes: (B, N, D) for the `Captioner`, the encoder's outputs for
+    ONNX Runtime."""
+
+    config: CaptionerConfig
+    preprocessing: Preprocessing
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def encode(self, images: torch.Tensor) -> Any: ...
+
+    def decode_steps(self, memory: Any, config: GenerationConfig) -> Steps: ...
 
 
 # token counts: more than any block size

@@ -9,16 +9,16 @@ import torch
 from tqdm import tqdm
 
 from captioner.data.sources import Pair
+from captioner.decoding import CaptionModel
 from captioner.generate import GenerationConfig
 from captioner.metrics import caption_metrics
-from captioner.model import Captioner
 from captioner.runs.files import RunOptions, caption_items, file_loader
 from captioner.tokenizer import CaptionTokenizer
 
 
 @torch.inference_mode()
 def evaluate_pairs(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     pairs: Sequence[Pair],
     generation: GenerationConfig | None = None,

@@ -3,6 +3,8 @@
 One API (`generate`) serves validation, the caption command and Python users. For every call:
 - the image keys/values of each cross-attention layer are computed once per image and shared by all beams or
   samples of that image by broadcasting (see `CrossAttention`), never copied per beam or per step;
+- the loops drive the decoder through `Steps` (`captioner.decoding`): the PyTorch one (`captioner.static_step`) or
+  ONNX Runtime's (`captioner.export.runtime`), the same search code on either's logits;
 - self-attention keys/values live in preallocated buffers (`TextDecoder.set_kv_cache`), one new token per step;
 - the LM head runs only on the newest position;
 - the decoder step is eager by default; `GenerationConfig(static=True)` makes its shapes the same at every step
@@ -16,36 +18,39 @@ warpers (temperature, top-k, top-p), and `length` counts the generated tokens in
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from captioner.beam_search import beam_search
 from captioner.decoding import (
+    CaptionModel,
     GenerationConfig,
     Hypothesis,
     SpecialIds,
+    Steps,
     TokenIds,
     check_every,
     process,
     warp,
 )
-from captioner.model import Captioner
-from captioner.static_step import DecodeStep
 
 __all__ = ["GenerationConfig", "Hypothesis", "SpecialIds", "TokenIds", "generate", "greedy"]
 
 
 @torch.inference_mode()
 def generate(
-    model: Captioner,
+    model: CaptionModel,
     images: torch.Tensor | None,
     special: SpecialIds,
     config: GenerationConfig | None = None,
-    memory: torch.Tensor | None = None,
+    memory: Any = None,
 ) -> list[list[Hypothesis]]:
     """Captions for a batch of images: per image, `num_return_sequences` hypotheses, best first.
 
     Args:
-        images: (B, 3, H, W); ignored when `memory` (B, N, D) from `model.encode` is given.
+        model: a `Captioner`, or ONNX Runtime over an export (`captioner.export.runtime.OnnxCaptioner`).
+        images: (B, 3, H, W); ignored when `memory` from `model.encode` (B, N, D for a `Captioner`) is given.
     """
     config = config or GenerationConfig()
     config.validate()
@@ -53,24 +58,24 @@ def generate(
         if images is None:
             raise ValueError("generate needs images or their memory")
         memory = model.encode(images)
-    kv = model.image_kv(memory)  # once per image, per call
+    steps = model.decode_steps(memory, config)
     max_new = min(config.max_new_tokens or model.config.block_size, model.config.block_size - 1)
     try:
         if config.num_beams > 1:
-            return beam_search(model, kv, memory.size(0), special, config, max_new)
-        return _greedy_or_sample(model, kv, memory.size(0), special, config, max_new)
+            return beam_search(steps, special, config, max_new)
+        return _greedy_or_sample(steps, special, config, max_new)
     finally:
-        model.decoder.clear_kv_cache()
+        steps.close()
 
 
 def greedy(
-    model: Captioner,
+    model: CaptionModel,
     images: torch.Tensor | None,
     bos_id: int,
     eos_id: int,
     pad_id: int,
     max_new_tokens: int | None = None,
-    memory: torch.Tensor | None = None,
+    memory: Any = None,
 ) -> list[list[int]]:
     """Greedy token ids per image (without BOS/EOS); a shortcut for `generate`."""
     special = TokenIds(bos_id, eos_id, pad_id)
@@ -79,12 +84,12 @@ def greedy(
 
 
 def _greedy_or_sample(
-    model: Captioner, kv: list, B: int, special: SpecialIds, config: GenerationConfig, max_new: int
+    steps: Steps, special: SpecialIds, config: GenerationConfig, max_new: int
 ) -> list[list[Hypothesis]]:
-    G = config.num_return_sequences if config.do_sample else 1
+    B, G = steps.images, config.num_return_sequences if config.do_sample else 1
     R = B * G  # rows grouped image by image: row = image * G + g
-    device = kv[0][0].device
-    model.decoder.set_kv_cache(R, max_new + 1)
+    device = steps.device
+    steps.start(R, max_new + 1)
     generator = None
     if config.do_sample and config.seed is not None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -94,9 +99,8 @@ def _greedy_or_sample(
     length = torch.zeros(R, dtype=torch.long, device=device)
     done = torch.zeros(R, dtype=torch.bool, device=device)
     every = check_every(device)
-    step_logits = DecodeStep(model, config, device)
     for step in range(max_new):
-        logprobs = process(step_logits(last, kv, step), history, step, special, config)  # (R, V)
+        logprobs = process(steps(last, step), history, step, special, config)  # (R, V)
         if config.do_sample:
             probs = warp(logprobs, config).softmax(dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (R,)

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
 from captioner.data.images import load_rgb, to_rgb
+from captioner.decoding import CaptionModel
 from captioner.device import resolve_device
 from captioner.generate import GenerationConfig, Hypothesis, generate
 from captioner.model import Captioner
@@ -42,19 +44,20 @@ def to_caption(tokenizer: CaptionTokenizer, hyps: list[Hypothesis]) -> Caption:
 
 @torch.inference_mode()
 def caption_batch(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     images: torch.Tensor | None = None,
     generation: GenerationConfig | None = None,
-    memory: torch.Tensor | None = None,
+    memory: Any = None,
 ) -> list[Caption]:
-    """Captions of (B, 3, H, W) preprocessed images, or of their memory (B, N, D) from `model.encode`."""
+    """Captions of (B, 3, H, W) preprocessed images, or of their memory from `model.encode` ((B, N, D) for a
+    `Captioner`)."""
     return [to_caption(tokenizer, h) for h in generate(model, images, tokenizer, generation, memory)]
 
 
 def caption(
     images: Sequence[str | Path | Image.Image],
-    model: str | Path | Captioner,
+    model: str | Path | CaptionModel,
     tokenizer: CaptionTokenizer | None = None,
     generation: GenerationConfig | None = None,
     batch_size: int = BATCH_SIZE.default,
@@ -64,7 +67,8 @@ def caption(
     """Caption image files or PIL images in one call: `captioner.caption(["a.jpg"], model="runs/.../model")`.
 
     Args:
-        model: a model package folder, or a loaded `Captioner` (then pass its `tokenizer`).
+        model: a model package folder, or a loaded `Captioner` or `captioner.export.runtime.OnnxCaptioner` (then
+            pass its `tokenizer`).
         generation: decoding options (greedy by default; see `GenerationConfig`).
         device: where a package given by its folder is loaded (`captioner.device.resolve_device`).
         max_image_pixels: image files with more pixels are refused (decompression bombs).
@@ -72,16 +76,15 @@ def caption(
         one `Caption` per image (`.text`, `.score`, `.n_best`), in order.
     """
     Spec.of("batch_size", BATCH_SIZE).check(batch_size)
-    if not isinstance(model, Captioner):
+    if isinstance(model, (str, Path)):
         model, tokenizer = Captioner.from_pretrained(model, map_location=resolve_device(device))
     if tokenizer is None:
         raise ValueError("caption(model=<a Captioner>) needs its tokenizer: pass tokenizer=")
     transform = model.preprocessing.eval_transform()
-    param = next(model.parameters())
     out: list[Caption] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         pil = [to_rgb(im) if isinstance(im, Image.Image) else load_rgb(im, max_image_pixels) for im in chunk]
-        batch = torch.stack([transform(im) for im in pil]).to(param.device)  # (B, 3, H, W)
+        batch = torch.stack([transform(im) for im in pil]).to(model.device)  # (B, 3, H, W)
         out.extend(caption_batch(model, tokenizer, batch, generation))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,10 @@ from captioner.package import (
 )
 from captioner.preprocess import Preprocessing
 from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
+
+if TYPE_CHECKING:  # the decoding modules import this one
+    from captioner.decoding import GenerationConfig
+    from captioner.static_step import DecodeStep
 
 
 def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -75,6 +80,17 @@ class Captioner(nn.Module):
     def image_kv(self, memory: torch.Tensor) -> ImageKV:
         """Keys/values of every cross-attention layer of the decoder, computed once per image."""
         return self.decoder.image_kv(memory)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are."""
+        return next(self.parameters()).device
+
+    def decode_steps(self, memory: torch.Tensor, config: GenerationConfig) -> DecodeStep:
+        """The decoder over memory (B, N, D) as the decoding loops drive it (`captioner.decoding.Steps`)."""
+        from captioner.static_step import DecodeStep
+
+        return DecodeStep(self, memory, config)
 
     def forward(
         self, images: torch.Tensor | None, input_ids: torch.Tensor, patch_tokens: torch.Tensor | None = None

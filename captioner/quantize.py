@@ -20,7 +20,7 @@ from captioner.model import Captioner
 
 def quantize_int8(model: Captioner) -> Captioner:
     """The model (in place) with dynamic int8 linear layers; CPU only, for inference."""
-    device = next(model.parameters()).device
+    device = model.device
     if device.type != "cpu":
         raise ValueError(
             f"int8 dynamic quantization runs on the CPU (fbgemm kernels), and the model is on {device}: "

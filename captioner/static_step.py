@@ -25,17 +25,32 @@ def compiled_step_logits() -> StepLogits:
 
 
 class DecodeStep:
-    """(R, 1) newest tokens at step `step` -> (R, V) float logits, through the step `config` asks for (see the
-    module's docstring); the static steps write the position into a tensor they keep (a fill, not a host read)."""
+    """The PyTorch decoder as the decoding loops drive it (`captioner.decoding.Steps`): the image keys/values of
+    every cross-attention layer computed once from the memory, the KV cache of the rows, and the step `config` asks
+    for (see the module's docstring); the static steps write the position into a tensor they keep (a fill, not a
+    host read)."""
 
-    def __init__(self, model: Captioner, config: GenerationConfig, device: torch.device) -> None:
+    def __init__(self, model: Captioner, memory: torch.Tensor, config: GenerationConfig) -> None:
+        """`memory` (B, N, D) from `model.encode`."""
         self.model = model
+        self.kv = model.image_kv(memory)  # once per image, per call; shared by its rows by broadcasting
+        self.images, self.device = memory.size(0), memory.device
+        self.vocab_size = model.decoder.wte.num_embeddings
         self.static = config.static or config.compile
         self.logits: StepLogits = compiled_step_logits() if config.compile else step_logits
-        self.position = torch.zeros((), dtype=torch.long, device=device)
+        self.position = torch.zeros((), dtype=torch.long, device=memory.device)
 
-    def __call__(self, last: torch.Tensor, kv: list, step: int) -> torch.Tensor:
+    def start(self, rows: int, length: int) -> None:
+        self.model.decoder.set_kv_cache(rows, length)
+
+    def __call__(self, last: torch.Tensor, step: int) -> torch.Tensor:
         if not self.static:
-            return step_logits(self.model, last, kv, step)
+            return step_logits(self.model, last, self.kv, step)
         self.position.fill_(step)
-        return self.logits(self.model, last, kv, self.position)
+        return self.logits(self.model, last, self.kv, self.position)
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        self.model.decoder.reorder_kv_cache(rows)
+
+    def close(self) -> None:
+        self.model.decoder.clear_kv_cache()

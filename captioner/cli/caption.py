@@ -13,11 +13,11 @@ from captioner.cli.common import (
     add_generation_args,
     add_options,
     add_package_args,
-    add_quantize_arg,
-    apply_speed_args,
+    add_speed_args,
+    check_runtime,
     fail,
     generation_config,
-    load_package,
+    load_model,
     options_from,
     positive,
 )
@@ -48,7 +48,7 @@ def caption_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-nodes", type=positive, default=None, help="machines taking part (with --devices)")
     parser.add_argument("--attention-maps", metavar="DIR", help="write one cross-attention figure per image here")
     add_options(parser, RunOptions, "running")
-    add_quantize_arg(parser)
+    add_speed_args(parser)
     add_generation_args(parser)
     return parser
 
@@ -60,6 +60,7 @@ def caption(argv: list[str]) -> int:
     from captioner.runs.ranks import launch
 
     try:
+        check_runtime(args)
         gen = generation_config(args)
         attention = Path(args.attention_maps) if args.attention_maps else None
         options = options_from(args, RunOptions, resume=args.resume, attention_dir=attention)
@@ -92,8 +93,7 @@ def caption(argv: list[str]) -> int:
     except ValueError as err:  # e.g. --devices that do not match torchrun's or SLURM's process count
         return fail(err)
     try:
-        model, tok = load_package(args.model_dir, str(ranks.device or args.device), args.revision)
-        apply_speed_args(model, args)
+        model, tok = load_model(args, str(ranks.device or args.device))
         run = caption_files(model, tok, paths, output=output, generation=gen, options=options, ranks=ranks)
     except ValueError as err:
         return fail(err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from captioner.errors import NamesArguments, as_flag
@@ -12,6 +13,7 @@ from captioner.options import DEVICE, Spec, specs
 
 if TYPE_CHECKING:  # the commands import the model only when they run
     from captioner.data.sources import DataSource
+    from captioner.decoding import CaptionModel
     from captioner.generate import GenerationConfig
     from captioner.model import Captioner
     from captioner.tokenizer import CaptionTokenizer
@@ -112,15 +114,66 @@ def load_package(model_dir: str, device: str, revision: str | None = None) -> tu
     return Captioner.from_pretrained(model_dir, map_location=resolve_device(device), revision=revision)
 
 
-def add_quantize_arg(parser: argparse.ArgumentParser) -> None:
-    """Inference speed beside --precision (see `captioner.quantize`)."""
+def add_speed_args(parser: argparse.ArgumentParser) -> None:
+    """How the model runs, beside --precision and --device: --quantize (`captioner.quantize`) and --runtime."""
     parser.add_argument(
         "--quantize",
         choices=["int8"],
         default=None,
         help="int8: dynamic int8 linear layers (CPU; activations scaled per batch, so a caption can "
-        "change with the batch it is in)",
+        "change with the batch it is in); with --runtime onnx: the export's int8 graphs",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="torch: MODEL is a model package, run by PyTorch; onnx: MODEL is the folder `captioner export-onnx` "
+        "wrote, run by ONNX Runtime on the CPU (the same decoding on its logits)",
+    )
+
+
+def load_model(
+    args: argparse.Namespace, device: str, folder: Path | None = None
+) -> tuple[CaptionModel, CaptionTokenizer]:
+    """The model the flags ask for: the package `args.model_dir` on `device` (Hub id at --revision; `folder` where
+    it was resolved already), --quantize applied, or the ONNX export there (--runtime onnx); ValueError for a
+    combination that cannot run."""
+    from captioner.export.onnx import RECORD_FILE
+
+    if args.runtime == "onnx":
+        return load_onnx(args)
+    if (Path(folder or args.model_dir) / RECORD_FILE).is_file():
+        raise ValueError(f"{folder or args.model_dir} is an ONNX export (captioner export-onnx): pass --runtime onnx")
+    model, tokenizer = load_package(str(folder or args.model_dir), device, None if folder else args.revision)
+    apply_speed_args(model, args)
+    return model, tokenizer
+
+
+def load_onnx(args: argparse.Namespace) -> tuple[CaptionModel, CaptionTokenizer]:
+    """--runtime onnx: the export folder on ONNX Runtime (CPU, fp32 or --quantize int8 graphs)."""
+    from captioner.export.runtime import OnnxCaptioner
+
+    check_runtime(args)
+    return OnnxCaptioner.load(args.model_dir, quantized=args.quantize == "int8")
+
+
+def check_runtime(args: argparse.Namespace) -> None:
+    """The flags --runtime onnx cannot run with (said before any process starts); ValueError naming one."""
+    if args.runtime != "onnx":
+        return
+    refused = {
+        "--revision": args.revision is not None,
+        f"--device {args.device}": args.device not in ("auto", "cpu"),
+        f"--precision {args.precision}": args.precision != "32",
+        "--devices": getattr(args, "devices", None) is not None,
+        "--attention-maps": getattr(args, "attention_maps", None) is not None,
+        "--attention": bool(getattr(args, "attention", False)),
+    }
+    for flag, bad in refused.items():
+        if bad:
+            raise ValueError(
+                f"--runtime onnx runs an export folder in one process on the CPU, in fp32 or int8 graphs: drop {flag}"
+            )
 
 
 def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
@@ -128,7 +181,7 @@ def apply_speed_args(model: Captioner, args: argparse.Namespace) -> None:
     cannot run."""
     from captioner.quantize import bf16_note, quantize_int8
 
-    device = next(model.parameters()).device
+    device = model.device
     if args.quantize == "int8":
         if args.precision != "32":
             raise ValueError(f"--quantize int8 runs in fp32 around the int8 layers; drop --precision {args.precision}")

@@ -13,14 +13,13 @@ from captioner.cli.common import (
     add_generation_args,
     add_options,
     add_package_args,
-    add_quantize_arg,
     add_source_args,
-    apply_speed_args,
+    add_speed_args,
     data_source,
     fail,
     generation_config,
     holdout_pairs,
-    load_package,
+    load_model,
     options_from,
     positive,
 )
@@ -29,8 +28,8 @@ from captioner.hub import resolve_package
 from captioner.package import TRAINING_FILE, read_training
 
 if TYPE_CHECKING:
+    from captioner.decoding import CaptionModel
     from captioner.generate import GenerationConfig
-    from captioner.model import Captioner
     from captioner.runs.files import RunOptions
     from captioner.tokenizer import CaptionTokenizer
 
@@ -57,7 +56,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true")
     add_device_arg(parser)
     add_options(parser, RunOptions, "running")
-    add_quantize_arg(parser)
+    add_speed_args(parser)
     add_generation_args(parser)
     return parser
 
@@ -80,14 +79,14 @@ def evaluate(argv: list[str]) -> int:
     from captioner.device import autocast
 
     try:
-        args.folder = resolve_package(args.model_dir, args.revision)  # once: the model and training.json
+        # once: the model and training.json; an ONNX export is a folder (`load_model` says what a bad one lacks)
+        args.folder = Path(args.model_dir) if args.runtime == "onnx" else resolve_package(args.model_dir, args.revision)
         reads = [args.folder, *(p for p in (args.data, args.root) if p)]
         for option, out in (("--output", args.output), ("--report", args.report)):
             if out:
                 check_apart([out], reads, option)
-        model, tok = load_package(str(args.folder), args.device)
-        apply_speed_args(model, args)
-        speed = autocast(next(model.parameters()).device, options.precision)
+        model, tok = load_model(args, args.device, args.folder)
+        speed = autocast(model.device, options.precision)
     except ValueError as err:
         return fail(err)
     with speed:
@@ -95,7 +94,7 @@ def evaluate(argv: list[str]) -> int:
 
 
 def _evaluate(
-    args: argparse.Namespace, model: Captioner, tok: CaptionTokenizer, gen: GenerationConfig, options: RunOptions
+    args: argparse.Namespace, model: CaptionModel, tok: CaptionTokenizer, gen: GenerationConfig, options: RunOptions
 ) -> int:
     from dataclasses import asdict
 
@@ -112,7 +111,10 @@ def _evaluate(
         )
         data = {"format": "shapes", "split": args.split, "count": args.count, "blind": args.blind}
         if args.attention:
+            from captioner.model import Captioner
             from captioner.shapes.attention import attention_in_boxes_by_layer
+
+            assert isinstance(model, Captioner), "--attention needs the PyTorch model (refused with --runtime onnx)"
 
             layers = {"last_layer": -1, "mean_of_layers": None}
             found = attention_in_boxes_by_layer(model, tok, args.split, args.count, holdout, layers)

@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioner.data.images import ImageFiles
+from captioner.decoding import CaptionModel
 from captioner.device import autocast
 from captioner.generate import GenerationConfig
 from captioner.inference import caption_batch
-from captioner.model import Captioner
 from captioner.options import BATCH_SIZE, MAX_IMAGE_PIXELS, PRECISION, check_options, option
 from captioner.runs.ranks import Ranks
 from captioner.runs.writers import OutputWriter, caption_row
@@ -51,14 +51,14 @@ class CaptionRun:
     truncated: int = 0  # captions cut by the token limit
 
 
-def file_loader(model: Captioner, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
+def file_loader(model: CaptionModel, paths: list[str], batch_size: int, workers: int, max_pixels: int) -> DataLoader:
     """Batches of `ImageFiles` items (lists of dicts), decoded by `workers` processes with the model's transform."""
     dataset = ImageFiles(paths, model.preprocessing.eval_transform(), max_pixels)
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
 
 
 def caption_items(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     items: list[dict[str, Any]],
     generation: GenerationConfig | None = None,
@@ -68,14 +68,17 @@ def caption_items(
     good = [it for it in items if "image" in it]
     rows = {id(it): {"path": it["path"], "error": it["error"]} for it in items if "error" in it}
     if good:
-        device = next(model.parameters()).device
+        device = model.device
         images = torch.stack([it["image"] for it in good]).to(device)  # (B, 3, H, W)
         with torch.inference_mode():
             memory = model.encode(images)  # once, for the captions and the attention maps
         captions = caption_batch(model, tokenizer, generation=generation, memory=memory)
         rows.update({id(it): caption_row(it["path"], c) for it, c in zip(good, captions, strict=True)})
         if attention_dir is not None:
+            from captioner.model import Captioner
             from captioner.viz import save_attention_figures
+
+            assert isinstance(model, Captioner), "attention maps need the PyTorch model (refused with --runtime onnx)"
 
             paths, tokens = [it["path"] for it in good], [c.tokens for c in captions]
             save_attention_figures(model, tokenizer, images, paths, tokens, attention_dir, memory=memory)
@@ -83,7 +86,7 @@ def caption_items(
 
 
 def caption_files(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     paths: list[str],
     *,
@@ -118,7 +121,7 @@ def caption_files(
 
 
 def _caption_into(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     todo: list[str],
     generation: GenerationConfig | None,
@@ -128,7 +131,7 @@ def _caption_into(
     run: CaptionRun,
 ) -> None:
     """Every rank's share of `todo`, batch by batch: rows merged in input order, written (or printed) by rank 0."""
-    device = next(model.parameters()).device
+    device = model.device
     batches = -(-len(todo[:: ranks.world]) // options.batch_size)  # rank 0's share is the longest: all loop as often
     bar = tqdm(total=len(todo), unit="img", desc="captioning", disable=not options.progress or ranks.rank != 0)
     loader = file_loader(model, ranks.share(todo), options.batch_size, options.workers, options.max_image_pixels)

@@ -53,7 +53,7 @@ class Service:
         # the model's eval transform in two stages: resize/crop per request, to-tensor + normalise once per batch in
         # the model's thread (equal bit for bit; small torch ops per request would fight over the cores)
         self.resize, self.to_batch = model.preprocessing.eval_stages()
-        self.device = next(model.parameters()).device
+        self.device = model.device
         self.batcher = Batcher(self._run, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
         self._decoders: anyio.CapacityLimiter | None = None  # made on the event loop, at the first request
 

@@ -8,20 +8,20 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from captioner.decoding import CaptionModel
 from captioner.generate import GenerationConfig
 from captioner.inference import Caption, caption_batch
-from captioner.model import Captioner
 from captioner.shapes.scenes import make_scene
 from captioner.shapes.scoring import score
 from captioner.tokenizer import CaptionTokenizer
 
 
 def scene_batches(
-    model: Captioner, scenes: Sequence, batch_size: int, progress: bool = False, desc: str = ""
+    model: CaptionModel, scenes: Sequence, batch_size: int, progress: bool = False, desc: str = ""
 ) -> Iterator[tuple[Sequence, torch.Tensor]]:
     """(scenes, image memory (B, N, D)) batch by batch, images through the model's own preprocessing."""
     transform = model.preprocessing.eval_transform()
-    device = next(model.parameters()).device
+    device = model.device
     for start in tqdm(range(0, len(scenes), batch_size), desc=desc, disable=not progress, unit="batch"):
         chunk = scenes[start : start + batch_size]
         yield chunk, model.encode(torch.stack([transform(s.image) for s in chunk]).to(device))
@@ -29,7 +29,7 @@ def scene_batches(
 
 @torch.inference_mode()
 def evaluate_shapes(
-    model: Captioner,
+    model: CaptionModel,
     tokenizer: CaptionTokenizer,
     split: str = "test",
     count: int = 500,
