@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from captioner.config import CaptionerConfig
 from captioner.package import TRAINING_FILE, Origin, TrainingInfo, read_config, read_training
 
-TASK = "image-to-text"
+TASK = "image-text-to-text"  # the task transformers 5 serves (it removed "image-to-text"); export-hf runs in it
 
 
 def model_card(package: Path, repo_id: str, report: dict[str, Any] | None = None, license: str | None = None) -> str:

@@ -4,8 +4,10 @@ Written: config.json (with auto_map) and model.safetensors through `save_pretrai
 self-contained code files of this folder (configuration, modeling, and the decoder it imports); the tokenizer
 (`PreTrainedTokenizerFast` over the package's tokenizer.json, its BOS/EOS/pad as the package records them); the
 image processor that equals the package's preprocessing (`ViTImageProcessor` for captioner's default "squash"
-resize, `CLIPImageProcessor` for a resize + centre crop); generation_config.json (BOS as the decoder start, EOS,
-pad, at most block_size tokens). The folder is written beside OUT and renamed into place.
+resize, `CLIPImageProcessor` for a resize + centre crop); the processor that joins those two
+(processing_captioner.py, `AutoProcessor`: what transformers' `image-text-to-text` pipeline loads);
+generation_config.json (BOS as the decoder start, EOS, pad, at most block_size tokens). The folder is written
+beside OUT and renamed into place.
 """
 
 from __future__ import annotations
@@ -97,12 +99,13 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
     from transformers import PreTrainedTokenizerFast
 
     from captioner.hf.modeling_captioner import CaptionerForConditionalGeneration
+    from captioner.hf.processing_captioner import CaptionerProcessor
     from captioner.hub import resolve_package
 
     folder = resolve_package(package)
     check_apart([out], [folder], "out")  # --overwrite must never replace the package it reads
     model, tokenizer = Captioner.from_pretrained(folder)
-    processor = image_processor(model.preprocessing)
+    images = image_processor(model.preprocessing)
     config = hf_config(model, tokenizer)
     config.register_for_auto_class()
     CaptionerForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
@@ -121,8 +124,10 @@ def export_hf(package: str | Path, out: str | Path, overwrite: bool = False) -> 
         pad_token=tokenizer.tokenizer.id_to_token(tokenizer.pad_id),
         model_max_length=model.config.block_size,
     )
+    CaptionerProcessor.register_for_auto_class("AutoProcessor")
+    processor = CaptionerProcessor(images, fast)
     with atomic_folder(Path(out), overwrite) as tmp, torch.no_grad():
         hf.save_pretrained(tmp, safe_serialization=True)
-        fast.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
+        images.save_pretrained(tmp)  # preprocessor_config.json: what AutoImageProcessor reads
+        processor.save_pretrained(tmp)  # the tokenizer, processor_config.json and processing_captioner.py
     return Path(out)

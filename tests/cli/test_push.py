@@ -29,7 +29,7 @@ def test_dry_run_lists_the_package_and_prints_a_card_with_the_report(trained_pac
         "README.md",
     ]
     card = ModelCard(out.out)  # huggingface_hub's own parser: YAML front matter and the model-index
-    assert card.data.library_name == "captioner" and card.data.pipeline_tag == "image-to-text"
+    assert card.data.library_name == "captioner" and card.data.pipeline_tag == "image-text-to-text"
     assert card.data.license == "mit" and "image-captioning" in card.data.tags
     found = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert found["exact_match"] == metrics["exact_match"] and found["CIDEr-D"] == pytest.approx(metrics["CIDEr-D"])

@@ -17,13 +17,6 @@ from captioner.shapes.scenes import make_scene
 from tests.test_decoder import LLAMA_STYLE
 
 
-@pytest.fixture(scope="module")
-def exported(trained_package, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hf") / "tiny-hf"
-    assert main(["export-hf", str(trained_package), str(out)]) == 0
-    return out
-
-
 def test_the_folder_holds_what_transformers_reads(exported, trained_package):
     names = {p.name for p in exported.iterdir()}
     assert {
@@ -32,18 +25,24 @@ def test_the_folder_holds_what_transformers_reads(exported, trained_package):
         "configuration_captioner.py",
         "modeling_captioner.py",
         "decoder_captioner.py",
+        "processing_captioner.py",
         "tokenizer.json",
         "tokenizer_config.json",
         "preprocessor_config.json",
         "generation_config.json",
+        "processor_config.json",
     } <= names
+    assert len([n for n in names if n.endswith("_captioner.py")]) == 4
     assert json.loads((exported / "config.json").read_text())["auto_map"]["AutoModelForImageTextToText"] == (
         "modeling_captioner.CaptionerForConditionalGeneration"
     )
     package = json.loads((trained_package / "config.json").read_text())
     assert package["encoder_conv_stem"]  # the demo config's conv stem travels (and generate below runs through it)
     assert json.loads((exported / "config.json").read_text())["encoder_conv_stem"] == package["encoder_conv_stem"]
-    for code in ("configuration_captioner.py", "modeling_captioner.py", "decoder_captioner.py"):  # no captioner import
+    assert json.loads((exported / "processor_config.json").read_text())["auto_map"]["AutoProcessor"] == (
+        "processing_captioner.CaptionerProcessor"
+    )
+    for code in sorted(n for n in names if n.endswith("_captioner.py")):  # the code files: no captioner import
         tree = ast.parse((exported / code).read_text())
         imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         imported += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
@@ -89,10 +88,14 @@ def test_the_export_loads_where_captioner_cannot_be_imported(exported):
         "from transformers import AutoModelForImageTextToText\n"
         f"m = AutoModelForImageTextToText.from_pretrained({str(exported)!r}, trust_remote_code=True)\n"
         "print(m.generate(pixel_values=torch.zeros(1, 3, 32, 32), max_new_tokens=3).shape[1])\n"
+        "from PIL import Image\n"  # and the processor transformers' image-text-to-text pipeline loads
+        "from transformers import pipeline\n"
+        f"pipe = pipeline('image-text-to-text', model={str(exported)!r}, trust_remote_code=True)\n"
+        "print(type(pipe(images=Image.new('RGB', (64, 64)), text='')[0]['generated_text']).__name__)\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stdout.strip().splitlines()[-1] == "4"  # BOS + 3 tokens
+    assert run.stdout.strip().splitlines()[-2:] == ["4", "str"]  # BOS + 3 tokens; a caption
 
 
 def test_export_refuses_an_existing_folder_in_one_line(exported, trained_package, capsys):
