@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "caption": ("caption", "caption", "caption image files:  captioner caption MODEL_DIR IMAGE [IMAGE ...]"),
     "evaluate": ("evaluate", "evaluate", "caption a data set split and score it: captioner evaluate MODEL_DIR"),
     "demo": ("demo", "demo", "train on shapes, evaluate on 500 test scenes (what `make demo` runs)"),
-    "serve": ("serve", "serve", "a web page and a JSON API with dynamic batching: captioner serve MODEL_DIR"),
+    "serve": ("serve", "serve", "a page and a JSON API, batched: captioner serve MODEL_DIR (--static DIR: a folder)"),
     "export-hf": ("export", "export_hf", "write a folder transformers loads (AutoModelForImageTextToText)"),
     "export-onnx": (
         "export",
