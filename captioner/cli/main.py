@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export-onnx": (
         "export",
         "export_onnx",
-        "write ONNX graphs: the encoder and a merged decoder with past keys/values",
+        "write ONNX graphs: the encoder and a merged decoder with past keys/values (--web: a browser page)",
     ),
     "push": ("push", "push", "upload a model package to the Hugging Face Hub with a model card"),
     "plot": ("plot", "plot", "draw a run's training curves as PNGs: captioner plot runs/shapes/version_0"),
