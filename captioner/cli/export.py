@@ -65,10 +65,10 @@ def web_options(parser: Parser) -> Callable[[argparse.Namespace], dict[str, Any]
     parser.add_argument(
         "--onnxruntime-web",
         metavar="DIR",
-        help="with --web: onnxruntime-web's dist folder (node_modules/onnxruntime-web/dist) to copy its wasm "
-        f"backend from (default: `npm install onnxruntime-web@{ORT_WEB_VERSION}` once into {cache_folder()})",
+        help="onnxruntime-web's dist folder (node_modules/onnxruntime-web/dist) to copy its wasm backend from; "
+        f"implies --web (default: `npm install onnxruntime-web@{ORT_WEB_VERSION}` once into {cache_folder()})",
     )
-    return lambda args: {"web": args.web, "onnxruntime_web": args.onnxruntime_web}
+    return lambda args: {"web": args.web or args.onnxruntime_web is not None, "onnxruntime_web": args.onnxruntime_web}
 
 
 def export_onnx(argv: list[str]) -> int:

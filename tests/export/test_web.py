@@ -7,6 +7,7 @@ is not PIL's)."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from PIL import Image
 
 from benchmarks.serve import free_port
 from captioner.cli import main
-from captioner.export.web import ORT_FILES, PAGE_FILES, cache_folder
+from captioner.export.web import ORT_FILES, PAGE_FILES, cache_folder, check_tokenizer
 from captioner.serve.static import static_server
 from captioner.shapes.scenes import make_scene
 from tests.export.test_onnx import tiny_package
@@ -63,6 +64,12 @@ def test_web_without_onnxruntime_web_files_is_refused_before_the_export(tmp_path
     assert err.startswith("captioner: error: --web needs onnxruntime-web's files: ") and ORT_FILES[0] in err
     assert err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_web_refuses_a_tokenizer_that_is_not_byte_level(tmp_path):
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"decoder": {"type": "Metaspace"}, "model": {}}))
+    with pytest.raises(ValueError, match="byte-level BPE tokenizers only; this one's decoder is Metaspace"):
+        check_tokenizer(tmp_path / "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
