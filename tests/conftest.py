@@ -1,4 +1,4 @@
-"""Shared fixtures: a tokenizer trained on shapes captions, a tiny config and model, a tiny trained package."""
+"""Shared fixtures: a tokenizer trained on shapes captions, a tiny config and model, tiny trained packages."""
 
 from __future__ import annotations
 
@@ -66,6 +66,14 @@ def shapes_folder(tmp_path):
 def trained_package(tmp_path_factory) -> Path:
     """configs/shapes.yaml with a tiny model for 4 steps; the exported package (about 5 s)."""
     steps = ["--trainer.max_steps=4", "--trainer.val_check_interval=4"]
+    return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])
+
+
+@pytest.fixture(scope="session")
+def talking_package(tmp_path_factory) -> Path:
+    """A tiny model trained long enough (150 steps, about a minute) to say words, for the pages' browser tests
+    (the served page's and the exported page's share it)."""
+    steps = ["--trainer.max_steps=150", "--trainer.val_check_interval=150", "--data.init_args.train_size=4000"]
     return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])
 
 

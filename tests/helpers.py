@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Debian's Chromium, which Playwright drives in the browser tests (its own browser builds cannot be downloaded here)
+CHROMIUM = os.environ.get("CAPTIONER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 TINY_MODEL = [
     "--model.config.encoder_img_size=32",
     "--model.config.encoder_kwargs={embed_dim: 32, depth: 1, num_heads: 2}",

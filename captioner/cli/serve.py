@@ -13,6 +13,8 @@ from captioner.serve.limits import Limits
 
 
 def serve(argv: list[str]) -> int:
+    if any(a == "--static" or a.startswith("--static=") for a in argv):
+        return serve_static(argv)
     parser = Parser(
         prog="captioner serve",
         description="Serve a model package: a web page at / (drop an image: caption, n-best, each word's "
@@ -20,8 +22,12 @@ def serve(argv: list[str]) -> int:
         "dynamic batching: requests that arrive within --max-wait-ms are captioned in one batch.",
     )
     add_package_args(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves other machines too)")
-    parser.add_argument("--port", type=int, default=7860)
+    add_address_args(parser)
+    parser.add_argument(
+        "--static",
+        metavar="DIR",
+        help="instead of a model: serve the files under DIR (the OUT of `export-onnx --web`: its page is at /web/)",
+    )
     add_device_arg(parser)
     parser.add_argument("--no-page", action="store_true", help="the JSON API only, no web page")
     g = parser.add_argument_group("batching and limits (defaults: captioner.serve.limits.Limits)")
@@ -66,11 +72,9 @@ def serve(argv: list[str]) -> int:
         pixels.check(args.max_image_pixels)
     except ValueError as err:
         return fail(err)
-    if not 0 < args.port < 65536:
-        return fail(f"--port {args.port}: give a port between 1 and 65535")
-    taken = _cannot_bind(args.host, args.port)  # before the model loads, not after
-    if taken:
-        return fail(f"--host {args.host} --port {args.port}: {taken}; choose another --port")
+    unusable = check_address(args.host, args.port)  # before the model loads, not after
+    if unusable:
+        return fail(unusable)
     for flag, value, high in (
         ("--timeout", args.timeout, 86_400),
         ("--header-timeout", args.header_timeout, 3_600),
@@ -115,6 +119,47 @@ def serve(argv: list[str]) -> int:
         timeout_keep_alive=5,
     )
     service.batcher.stop()
+    return 0
+
+
+def add_address_args(parser: Parser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves other machines too)")
+    parser.add_argument("--port", type=int, default=7860)
+
+
+def check_address(host: str, port: int) -> str | None:
+    """Why host:port cannot be served, as the one line to fail with, or None."""
+    if not 0 < port < 65536:
+        return f"--port {port}: give a port between 1 and 65535"
+    taken = _cannot_bind(host, port)
+    return f"--host {host} --port {port}: {taken}; choose another --port" if taken else None
+
+
+def serve_static(argv: list[str]) -> int:
+    """`captioner serve --static DIR`: DIR's files over HTTP (`captioner.serve.static`), until Ctrl+C."""
+    parser = Parser(
+        prog="captioner serve --static",
+        description="Serve a folder as static files (.mjs and .wasm with the MIME types browsers need): the OUT of "
+        "`captioner export-onnx PACKAGE OUT --web`, whose page at /web/ captions in the browser.",
+    )
+    parser.add_argument("--static", metavar="DIR", required=True, help="the folder to serve")
+    add_address_args(parser)
+    args = parser.parse_args(argv)
+    folder = Path(args.static)
+    if not folder.is_dir():
+        return fail(f"--static {folder}: no such folder; give the OUT of `captioner export-onnx PACKAGE OUT --web`")
+    unusable = check_address(args.host, args.port)
+    if unusable:
+        return fail(unusable)
+    from captioner.serve.static import static_server
+
+    page = "/web/" if (folder / "web" / "index.html").is_file() else "/"
+    print(f"captioner: serving {folder} on http://{args.host}:{args.port}{page}; Ctrl+C stops", file=sys.stderr)
+    with static_server(folder, args.host, args.port) as server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
     return 0
 
 

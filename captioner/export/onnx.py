@@ -8,10 +8,11 @@ step -> `logits` (B, T, V) and `present.{i}.key` / `.value` (B, ng, P + T, hs); 
 [P, P + T)). Every `present.X` output feeds the `past_key_values.X` input of the next step. Each has an int8
 variant, `encoder_model_quantized.onnx` and `decoder_model_merged_quantized.onnx`. Beside them: the model's
 config.json (its preprocessing resolved), the package's tokenizer.json, special_tokens.json and training.json
-(`captioner evaluate` reads its held-out pairs), export-hf's
-generation_config.json and preprocessor_config.json, and `captioner_onnx.json`, the record `captioner caption
---runtime onnx` checks (this layout's format number, the captioner version, each graph's inputs and outputs). Each
-graph passes `onnx.checker`; the folder is written beside OUT and renamed into place.
+(`captioner evaluate` reads its held-out pairs), export-hf's generation_config.json and preprocessor_config.json,
+and `captioner_onnx.json`, the record `captioner caption --runtime onnx` checks (this layout's format number, the
+captioner version, each graph's inputs and outputs); with `--web`, web/: a static page that captions in the
+browser (`captioner.export.web`). Each graph passes `onnx.checker`; the folder is written beside OUT and renamed
+into place.
 """
 
 from __future__ import annotations
@@ -167,18 +168,36 @@ def quantize(path: Path) -> Path:
     return target
 
 
-def export_onnx(package: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def export_onnx(
+    package: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    web: bool = False,
+    onnxruntime_web: str | Path | None = None,
+) -> Path:
     """Write the ONNX folder of `package` (a folder or Hub repo id) to `out` (see the module's docstring); `out` may
     not be the package, lie inside it or hold it (OutputError), nor exist unless `overwrite` (OutputExists).
 
+    Args:
+        web: also write `out/web/`, the page that captions in the browser (`captioner.export.web`).
+        onnxruntime_web: with `web`, onnxruntime-web's dist folder to copy its wasm backend from (default: npm
+            installs the pinned version into a cache folder once).
+
     Raises:
-        ValueError: the encoder or the decoder of the package cannot be traced (the message names which).
+        ValueError: the encoder or the decoder of the package cannot be traced (the message names which), or with
+            `web` its tokenizer is not byte-level.
+        RuntimeFilesMissing: with `web`, onnxruntime-web's files cannot be had (checked before the export).
     """
+    from captioner.export import web as page
     from captioner.hf.export import generation_config, image_processor
     from captioner.hub import resolve_package
 
     folder = resolve_package(package)
     check_apart([out], [folder], "out")
+    dist = None
+    if web:
+        page.check_tokenizer(folder / TOKENIZER_FILE)
+        dist = page.onnxruntime_web(onnxruntime_web)
     model, tokenizer = Captioner.from_pretrained(folder)
     model.float()  # the graphs are fp32
     with atomic_folder(Path(out), overwrite) as tmp:
@@ -194,4 +213,6 @@ def export_onnx(package: str | Path, out: str | Path, overwrite: bool = False) -
         (tmp / RECORD_FILE).write_text(json.dumps(record(model.config), indent=2) + "\n", encoding="utf-8")
         generation_config(tokenizer, model.config.block_size).save_pretrained(tmp)
         image_processor(model.preprocessing).save_pretrained(tmp)
+        if dist is not None:
+            page.write_page(tmp, dist)
     return Path(out)

@@ -3,7 +3,6 @@ image on the page and reads back the caption `captioner caption` gives for the s
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,20 +14,12 @@ import pytest
 from benchmarks.serve import free_port
 from captioner.cli import main
 from captioner.shapes.scenes import make_scene
-from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit_shapes_package
+from tests.helpers import CHROMIUM
 
-CHROMIUM = os.environ.get("CAPTIONER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt install chromium)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def talking_package(tmp_path_factory) -> Path:
-    """A tiny model trained long enough (150 steps) to say words, so that the page has a caption to show."""
-    steps = ["--trainer.max_steps=150", "--trainer.val_check_interval=150", "--data.init_args.train_size=4000"]
-    return fit_shapes_package(tmp_path_factory.mktemp("runs"), [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])
 
 
 @pytest.fixture
