@@ -10,7 +10,9 @@ leaves them fp32); Hugging Face int8 with those `Conv1D` layers turned into `nn.
 of both models is int8 (the peer's best int8); ours fp32; ours with --quantize int8 (the same `quantize_dynamic`
 call); ours with bf16 autocast (timed only where the CPU has AVX512-BF16 or AMX, unless --bf16-anyway); ours fp32
 with the per-image Python beam loop this project had before (the oracle of tests/beam_reference.py); with
---compile, ours with a torch.compile'd encoder. Random weights, dropout 0, exactly --new-tokens tokens per caption,
+--compile, ours with a torch.compile'd encoder; with --runtime onnx, ours exported by `captioner export-onnx` and run
+by ONNX Runtime on the CPU, fp32 and int8 graphs, under our own decoding (`captioner caption --runtime onnx`).
+Random weights, dropout 0, exactly --new-tokens tokens per caption,
 so every side does the same work. Speed-ups are medians of the paired repeats, with their spread (min-max).
 """
 
@@ -19,7 +21,10 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,7 +32,12 @@ from torch import nn
 from benchmarks.common import add_size_args, describe_peer, describe_sizes, fmt_speedup, sized, timed_all
 from benchmarks.decode import IDS, hugging_face, ours
 from captioner.generate import GenerationConfig, generate
+from captioner.model import Captioner
 from captioner.quantize import cpu_has_bf16, quantize_int8
+
+if TYPE_CHECKING:
+    from captioner.decoding import CaptionModel
+    from captioner.export.runtime import OnnxCaptioner
 
 HF_FP32, HF_INT8, HF_INT8_ALL = "Hugging Face fp32", "Hugging Face int8 (nn.Linear)", "Hugging Face int8 (all)"
 
@@ -50,6 +60,19 @@ def hf_int8(model: nn.Module, conv1d_as_linear: bool) -> nn.Module:
     from torch.ao.quantization import quantize_dynamic
 
     return quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def onnx_models(model: Captioner, folder: Path) -> dict[str, OnnxCaptioner]:
+    """`model` exported into `folder` as `captioner export-onnx` writes its graphs, opened by ONNX Runtime fp32 and
+    int8 (its default threads: the physical cores)."""
+    from captioner.export.onnx import write_graphs
+    from captioner.export.runtime import OnnxCaptioner
+
+    write_graphs(model, folder)
+    return {
+        "captioner ONNX Runtime fp32": OnnxCaptioner(folder, model.config, quantized=False, threads=None),
+        "captioner ONNX Runtime int8": OnnxCaptioner(folder, model.config, quantized=True, threads=None),
+    }
 
 
 def sides(args: argparse.Namespace, x: torch.Tensor, beams: int) -> dict[str, Callable[[], object]]:
@@ -83,7 +106,42 @@ def sides(args: argparse.Namespace, x: torch.Tensor, beams: int) -> dict[str, Ca
         compiled = copy.deepcopy(fp32)
         compiled.encoder = torch.compile(compiled.encoder)
         out["captioner fp32, compiled encoder"] = lambda: generate(compiled, x, IDS, cfg)
+    if args.runtime == "onnx":
+        for name, model in onnx_models(fp32, Path(tempfile.mkdtemp(prefix="onnx-bench-"))).items():
+            out[name] = lambda model=model: generate(model, x, IDS, cfg)  # type: ignore[misc]
     return out
+
+
+def parts(args: argparse.Namespace, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """With --runtime onnx, where a call's time goes: the encoder alone (memory and image keys/values) and the
+    greedy and beam decoding alone (the memory given), PyTorch against ONNX Runtime, fp32 and int8."""
+    torch.manual_seed(0)
+    fp32 = ours(args).eval()
+    models: dict[str, CaptionModel] = {"captioner fp32": fp32, "captioner int8": quantize_int8(copy.deepcopy(fp32))}
+    models |= onnx_models(fp32, Path(tempfile.mkdtemp(prefix="onnx-bench-")))
+    n = args.new_tokens
+    out: dict[str, Callable[[], object]] = {}
+    for name, model in models.items():
+        memory = model.encode(x)
+        if isinstance(model, Captioner):
+            out[f"{name}: encoder"] = lambda model=model: model.image_kv(model.encode(x))  # type: ignore[misc]
+        else:
+            out[f"{name}: encoder"] = lambda model=model: model.encode(x)  # type: ignore[misc]
+        for beams in (1, args.beams):
+            cfg = GenerationConfig(max_new_tokens=n, min_new_tokens=n, num_beams=beams)
+            decoding = "greedy" if beams == 1 else f"beam ({beams})"
+            out[f"{name}: {decoding} decoding"] = lambda model=model, cfg=cfg, memory=memory: generate(  # type: ignore[misc]
+                model, None, IDS, cfg, memory
+            )
+    return out
+
+
+def report_parts(args: argparse.Namespace, times: dict) -> None:
+    print(f"\n| {args.size_name + ' sizes, where the time goes':<56} | images/s | vs captioner fp32 (min-max) |")
+    print(f"|{'-' * 58}|---------:|----------------------------:|")
+    for name, t in times.items():
+        base = times[f"captioner fp32: {name.split(': ')[1]}"]
+        print(f"| {name:<56} | {args.batch / t.median:8.1f} | {fmt_speedup(t, base):>27} |")
 
 
 def report(args: argparse.Namespace, label: str, times: dict) -> None:
@@ -99,6 +157,11 @@ def report(args: argparse.Namespace, label: str, times: dict) -> None:
         f"against int8 {fmt_speedup(times['captioner int8'], times[best_hf8])} (against {best_hf8}, the faster "
         "of Hugging Face's int8 rows)"
     )
+    for name in ("captioner ONNX Runtime fp32", "captioner ONNX Runtime int8"):
+        if name in times:
+            print(
+                f"{title}: {name} against captioner fp32 (PyTorch) {fmt_speedup(times[name], times['captioner fp32'])}"
+            )
 
 
 def main(argv: list[str]) -> int:
@@ -110,6 +173,9 @@ def main(argv: list[str]) -> int:
     add_size_args(parser)
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd encoder")
     parser.add_argument("--bf16-anyway", action="store_true", help="time bf16 even where the CPU emulates it")
+    parser.add_argument(
+        "--runtime", choices=["torch", "onnx"], default="torch", help="onnx: also time the ONNX export on ONNX Runtime"
+    )
     args = parser.parse_args(argv)
     where = platform.processor() or platform.machine()
     bf16 = "AVX512-BF16/AMX" if cpu_has_bf16() else "no AVX512-BF16/AMX: bf16 emulated"
@@ -127,4 +193,9 @@ def main(argv: list[str]) -> int:
                 calls = sides(s, x, beams)
                 times = dict(zip(calls, timed_all(list(calls.values()), args.repeats, args.warmup), strict=True))
             report(s, label, times)
+        if args.runtime == "onnx":
+            with torch.inference_mode():
+                calls = parts(s, x)
+                times = dict(zip(calls, timed_all(list(calls.values()), args.repeats, args.warmup), strict=True))
+            report_parts(s, times)
     return 0

@@ -80,15 +80,40 @@ def attend(
     ng = k.size(1)
     if softcap is not None:
         return softcapped(q, k, v, mask, causal, dropout, scale, softcap)
+    if nh == ng and not causal:
+        return sdpa(q, k, v, mask, dropout, scale)
     if nh == ng:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale)
     if causal:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=True)
     rep = nh // ng
     folded = q.reshape(B, ng, rep * T, hs)  # head g * rep + r, position t -> group g, row r * T + t
     mask = None if mask is None else mask.repeat(rep, 1)  # (rep * T, S)
-    y = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    y = sdpa(folded, k, v, mask, dropout, scale)
     return y.view(B, nh, T, hs)  # from (B, ng, rep * T, hs)
+
+
+def sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` of queries (B, h, T, hs) over keys/values (B, h, S, hs), `mask` (T, S) True
+    where a query sees a key. While `captioner export-onnx` traces it, the scores are computed as (K Q^T)^T: its
+    transposes are of the queries and the scores (one row per query: one per head at a decoding step), never of the
+    keys. As ONNX Runtime ran the exporter's decomposition of scaled_dot_product_attention, the image keys
+    (B * h, N, hs) of every cross-attention layer were transposed into a new tensor at every decoding step, a third
+    of the decoder graph's time at batch 16 (docs/BENCHMARKS.md)."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    q = q * (q.size(-1) ** -0.5 if scale is None else scale)
+    scores = (k @ q.transpose(-2, -1)).transpose(-2, -1)  # (B, h, S, T) -> (B, h, T, S)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v  # (B, h, T, hs)
 
 
 def softcapped(
@@ -224,7 +249,7 @@ class CrossAttention(nn.Module):
         k, v = kv  # (B, ng, N, hs)
         q = self._queries(x, k.size(0))  # (B, ng, rep*G*T, hs)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, ng, rep*G*T, hs): no mask, all patches
+        y = sdpa(q, k, v, dropout=drop)  # (B, ng, rep*G*T, hs): no mask, all patches
         y = y.view(-1, self.n_head, BG // k.size(0), T, self.head_size).permute(0, 2, 3, 1, 4)  # (B, G, T, nh, hs)
         y = y.reshape(BG, T, self.n_head * self.head_size)
         return self.resid_dropout(self.c_proj(y))

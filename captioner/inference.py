@@ -67,16 +67,22 @@ def caption(
     """Caption image files or PIL images in one call: `captioner.caption(["a.jpg"], model="runs/.../model")`.
 
     Args:
-        model: a model package folder, or a loaded `Captioner` or `captioner.export.runtime.OnnxCaptioner` (then
-            pass its `tokenizer`).
+        model: a model package folder, a folder `captioner export-onnx` wrote (run by ONNX Runtime), or a loaded
+            `Captioner` or `captioner.export.runtime.OnnxCaptioner` (then pass its `tokenizer`).
         generation: decoding options (greedy by default; see `GenerationConfig`).
         device: where a package given by its folder is loaded (`captioner.device.resolve_device`).
         max_image_pixels: image files with more pixels are refused (decompression bombs).
     Returns:
         one `Caption` per image (`.text`, `.score`, `.n_best`), in order.
     """
+    from captioner.export.onnx import RECORD_FILE
+
     Spec.of("batch_size", BATCH_SIZE).check(batch_size)
-    if isinstance(model, (str, Path)):
+    if isinstance(model, (str, Path)) and (Path(model) / RECORD_FILE).is_file():  # an export-onnx folder
+        from captioner.export.runtime import OnnxCaptioner
+
+        model, tokenizer = OnnxCaptioner.load(model)
+    elif isinstance(model, (str, Path)):
         model, tokenizer = Captioner.from_pretrained(model, map_location=resolve_device(device))
     if tokenizer is None:
         raise ValueError("caption(model=<a Captioner>) needs its tokenizer: pass tokenizer=")

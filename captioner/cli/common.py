@@ -127,8 +127,8 @@ def add_speed_args(parser: argparse.ArgumentParser) -> None:
         "--runtime",
         choices=["torch", "onnx"],
         default="torch",
-        help="torch: MODEL is a model package, run by PyTorch; onnx: MODEL is the folder `captioner export-onnx` "
-        "wrote, run by ONNX Runtime on the CPU (the same decoding on its logits)",
+        help="torch: MODEL is a model package, run by PyTorch; onnx: MODEL is a local folder `captioner "
+        "export-onnx` wrote, run by ONNX Runtime on the CPU (the same decoding on its logits)",
     )
 
 
@@ -153,14 +153,18 @@ def load_onnx(args: argparse.Namespace) -> tuple[CaptionModel, CaptionTokenizer]
     """--runtime onnx: the export folder on ONNX Runtime (CPU, fp32 or --quantize int8 graphs)."""
     from captioner.export.runtime import OnnxCaptioner
 
-    check_runtime(args)
     return OnnxCaptioner.load(args.model_dir, quantized=args.quantize == "int8")
 
 
 def check_runtime(args: argparse.Namespace) -> None:
-    """The flags --runtime onnx cannot run with (said before any process starts); ValueError naming one."""
+    """What --runtime onnx needs: onnxruntime installed, and none of the flags it cannot run with (said before any
+    process starts or file is read); ValueError saying which."""
     if args.runtime != "onnx":
         return
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ValueError("--runtime onnx needs ONNX Runtime: pip install -e '.[onnx]'") from None
     refused = {
         "--revision": args.revision is not None,
         f"--device {args.device}": args.device not in ("auto", "cpu"),

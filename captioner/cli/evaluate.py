@@ -15,6 +15,7 @@ from captioner.cli.common import (
     add_package_args,
     add_source_args,
     add_speed_args,
+    check_runtime,
     data_source,
     fail,
     generation_config,
@@ -72,6 +73,7 @@ def evaluate(argv: list[str]) -> int:
         if out:
             check_writable(out, option)  # before the scoring, not after it
     try:
+        check_runtime(args)
         gen = generation_config(args)
         options = options_from(args, RunOptions)
     except ValueError as err:
@@ -133,7 +135,7 @@ def _evaluate(
         data = {"format": args.format, "path": args.data, "split": args.split, "count": len(pairs)}
     if args.output:
         write_jsonl(args.output, records, overwrite=args.overwrite)
-    speed = {"precision": args.precision, "quantize": args.quantize}
+    speed = {"precision": args.precision, "quantize": args.quantize, "runtime": args.runtime}
     report = {"metrics": metrics, "model": str(args.model_dir), "data": data, "decoding": asdict(gen), "speed": speed}
     if args.report:
         write_text(args.report, json.dumps(report, indent=2) + "\n")

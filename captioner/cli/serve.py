@@ -15,7 +15,8 @@ from captioner.serve.limits import Limits
 def serve(argv: list[str]) -> int:
     if any(a == "--static" or a.startswith("--static=") for a in argv):
         return serve_static(argv)
-    parser = Parser(
+    parser = Parser(  # no abbreviations: `--stat DIR` must not start the model server with DIR ignored
+        allow_abbrev=False,
         prog="captioner serve",
         description="Serve a model package: a web page at / (drop an image: caption, n-best, each word's "
         "cross-attention) and a JSON API (POST /caption with image files, GET /health, docs at /api/docs), with "

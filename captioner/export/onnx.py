@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from captioner import __version__
 from captioner.config import CaptionerConfig
 from captioner.export.onnx_graphs import DecoderStepGraph, ImageGraph
 from captioner.model import Captioner
@@ -54,13 +53,18 @@ def decoder_names(config: CaptionerConfig) -> tuple[list[str], list[str]]:
 
 
 def record(config: CaptionerConfig) -> dict:
-    """`captioner_onnx.json`: the format, the version that wrote it, the graphs' files and names."""
+    """`captioner_onnx.json`: the format, the version that wrote it, the graphs' files and names, and the shape of
+    a past key/value input (the key/value heads and head size), which the browser page reads."""
+    from captioner import __version__  # the package's own __init__ imports the modules that import this one
+
     graphs = {ENCODER_FILE: encoder_names(config), DECODER_FILE: decoder_names(config)}
+    _, groups, head_size = config.heads()
     return {
         "format": FORMAT,
         "captioner_version": __version__,
         "graphs": {name: {"inputs": i, "outputs": o} for name, (i, o) in graphs.items()},
         "quantized": [quantized_name(name) for name in graphs],
+        "past_shape": ["batch_size", groups, "past_sequence_length", head_size],  # of each past_key_values.{i}.*
     }
 
 
@@ -168,6 +172,18 @@ def quantize(path: Path) -> Path:
     return target
 
 
+def write_graphs(model: Captioner, folder: Path) -> None:
+    """The graphs of `model` (fp32) into `folder`/onnx, their int8 variants, the resolved config.json and the
+    record: what `captioner.export.runtime.OnnxCaptioner` runs (the tokenizer files aside)."""
+    (folder / ONNX_FOLDER).mkdir()
+    image_kv = export_encoder(model, folder / ONNX_FOLDER / ENCODER_FILE)
+    export_decoder(model, image_kv, folder / ONNX_FOLDER / DECODER_FILE)
+    for name in (ENCODER_FILE, DECODER_FILE):
+        quantize(folder / ONNX_FOLDER / name)
+    model.config.save(folder / CONFIG_FILE)  # resolved: the preprocessing recorded even for an old package
+    (folder / RECORD_FILE).write_text(json.dumps(record(model.config), indent=2) + "\n", encoding="utf-8")
+
+
 def export_onnx(
     package: str | Path,
     out: str | Path,
@@ -201,16 +217,12 @@ def export_onnx(
     model, tokenizer = Captioner.from_pretrained(folder)
     model.float()  # the graphs are fp32
     with atomic_folder(Path(out), overwrite) as tmp:
-        (tmp / ONNX_FOLDER).mkdir()
-        image_kv = export_encoder(model, tmp / ONNX_FOLDER / ENCODER_FILE)
-        export_decoder(model, image_kv, tmp / ONNX_FOLDER / DECODER_FILE)
-        for name in (ENCODER_FILE, DECODER_FILE):
-            quantize(tmp / ONNX_FOLDER / name)
-        model.config.save(tmp / CONFIG_FILE)  # resolved: the preprocessing recorded even for an old package
-        for name in (TOKENIZER_FILE, SPECIAL_FILE, TRAINING_FILE):  # training.json: the held-out pairs, for evaluate
-            if (folder / name).is_file():  # a package written before special_tokens.json has none
+        write_graphs(model, tmp)
+        for name in (TOKENIZER_FILE, TRAINING_FILE):  # training.json: the held-out pairs, for evaluate
+            if (folder / name).is_file():  # a package without training.json (saved from Python) has none
                 shutil.copyfile(folder / name, tmp / name)
-        (tmp / RECORD_FILE).write_text(json.dumps(record(model.config), indent=2) + "\n", encoding="utf-8")
+        # the ids as the tokenizer resolved them: also for a package from before special_tokens.json
+        (tmp / SPECIAL_FILE).write_text(json.dumps(tokenizer.special) + "\n", encoding="utf-8")
         generation_config(tokenizer, model.config.block_size).save_pretrained(tmp)
         image_processor(model.preprocessing).save_pretrained(tmp)
         if dist is not None:

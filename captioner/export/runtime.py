@@ -6,9 +6,10 @@ PyTorch model's token for token wherever the graphs' logits are (fp32: within 1e
 graph gives the image memory and every cross-attention layer's keys/values at once; `OnnxSteps` feeds them to the
 merged decoder with each row's past keys/values, which the graph returns grown by the new position.
 
-Before a session opens, the folder is checked: its `captioner_onnx.json` (this layout's format, the version that
-wrote it), the files the run needs, and each graph's input and output names against the model's config: a folder
-from another version or with a missing file is refused naming it.
+Before a session opens, the folder is checked: its `captioner_onnx.json` (this layout's format; its graphs' names
+and past shape those of config.json), the files the run needs, the tokenizer's size, and each graph's input and
+output names against the model's config: a folder from another version, with a missing file or with the files
+of two exports mixed is refused naming it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from captioner.export.onnx import (
     decoder_names,
     encoder_names,
     quantized_name,
+    record,
 )
 from captioner.package import CONFIG_FILE, TOKENIZER_FILE, read_tokenizer
 from captioner.preprocess import Preprocessing
@@ -99,8 +101,9 @@ class OnnxCaptioner:
         self.folder, self.config, self.quantized = folder, config, quantized
         self.preprocessing = Preprocessing.from_dict(config.preprocessing)
         name = quantized_name if quantized else str
-        self.encoder = open_session(folder / ONNX_FOLDER / name(ENCODER_FILE), encoder_names(config), threads)
-        self.decoder = open_session(folder / ONNX_FOLDER / name(DECODER_FILE), decoder_names(config), threads)
+        self.files = [folder / ONNX_FOLDER / name(ENCODER_FILE), folder / ONNX_FOLDER / name(DECODER_FILE)]
+        self.encoder = open_session(self.files[0], encoder_names(config), threads)
+        self.decoder = open_session(self.files[1], decoder_names(config), threads)
 
     @classmethod
     def load(
@@ -115,14 +118,23 @@ class OnnxCaptioner:
         folder = Path(folder)
         if not folder.is_dir():
             raise ValueError(f"{folder}: no such folder (give the OUT folder of captioner export-onnx)")
-        read_record(folder)
+        found = read_record(folder)
         for name in (CONFIG_FILE, TOKENIZER_FILE):
             if not (folder / name).is_file():
                 raise ValueError(f"{folder / name} is missing: the ONNX export is incomplete; {AGAIN}")
         config = CaptionerConfig.load(folder / CONFIG_FILE)
         if not {"input_size", "mean", "std"} <= config.preprocessing.keys():  # export-onnx writes it resolved
             raise ValueError(f"{folder / CONFIG_FILE} records no resolved preprocessing; {AGAIN}")
-        return cls(folder, config, quantized, threads), read_tokenizer(folder)
+        expected = record(config)
+        for key in ("graphs", "past_shape"):
+            if found.get(key) != expected[key]:
+                raise ValueError(f"{folder / RECORD_FILE}: its {key} are not those of {CONFIG_FILE} (the files of two "
+                                 f"exports mixed, or another version's); {AGAIN}")  # fmt: skip
+        tokenizer = read_tokenizer(folder)
+        if tokenizer.vocab_size > config.vocab_size:
+            raise ValueError(f"{folder / TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but the model "
+                             f"{config.vocab_size} (the files of two exports mixed); {AGAIN}")  # fmt: skip
+        return cls(folder, config, quantized, threads), tokenizer
 
     def encode(self, images: torch.Tensor) -> OnnxMemory:
         """(B, 3, H, W) preprocessed images -> their `OnnxMemory`, one encoder run."""

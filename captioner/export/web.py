@@ -41,13 +41,24 @@ def cache_folder() -> Path:
     return root / "captioner" / f"onnxruntime-web-{ORT_WEB_VERSION}"
 
 
+def read_json(path: Path) -> dict:
+    """The JSON object in `path`; ValueError naming the file when it is not one."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a JSON file ({err})") from err
+    if not isinstance(found, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return found
+
+
 def check_dist(dist: Path) -> Path:
     """`dist` if it holds every file of `ORT_FILES`, else RuntimeFilesMissing naming the first one missing."""
     for name in ORT_FILES:
         if not (dist / name).is_file():
             raise RuntimeFilesMissing(f"{dist} has no {name}: give onnxruntime-web's dist folder")
     package = dist.parent / "package.json"
-    version = json.loads(package.read_text()).get("version") if package.is_file() else None
+    version = read_json(package).get("version") if package.is_file() else None
     if version not in (None, ORT_WEB_VERSION):
         log.warning("onnxruntime-web %s in %s; the page is tested with %s", version, dist, ORT_WEB_VERSION)
     return dist
@@ -73,8 +84,13 @@ def npm_install() -> Path:
             last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
             raise RuntimeFilesMissing(f"npm install onnxruntime-web@{ORT_WEB_VERSION} failed: {last}")
         tmp.chmod(0o755)  # mkdtemp makes 0700
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
+        if cache.exists() and not all((dist / name).is_file() for name in ORT_FILES):
+            shutil.rmtree(cache, ignore_errors=True)  # an incomplete one (a complete one is another install's)
+        try:
+            tmp.rename(cache)
+        except OSError:  # another process renamed its install into place first: use it if it is whole
+            if not all((dist / name).is_file() for name in ORT_FILES):
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return check_dist(dist)
@@ -87,7 +103,7 @@ def onnxruntime_web(dist: str | Path | None = None) -> Path:
 
 def check_tokenizer(path: Path) -> None:
     """ValueError unless the tokenizer.json at `path` is byte-level (the page's decoder, as GPT-2's and ours)."""
-    decoder = (json.loads(path.read_text(encoding="utf-8")).get("decoder") or {}).get("type")
+    decoder = (read_json(path).get("decoder") or {}).get("type")
     if decoder != "ByteLevel":
         raise ValueError(f"{path}: the page decodes byte-level BPE tokenizers only; this one's decoder is {decoder}")
 

@@ -17,21 +17,9 @@ from typing import Any
 
 import torch
 from transformers import AutoImageProcessor, BatchFeature, ProcessorMixin
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, which byte-level BPE tokens are written in (as captioner's)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))
-
-
-_BYTE_OF = {ch: b for b, ch in _bytes_to_unicode().items()}
+_BYTE_OF = {ch: b for b, ch in bytes_to_unicode().items()}  # GPT-2's table, as captioner's tokenizer
 
 
 class CaptionerProcessor(ProcessorMixin):

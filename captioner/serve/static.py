@@ -8,6 +8,7 @@ application/wasm. Any other static server that sends those types serves the page
 from __future__ import annotations
 
 import functools
+import os
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,9 +16,24 @@ TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "applicat
 
 
 class StaticHandler(SimpleHTTPRequestHandler):
-    """Files under the folder, with `TYPES`, not cached (a re-export is seen at once), requests not logged."""
+    """Files under the folder, with `TYPES`, not cached (a re-export is seen at once), requests not logged; only
+    files that really lie under the folder: no folder listing, no hidden file or folder, no link leading out of it
+    (each is a 404, as a file that is not there)."""
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **TYPES}
+
+    def translate_path(self, path: str) -> str:
+        found = Path(super().translate_path(path))  # `..` parts are dropped by the base class
+        root = Path(self.directory).resolve()
+        inside = found.resolve()
+        hidden = any(part.startswith(".") for part in found.relative_to(self.directory).parts)
+        if hidden or not inside.is_relative_to(root):
+            return str(root / ".captioner-not-served")  # a name that is never served: the base class answers 404
+        return str(found)
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        self.send_error(404, "No folder listings")
+        return None
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")

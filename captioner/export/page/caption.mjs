@@ -1,7 +1,7 @@
 // The captioner in the browser: the exported ONNX graphs on onnxruntime-web's wasm backend, fully client-side.
 // Files: this page's folder (web/) holds onnxruntime-web's module and wasm; its parent holds what export-onnx wrote
-// (onnx/*.onnx, config.json, tokenizer.json, special_tokens.json, preprocessor_config.json). Nothing is fetched from
-// anywhere else. Mirrors the library: preprocessing = captioner/preprocess.py (timm's eval transform, as
+// (onnx/*.onnx, config.json, tokenizer.json, special_tokens.json, preprocessor_config.json, captioner_onnx.json).
+// Nothing is fetched from anywhere else. Mirrors the library: preprocessing = captioner/preprocess.py (timm's eval transform, as
 // preprocessor_config.json records it; the canvas resamples, PIL's bicubic is not reproduced), decoding = greedy
 // (captioner/generate.py: BOS, argmax, stop at EOS or block_size - 1 tokens), text = CaptionTokenizer.decode.
 import * as ort from "./ort.wasm.min.mjs";
@@ -19,8 +19,8 @@ export async function load(quantized = false) {
     if (!answer.ok) throw new Error(`${name}: ${answer.status} ${answer.statusText}`);
     return answer.json();
   };
-  const [config, special, tokenizer, preprocessor] = await Promise.all(
-    ["config.json", "special_tokens.json", "tokenizer.json", "preprocessor_config.json"].map(json),
+  const [config, special, tokenizer, preprocessor, record] = await Promise.all(
+    ["config.json", "special_tokens.json", "tokenizer.json", "preprocessor_config.json", "captioner_onnx.json"].map(json),
   );
   const suffix = quantized ? "_quantized" : "";
   const options = { executionProviders: ["wasm"] };
@@ -29,7 +29,7 @@ export async function load(quantized = false) {
       ort.InferenceSession.create(parent(`onnx/${name}${suffix}.onnx`), options),
     ),
   );
-  return { config, special, preprocessor, decode: byteLevelDecoder(tokenizer, special), encoder, decoder };
+  return { config, special, preprocessor, record, decode: byteLevelDecoder(tokenizer, special), encoder, decoder };
 }
 
 /** The output size and the source rectangle [x, y, w, h] of a w x h image that preprocessor_config.json (what
@@ -72,12 +72,11 @@ export async function pixels(file, pre) {
 /** Greedy token ids (without BOS / EOS) for one image: the encoder once, then the merged decoder one token a step
  * with its present keys/values fed back as the past. */
 export async function greedy(model, pixelValues) {
-  const { config, special, encoder, decoder } = model;
+  const { config, special, record, encoder, decoder } = model;
   const image = await encoder.run({ pixel_values: pixelValues });
   const feed = {};
   for (const name of encoder.outputNames.slice(1)) feed[name.replace("present.", "past_key_values.")] = image[name];
-  const groups = config.n_query_groups || config.n_head;
-  const headSize = config.head_size || config.n_embd / config.n_head;
+  const [, groups, , headSize] = record.past_shape; // (B, key/value heads, P, head size), as export-onnx records it
   for (const name of decoder.inputNames) {
     if (name.startsWith("past_key_values.") && !(name in feed)) {
       feed[name] = new ort.Tensor("float32", new Float32Array(0), [1, groups, 0, headSize]); // P = 0
