@@ -5,6 +5,8 @@ captions = captioner.caption(["photo.jpg"], model="runs/shapes/version_0/model")
 print(captions[0].text)
 """
 
+from importlib.metadata import version
+
 from captioner.config import CaptionerConfig
 from captioner.generate import GenerationConfig
 from captioner.inference import Caption, caption
@@ -12,4 +14,4 @@ from captioner.model import Captioner
 from captioner.tokenizer import CaptionTokenizer
 
 __all__ = ["Caption", "Captioner", "CaptionerConfig", "CaptionTokenizer", "GenerationConfig", "caption"]
-__version__ = "0.1.0"
+__version__ = version("captioner")  # pyproject.toml's, as installed

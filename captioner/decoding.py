@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from captioner.config import CaptionerConfig
+from captioner.decoder import TextDecoder
 from captioner.errors import ArgumentError
-from captioner.model import Captioner
 from captioner.options import Control, check_options, option, specs
 from captioner.preprocess import Preprocessing
 
@@ -209,11 +209,11 @@ class TokenIds:
     pad_id: int
 
 
-def step_logits(model: Captioner, last: torch.Tensor, kv: list, pos: int | torch.Tensor) -> torch.Tensor:
+def step_logits(decoder: TextDecoder, last: torch.Tensor, kv: list, pos: int | torch.Tensor) -> torch.Tensor:
     """(R, 1) newest tokens at position `pos` -> (R, V) float logits; LM head on that position only. A 0-dim tensor
     `pos` makes it the static step (`captioner.static_step`)."""
-    hidden = model.decoder.hidden(last, kv, start=pos)[:, -1]  # (R, C)
-    return model.decoder.logits(hidden).float()
+    hidden = decoder.hidden(last, kv, start=pos)[:, -1]  # (R, C)
+    return decoder.logits(hidden).float()
 
 
 def process(logits: torch.Tensor, history: torch.Tensor, step: int, special: SpecialIds, config: GenerationConfig):

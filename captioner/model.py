@@ -20,11 +20,11 @@ from captioner.package import (
     write_package,
 )
 from captioner.preprocess import Preprocessing
+from captioner.static_step import DecodeStep
 from captioner.tokenizer import IGNORE_INDEX, CaptionTokenizer
 
-if TYPE_CHECKING:  # the decoding modules import this one
+if TYPE_CHECKING:
     from captioner.decoding import GenerationConfig
-    from captioner.static_step import DecodeStep
 
 
 def caption_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -88,9 +88,7 @@ class Captioner(nn.Module):
 
     def decode_steps(self, memory: torch.Tensor, config: GenerationConfig) -> DecodeStep:
         """The decoder over memory (B, N, D) as the decoding loops drive it (`captioner.decoding.Steps`)."""
-        from captioner.static_step import DecodeStep
-
-        return DecodeStep(self, memory, config)
+        return DecodeStep(self.decoder, memory, config)
 
     def forward(
         self, images: torch.Tensor | None, input_ids: torch.Tensor, patch_tokens: torch.Tensor | None = None

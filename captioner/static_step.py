@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import torch
 
+from captioner.decoder import TextDecoder
 from captioner.decoding import GenerationConfig, step_logits
-from captioner.model import Captioner
 
-StepLogits = Callable[[Captioner, torch.Tensor, list, torch.Tensor], torch.Tensor]
+StepLogits = Callable[[TextDecoder, torch.Tensor, list, torch.Tensor], torch.Tensor]
 
 
 @functools.cache
@@ -30,27 +30,27 @@ class DecodeStep:
     for (see the module's docstring); the static steps write the position into a tensor they keep (a fill, not a
     host read)."""
 
-    def __init__(self, model: Captioner, memory: torch.Tensor, config: GenerationConfig) -> None:
-        """`memory` (B, N, D) from `model.encode`."""
-        self.model = model
-        self.kv = model.image_kv(memory)  # once per image, per call; shared by its rows by broadcasting
+    def __init__(self, decoder: TextDecoder, memory: torch.Tensor, config: GenerationConfig) -> None:
+        """`memory` (B, N, D) from `Captioner.encode`."""
+        self.decoder = decoder
+        self.kv = decoder.image_kv(memory)  # once per image, per call; shared by its rows by broadcasting
         self.images, self.device = memory.size(0), memory.device
-        self.vocab_size = model.decoder.wte.num_embeddings
+        self.vocab_size = decoder.wte.num_embeddings
         self.static = config.static or config.compile
         self.logits: StepLogits = compiled_step_logits() if config.compile else step_logits
         self.position = torch.zeros((), dtype=torch.long, device=memory.device)
 
     def start(self, rows: int, length: int) -> None:
-        self.model.decoder.set_kv_cache(rows, length)
+        self.decoder.set_kv_cache(rows, length)
 
     def __call__(self, last: torch.Tensor, step: int) -> torch.Tensor:
         if not self.static:
-            return step_logits(self.model, last, self.kv, step)
+            return step_logits(self.decoder, last, self.kv, step)
         self.position.fill_(step)
-        return self.logits(self.model, last, self.kv, self.position)
+        return self.logits(self.decoder, last, self.kv, self.position)
 
     def reorder(self, rows: torch.Tensor) -> None:
-        self.model.decoder.reorder_kv_cache(rows)
+        self.decoder.reorder_kv_cache(rows)
 
     def close(self) -> None:
-        self.model.decoder.clear_kv_cache()
+        self.decoder.clear_kv_cache()

@@ -50,7 +50,7 @@ def _beam_search(
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     done = [False] * B
     for step in range(max_new):
-        logprobs = _process(_step_logits(model, last, kv, step), history, step, special, config)  # (BK, V)
+        logprobs = _process(_step_logits(model.decoder, last, kv, step), history, step, special, config)  # (BK, V)
         V = logprobs.size(-1)
         cand = (beam_scores.view(-1, 1) + logprobs).view(B, K * V)  # (B, K*V)
         top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (B, 2K)

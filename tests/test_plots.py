@@ -4,6 +4,8 @@ what is wrong is named in one line, and a long run is read in bounded memory."""
 import logging
 import tracemalloc
 
+import pytest
+
 from captioner import plots
 from captioner.cli import main
 from tests.cli.test_errors import one_line_error
@@ -41,6 +43,7 @@ def test_what_cannot_be_plotted_is_named(tmp_path, capsys):
     assert str(run / "metrics.csv") in said and "not a metrics CSV" in said
 
 
+@pytest.mark.slow  # 200,000 rows read under tracemalloc: seconds
 def test_a_long_run_is_thinned_as_it_is_read(tmp_path):
     rows = 200_000
     run = write(tmp_path / "long", "step,train/loss,val/loss\n" + "".join(f"{i},{1 / (i + 1)},\n" for i in range(rows)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -55,13 +56,11 @@ def decoder_names(config: CaptionerConfig) -> tuple[list[str], list[str]]:
 def record(config: CaptionerConfig) -> dict:
     """`captioner_onnx.json`: the format, the version that wrote it, the graphs' files and names, and the shape of
     a past key/value input (the key/value heads and head size), which the browser page reads."""
-    from captioner import __version__  # the package's own __init__ imports the modules that import this one
-
     graphs = {ENCODER_FILE: encoder_names(config), DECODER_FILE: decoder_names(config)}
     _, groups, head_size = config.heads()
     return {
         "format": FORMAT,
-        "captioner_version": __version__,
+        "captioner_version": version("captioner"),  # pyproject.toml's, as installed
         "graphs": {name: {"inputs": i, "outputs": o} for name, (i, o) in graphs.items()},
         "quantized": [quantized_name(name) for name in graphs],
         "past_shape": ["batch_size", groups, "past_sequence_length", head_size],  # of each past_key_values.{i}.*

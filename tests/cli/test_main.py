@@ -91,6 +91,7 @@ def test_unknown_command(capsys):
     assert "frobnicate" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_demo_trains_evaluates_and_ends_with_the_plots(tmp_path, capsys):
     from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA
 

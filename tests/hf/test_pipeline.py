@@ -59,6 +59,7 @@ def image_text_to_text(folder):
     return pipeline("image-text-to-text", model=str(folder), trust_remote_code=True)
 
 
+@pytest.mark.slow  # transformers' pipeline machinery loads in seconds
 @pytest.mark.parametrize("which", ["trained", "varied"])
 def test_the_pipeline_gives_captioner_captions(which, exported, trained_package, varied, scene_files, noise_files):
     package, folder = (trained_package, exported) if which == "trained" else varied

@@ -93,6 +93,7 @@ def finetune(package, folder, runs, *extra) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_captions_that_would_be_cut_are_refused_with_the_numbers_and_the_choices(
     trained_package, greek_folder, tmp_path, capsys
 ):

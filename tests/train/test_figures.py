@@ -4,6 +4,7 @@ server."""
 import csv
 
 import lightning as L
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from captioner.cli import main
@@ -14,6 +15,7 @@ from tests.cli.test_errors import one_line_error
 from tests.helpers import TINY_MODEL, TINY_SHAPES_DATA, fit, fit_shapes_package, tiny_module, tiny_shapes
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_fit_logs_scalars_and_figures_to_tensorboard_and_plots_the_run(tmp_path, capsys):
     steps = ["--trainer.max_steps=8", "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=2"]
     package = fit_shapes_package(tmp_path / "runs", [*TINY_MODEL, *TINY_SHAPES_DATA, *steps])

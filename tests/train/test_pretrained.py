@@ -14,6 +14,7 @@ from captioner.train.optim import parameter_groups
 from tests.helpers import fit, tiny_module, tiny_shapes
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_fit_with_gpt2_decoder_uses_its_tokenizer(gpt2_dir, tmp_path):
     from captioner.cli import main
     from tests.helpers import ROOT

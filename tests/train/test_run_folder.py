@@ -47,6 +47,7 @@ def run(tmp_path) -> Path:
     return runs
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_a_resume_that_fails_leaves_the_folder_as_it_was(run, capsys):
     folder = run / "shapes/version_0"
     before = snapshot(folder)
@@ -64,6 +65,7 @@ def test_a_resume_that_fails_leaves_the_folder_as_it_was(run, capsys):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_a_live_run_folder_is_not_resumed_twice_and_earlier_metrics_are_kept(run, capsys):
     folder = run / "shapes/version_0"
     before = snapshot(folder)
@@ -83,6 +85,7 @@ def test_a_live_run_folder_is_not_resumed_twice_and_earlier_metrics_are_kept(run
     assert len(list(run.glob("shapes/version_*"))) == 1
 
 
+@pytest.mark.slow  # a fit of seconds: the fast suite stays under its budget
 def test_the_training_bar_counts_steps_of_max_steps_also_after_a_resume(tmp_path):
     from captioner.train.progress import StepProgressBar
 
