@@ -7,6 +7,7 @@ import glob
 import sys
 from pathlib import Path
 
+from captioner.cli.caption_shards import OUTPUT_FORMATS, caption_shards_command, is_shard_job
 from captioner.cli.common import (
     Parser,
     add_device_arg,
@@ -18,6 +19,7 @@ from captioner.cli.common import (
     fail,
     generation_config,
     load_model,
+    non_negative,
     options_from,
     positive,
 )
@@ -28,15 +30,37 @@ def caption_parser() -> argparse.ArgumentParser:
 
     parser = Parser(
         prog="captioner caption",
-        description="Caption images with a model package: files, folders (recursive), globs or a list file. "
-        "Exit code 0 when every file was captioned, 1 when any failed (they get a row with an `error`).",
+        description="Caption images with a model package: files, folders (recursive), globs or a list file; or "
+        "recaption shards (webdataset .tar, parquet) into one parquet file per shard in an --output folder. "
+        "Exit code 0 when every file (shard) was captioned, 1 when any failed (a file gets a row with an `error`).",
     )
     add_package_args(parser)
     parser.add_argument("inputs", nargs="*", help="image files, folders (every file, recursively) or globs")
     parser.add_argument("--list", dest="list_file", help="a text file with one image path per line")
-    parser.add_argument("--output", "-o", help="write rows here (.jsonl or .csv) as they come, instead of printing")
+    parser.add_argument(
+        "--output",
+        "-o",
+        help="write rows here (.jsonl or .csv) as they come, instead of printing; with shard inputs (.tar, .parquet, "
+        "brace patterns like 'shards/{00000..00007}.tar'), a folder that gets one parquet file per shard",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    parser.add_argument("--resume", action="store_true", help="skip the images already in --output, append the rest")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the images already in --output, append the rest (shards: skip the shards already done)",
+    )
+    parser.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        default=None,
+        help="shards: the format of the output shards (parquet, the default for shard inputs and a folder --output)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=non_negative,
+        default=2,
+        help="shards: try a shard that fails to read this many more times before reporting it (default: 2)",
+    )
     add_device_arg(parser)
     parser.add_argument(
         "--devices",
@@ -66,6 +90,8 @@ def caption(argv: list[str]) -> int:
         options = options_from(args, RunOptions, resume=args.resume, attention_dir=attention)
     except ValueError as err:
         return fail(err)
+    if is_shard_job(args):
+        return caption_shards_command(args, gen, options)
     if not args.inputs and not args.list_file:
         return fail("no inputs: give image files, folders, globs or --list FILE")
     output = Path(args.output) if args.output else None

@@ -47,6 +47,14 @@ def positive(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number >= 0")
+    return value
+
+
 def holdout_pairs(text: str) -> list[tuple[str, str]]:
     """`colour:shape,...` (the held-out shapes pairs) as (colour, shape) pairs."""
     return [(colour, shape) for colour, _, shape in (p.partition(":") for p in text.split(",") if p)]
