@@ -53,7 +53,8 @@ def caption_parser() -> argparse.ArgumentParser:
         "--output-format",
         choices=OUTPUT_FORMATS,
         default=None,
-        help="shards: the format of the output shards (parquet, the default for shard inputs and a folder --output)",
+        help="shards: the format of the output shards: parquet (the default), or webdataset (the input's samples "
+        "with the caption as their .txt member)",
     )
     parser.add_argument(
         "--retries",

@@ -15,7 +15,7 @@ from captioner.cli.common import fail, load_model
 if TYPE_CHECKING:
     from captioner.generate import GenerationConfig
 
-OUTPUT_FORMATS = ["parquet"]
+OUTPUT_FORMATS = ["parquet", "webdataset"]  # captioner.runs.shards.SUFFIXES (not imported: it brings torch)
 
 
 def is_shard_job(args: argparse.Namespace) -> bool:
@@ -35,7 +35,8 @@ def caption_shards_command(args: argparse.Namespace, gen: GenerationConfig, opti
     from captioner.runs.shards import caption_shards, check_outputs, outputs_of
 
     if args.output is None or Path(args.output).suffix.lower() in (".jsonl", ".csv"):
-        return fail("shards are captioned into one parquet file per shard: give --output FOLDER")
+        return fail("shards are captioned into one output shard each: give --output FOLDER")
+    fmt = args.output_format or "parquet"
     for flag, given in (
         ("--list", args.list_file),
         ("--devices", args.devices),
@@ -47,15 +48,16 @@ def caption_shards_command(args: argparse.Namespace, gen: GenerationConfig, opti
     try:
         from captioner.runs.parquet_rows import require_pyarrow
 
-        require_pyarrow()
         shards = expand_shards(args.inputs)
+        if fmt == "parquet" or any(s.lower().endswith(".parquet") for s in shards):
+            require_pyarrow()
         for shard in shards:
             if shard.lower().endswith(".parquet"):
                 image_column(shard)  # a parquet without images is refused before any work
         check_apart([output], [*([args.model_dir] if Path(args.model_dir).is_dir() else []), *shards], "--output")
         check_writable(output, "--output", folder=True)
-        outputs_of(shards, output)
-        check_outputs(shards, output, args.resume, args.overwrite)
+        outputs_of(shards, output, fmt)
+        check_outputs(shards, output, args.resume, args.overwrite, fmt)
     except (DataError, ValueError, ImportError, FileExistsError) as err:
         return fail(err)
     try:
@@ -78,6 +80,7 @@ def caption_shards_command(args: argparse.Namespace, gen: GenerationConfig, opti
             retries=args.retries,
             overwrite=args.overwrite,
             metadata=metadata,
+            output_format=fmt,
         )
     except ValueError as err:
         return fail(err)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class ShardItem:
     image: bytes | str | None = None  # bytes, or a path to read
     original_caption: str | None = None
     error: str | None = None
+    members: dict[str, bytes] = field(default_factory=dict)  # a tar sample's members (for a webdataset output)
 
 
 def looks_like_shards(inputs: list[str]) -> bool:
@@ -97,12 +98,13 @@ def _tar_items(path: str) -> Iterator[ShardItem]:
         except ValueError:  # an unreadable .json/.txt: the image is still captioned, without its original
             captions = []
         original = captions[0] if captions else None
+        members = {k: v for k, v in sample.items() if not k.startswith("__")}
         ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
         if ext is None:
-            members = sorted(k for k in sample if not k.startswith("__"))
-            yield ShardItem(key, f"{path}#{key}", None, original, f"no image member (members {members})")
+            why = f"no image member (members {sorted(members)})"
+            yield ShardItem(key, f"{path}#{key}", None, original, why, members)
         else:
-            yield ShardItem(key, f"{path}#{key}.{ext}", sample[ext], original)
+            yield ShardItem(key, f"{path}#{key}.{ext}", sample[ext], original, None, members)
 
 
 def _parquet_items(path: str) -> Iterator[ShardItem]:

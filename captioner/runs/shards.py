@@ -1,8 +1,8 @@
 """Recaptioning a sharded dataset, shard by shard, in this process (the local engine): each input shard (a
 webdataset tar or a parquet file, `captioner.data.shard_items`) is captioned batch by batch through the core
 (`captioner.runs.files.caption_items`, so the model's own preprocessing and decoding) into one parquet file named
-after it (`out/00000.parquet`, `captioner.runs.parquet_rows`), written atomically, then a done marker beside it
-(`out/00000.parquet.done`: {"rows", "errors", "seconds"}).
+after it (`out/00000.parquet`, `captioner.runs.parquet_rows`; or a webdataset tar, `captioner.runs.tar_rows`),
+written atomically, then a done marker beside it (`out/00000.parquet.done`: {"rows", "errors", "seconds"}).
 
 - `resume`: shards with a done marker (and their parquet) are skipped and counted; the rest run.
 - A shard that raises while it is read (a truncated tar, a damaged parquet) is tried again, `retries` times, then
@@ -13,14 +13,15 @@ after it (`out/00000.parquet`, `captioner.runs.parquet_rows`), written atomicall
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from tqdm import tqdm
@@ -34,9 +35,11 @@ from captioner.outputs import OutputExists, atomic_file, write_text
 from captioner.preprocess import Transform
 from captioner.runs.files import RunOptions, caption_items
 from captioner.runs.parquet_rows import require_pyarrow, schema, table
+from captioner.runs.tar_rows import TarRows
 from captioner.tokenizer import CaptionTokenizer
 
 DONE_SUFFIX = ".done"
+SUFFIXES = {"parquet": "parquet", "webdataset": "tar"}  # the output formats, and their files' suffixes
 SHARD_FAULTS = (OSError, ValueError, EOFError, tarfile.TarError)  # what a damaged shard raises while it is read
 
 
@@ -52,23 +55,29 @@ class ShardRun:
     retried: int = 0  # tries that failed and were tried again
 
 
-def output_path(shard: str, output: Path) -> Path:
-    """The output of an input shard: named after it (`shards/00000.tar` -> `out/00000.parquet`)."""
+def output_path(shard: str, output: Path, output_format: str = "parquet") -> Path:
+    """The output of an input shard: named after it (`shards/00000.tar` -> `out/00000.parquet` or, for a webdataset
+    output, `out/00000.tar`)."""
     name = Path(shard).name
     stem = name[: -len(".parquet")] if name.lower().endswith(".parquet") else Path(name).stem
-    return output / f"{stem}.parquet"
+    return output / f"{stem}.{SUFFIXES[output_format]}"
 
 
 def done_path(out: Path) -> Path:
     return out.with_name(out.name + DONE_SUFFIX)
 
 
-def outputs_of(shards: list[str], output: Path) -> dict[str, Path]:
-    """Each input shard's output; ValueError when two shards would write the same name."""
+def outputs_of(shards: list[str], output: Path, output_format: str = "parquet") -> dict[str, Path]:
+    """Each input shard's output; ValueError for an unknown format, a webdataset output of a parquet input, or two
+    shards that would write the same name."""
+    if output_format not in SUFFIXES:
+        raise ValueError(f"output_format={output_format!r}: must be one of {', '.join(SUFFIXES)}")
+    if output_format == "webdataset" and any(s.lower().endswith(".parquet") for s in shards):
+        raise ValueError("a webdataset output holds the input's own samples: give .tar shards, or write parquet")
     outs: dict[str, Path] = {}
     by_out: dict[Path, str] = {}
     for shard in shards:
-        out = output_path(shard, output)
+        out = output_path(shard, output, output_format)
         if out in by_out:
             raise ValueError(
                 f"{by_out[out]} and {shard} would both be written to {out}; give shards with distinct names"
@@ -77,11 +86,13 @@ def outputs_of(shards: list[str], output: Path) -> dict[str, Path]:
     return outs
 
 
-def check_outputs(shards: list[str], output: Path, resume: bool, overwrite: bool) -> None:
+def check_outputs(
+    shards: list[str], output: Path, resume: bool, overwrite: bool, output_format: str = "parquet"
+) -> None:
     """OutputExists when `output` already holds an output of these shards and neither `resume` nor `overwrite`."""
     if resume or overwrite:
         return
-    for out in outputs_of(shards, output).values():
+    for out in outputs_of(shards, output, output_format).values():
         for path in (out, done_path(out)):
             if path.exists():
                 raise OutputExists(
@@ -103,20 +114,23 @@ def caption_shards(
     retries: int = 2,
     overwrite: bool = False,
     metadata: dict[str, Any] | None = None,
+    output_format: str = "parquet",
 ) -> ShardRun:
-    """Caption every input shard into its parquet file in folder `output` (see the module's docstring);
-    `metadata` (the model, the decoding options) goes into every file's key-value metadata."""
-    require_pyarrow()
+    """Caption every input shard into its output file in folder `output` (see the module's docstring): parquet, or
+    `output_format="webdataset"` (`captioner.runs.tar_rows`); `metadata` (the model, the decoding options) goes into
+    every parquet file's key-value metadata."""
+    if output_format == "parquet":
+        require_pyarrow()
     options = options or RunOptions()
     options.validate()
     if retries < 0:
         raise ValueError(f"retries={retries}: must be 0 or more")
     output = Path(output)
-    outs = outputs_of(shards, output)
-    check_outputs(shards, output, options.resume, overwrite)
+    outs = outputs_of(shards, output, output_format)
+    check_outputs(shards, output, options.resume, overwrite, output_format)
     output.mkdir(parents=True, exist_ok=True)
     run = ShardRun()
-    file_schema = schema(metadata)
+    file_schema = schema(metadata) if output_format == "parquet" else None
     transform = model.preprocessing.eval_transform()
     bar = tqdm(total=len(shards), unit="shard", desc="captioning shards", disable=not options.progress)
     with bar:
@@ -155,23 +169,38 @@ def _caption_shard(
     options: RunOptions,
     file_schema: Any,
 ) -> tuple[int, int]:
-    """One shard into `out` (atomically), then its done marker; (rows, error rows)."""
-    import pyarrow.parquet as pq
-
+    """One shard into `out` (atomically), then its done marker; (rows, error rows). `file_schema`: the parquet
+    output's, None for a webdataset output."""
     start = time.perf_counter()
     rows = errors = 0
     done_path(out).unlink(missing_ok=True)  # the marker goes before the file it vouches for is replaced
-    with atomic_file(out, "wb") as f, pq.ParquetWriter(f, file_schema) as writer:
+    with atomic_file(out, "wb") as f, _sink(f, file_schema) as write:
         with torch.inference_mode(), autocast(model.device, options.precision):
             for items in _batches(shard_items(shard), options.batch_size):
                 decoded = [_decode(it, transform, options.max_image_pixels) for it in items]
                 captioned = caption_items(model, tokenizer, decoded, generation)
-                writer.write_table(table(items, captioned, file_schema))
+                write(items, captioned)
                 rows += len(items)
                 errors += sum("error" in r for r in captioned)
     seconds = round(time.perf_counter() - start, 3)
     write_text(done_path(out), json.dumps({"rows": rows, "errors": errors, "seconds": seconds}) + "\n")
     return rows, errors
+
+
+@contextlib.contextmanager
+def _sink(file: IO[bytes], file_schema: Any) -> Iterator[Callable[[list[ShardItem], list[dict[str, Any]]], None]]:
+    """A function writing one batch's items and rows to `file`: parquet row groups (`file_schema`), or tar samples."""
+    if file_schema is None:
+        tar = TarRows(file)
+        try:
+            yield tar.write
+        finally:
+            tar.close()
+        return
+    import pyarrow.parquet as pq
+
+    with pq.ParquetWriter(file, file_schema) as writer:
+        yield lambda items, rows: writer.write_table(table(items, rows, file_schema))
 
 
 def _decode(item: ShardItem, transform: Transform, max_pixels: int) -> dict[str, Any]:

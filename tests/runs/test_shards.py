@@ -6,23 +6,22 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import webdataset as wds
 
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+from captioner import caption
+from captioner.cli import main
+from captioner.generate import GenerationConfig
+from captioner.model import Captioner
+from captioner.runs.files import RunOptions
+from captioner.runs.parquet_rows import COLUMNS, read_metadata
+from captioner.runs.shards import caption_shards
+from captioner.shapes import make_scene
 
-import webdataset as wds  # noqa: E402
-
-from captioner import caption  # noqa: E402
-from captioner.cli import main  # noqa: E402
-from captioner.generate import GenerationConfig  # noqa: E402
-from captioner.model import Captioner  # noqa: E402
-from captioner.runs.files import RunOptions  # noqa: E402
-from captioner.runs.parquet_rows import COLUMNS, read_metadata  # noqa: E402
-from captioner.runs.shards import caption_shards  # noqa: E402
-from captioner.shapes import make_scene  # noqa: E402
-
-PER_SHARD = 4
+PER_SHARD = 3
 FEW = ["--max-new-tokens", "4"]  # short captions: the tiny package's are cut at the limit anyway, and it is fast
 
 
@@ -54,7 +53,7 @@ def write_parquet(path: Path, indices: list[int], column: str = "jpg", struct: b
 @pytest.fixture(scope="module")
 def references(trained_package) -> dict[int, str]:
     """What `captioner.caption` says of each scene (fp32 greedy)."""
-    scenes = [make_scene("test", i).image for i in range(12)]
+    scenes = [make_scene("test", i).image for i in range(3 * PER_SHARD)]
     return {i: c.text for i, c in enumerate(caption(scenes, trained_package, generation=GenerationConfig(4)))}
 
 
@@ -66,12 +65,13 @@ def test_tars_and_parquet_give_every_key_once_with_the_captions_of_caption(
     trained_package, references, tmp_path, capsys
 ):
     write_tars(tmp_path / "shards", 2)
-    table = write_parquet(tmp_path / "p0.parquet", [8, 9, 10, 11], column="image", struct=True)
+    last = list(range(2 * PER_SHARD, 3 * PER_SHARD))
+    table = write_parquet(tmp_path / "p0.parquet", last, column="image", struct=True)
     out = tmp_path / "out"
     args = ["caption", str(trained_package), str(tmp_path / "shards/{00000..00001}.tar"), table]
     assert main([*args, "--output", str(out), "--output-format", "parquet", "--batch-size", "3", *FEW]) == 0
-    assert "captioned 3 (12 rows, 0 errors), failed 0, skipped 0" in capsys.readouterr().err
-    for name, first in (("00000", 0), ("00001", 4), ("p0", 8)):
+    assert f"captioned 3 ({3 * PER_SHARD} rows, 0 errors), failed 0, skipped 0" in capsys.readouterr().err
+    for name, first in (("00000", 0), ("00001", PER_SHARD), ("p0", 2 * PER_SHARD)):
         rows = read(out / f"{name}.parquet")
         indices = range(first, first + PER_SHARD)
         prefix = "p" if name == "p0" else ""
@@ -81,43 +81,48 @@ def test_tars_and_parquet_give_every_key_once_with_the_captions_of_caption(
         assert all(r["error"] is None for r in rows)
         assert all(r["n_best"] == [{"caption": r["caption"], "score": r["score"]}] for r in rows)
         assert json.loads((out / f"{name}.parquet.done").read_text())["rows"] == PER_SHARD
-    assert read(out / "00001.parquet")[0]["source"].endswith("00001.tar#000000004.png")
+    assert read(out / "00001.parquet")[0]["source"].endswith(f"00001.tar#{PER_SHARD:09d}.png")
     meta = read_metadata(str(out / "p0.parquet"))
     assert meta["model"] == str(trained_package) and meta["generation"]["num_beams"] == 1
 
 
-def test_readers_read_the_documented_schema(trained_package, tmp_path):
-    pd = pytest.importorskip("pandas")
+@pytest.fixture
+def written(trained_package, tmp_path) -> Path:
+    """An output shard of two rows, written by the library."""
     model, tok = Captioner.from_pretrained(trained_package)
     shard = write_parquet(tmp_path / "in.parquet", [0, 1])
     options = RunOptions(progress=False)
     caption_shards(model, tok, [shard], tmp_path / "out", generation=GenerationConfig(4), options=options)
-    written = tmp_path / "out" / "in.parquet"
+    return tmp_path / "out" / "in.parquet"
+
+
+def test_pandas_and_pyarrow_read_the_documented_schema(written):
     frame = pd.read_parquet(written)
     assert list(frame.columns) == COLUMNS and list(frame["key"]) == ["p0", "p1"]
     assert pq.read_schema(written).field("n_best").type == pa.list_(
         pa.struct([("caption", pa.string()), ("score", pa.float64())])
     )
-    try:
-        import datasets
-    except ImportError:
-        return  # `datasets` is not installed here: its reader is not checked
+
+
+def test_datasets_loads_the_output(written):
+    datasets = pytest.importorskip("datasets")  # not a dependency: checked where it is installed
     loaded = datasets.load_dataset("parquet", data_files=str(written), split="train")
-    assert loaded["key"] == ["p0", "p1"] and loaded["caption"] == list(frame["caption"])
+    assert loaded["key"] == ["p0", "p1"] and loaded["caption"] == list(pd.read_parquet(written)["caption"])
 
 
 def test_resume_runs_only_the_unfinished_shards_and_gives_the_same_outputs(trained_package, tmp_path, capsys):
     pattern = str(tmp_path / "shards/{00000..00002}.tar")
-    write_tars(tmp_path / "shards", 3)
+    shards = write_tars(tmp_path / "shards", 3)
     whole, part = tmp_path / "whole", tmp_path / "part"
-    assert main(["caption", str(trained_package), pattern, "--output", str(whole), *FEW]) == 0
-    assert main(["caption", str(trained_package), pattern, "--output", str(part), *FEW]) == 0
+    model, tok = Captioner.from_pretrained(trained_package)
+    for out in (whole, part):
+        caption_shards(model, tok, shards, out, generation=GenerationConfig(4), options=RunOptions(progress=False))
     (part / "00001.parquet").unlink()  # stopped halfway: shard 1 never finished, shard 2 lost its marker
     (part / "00001.parquet.done").unlink()
     (part / "00002.parquet.done").unlink()
-    capsys.readouterr()
     assert main(["caption", str(trained_package), pattern, "--output", str(part), "--resume", *FEW]) == 0
-    assert "captioned 2 (8 rows, 0 errors), failed 0, skipped 1 (already done)" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"captioned 2 ({2 * PER_SHARD} rows, 0 errors), failed 0, skipped 1 (already done)" in said
     for name in ("00000", "00001", "00002"):
         assert read(part / f"{name}.parquet") == read(whole / f"{name}.parquet")
 
@@ -180,3 +185,18 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert main(["caption", "no-such-package", *shards, "--output", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("captioner: error:") and len(err.splitlines()) == 1 and says in err
+
+
+def test_a_webdataset_output_is_the_input_with_the_caption_as_txt(trained_package, references, tmp_path):
+    paths = write_tars(tmp_path / "shards", 1)
+    out = tmp_path / "out"
+    args = ["caption", str(trained_package), *paths, "--output", str(out), "--output-format", "webdataset", *FEW]
+    assert main(args) == 0
+    written = list(wds.DataPipeline(wds.SimpleShardList([str(out / "00000.tar")]), wds.tarfile_to_samples()))
+    assert [s["__key__"] for s in written] == [f"{i:09d}" for i in range(PER_SHARD)]
+    assert [s["txt"].decode() for s in written] == [references[i] for i in range(PER_SHARD)]
+    assert [s["original.txt"].decode() for s in written] == [f"scene {i}" for i in range(PER_SHARD)]
+    assert all(s["png"] == png(i) for i, s in enumerate(written))
+    assert main([*args, "--resume"]) == 0 and (out / "00000.tar.done").is_file()
+    parquet = str(write_parquet(tmp_path / "p.parquet", [0]))
+    assert main(["caption", str(trained_package), parquet, "--output", str(out), "--output-format", "webdataset"]) == 2
