@@ -177,7 +177,7 @@ def _caption_shard(
     with atomic_file(out, "wb") as f, _sink(f, file_schema) as write:
         with torch.inference_mode(), autocast(model.device, options.precision):
             for items in _batches(shard_items(shard), options.batch_size):
-                decoded = [_decode(it, transform, options.max_image_pixels) for it in items]
+                decoded = [decode_item(it, transform, options.max_image_pixels) for it in items]
                 captioned = caption_items(model, tokenizer, decoded, generation)
                 write(items, captioned)
                 rows += len(items)
@@ -203,7 +203,7 @@ def _sink(file: IO[bytes], file_schema: Any) -> Iterator[Callable[[list[ShardIte
         yield lambda items, rows: writer.write_table(table(items, rows, file_schema))
 
 
-def _decode(item: ShardItem, transform: Transform, max_pixels: int) -> dict[str, Any]:
+def decode_item(item: ShardItem, transform: Transform, max_pixels: int) -> dict[str, Any]:
     """An item as `caption_items` takes it: {"path": key, "image"} or {"path": key, "error"}."""
     if item.error is not None or item.image is None:
         return {"path": item.key, "error": item.error or "no image"}
