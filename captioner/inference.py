@@ -75,10 +75,10 @@ def caption(
     Returns:
         one `Caption` per image (`.text`, `.score`, `.n_best`), in order.
     """
-    from captioner.export.onnx import RECORD_FILE
+    from captioner.export.onnx import is_export
 
     Spec.of("batch_size", BATCH_SIZE).check(batch_size)
-    if isinstance(model, (str, Path)) and (Path(model) / RECORD_FILE).is_file():  # an export-onnx folder
+    if isinstance(model, (str, Path)) and is_export(model):
         from captioner.export.runtime import OnnxCaptioner
 
         model, tokenizer = OnnxCaptioner.load(model)

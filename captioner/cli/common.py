@@ -146,11 +146,11 @@ def load_model(
     """The model the flags ask for: the package `args.model_dir` on `device` (Hub id at --revision; `folder` where
     it was resolved already), --quantize applied, or the ONNX export there (--runtime onnx); ValueError for a
     combination that cannot run."""
-    from captioner.export.onnx import RECORD_FILE
+    from captioner.export.onnx import is_export
 
     if args.runtime == "onnx":
         return load_onnx(args)
-    if (Path(folder or args.model_dir) / RECORD_FILE).is_file():
+    if is_export(folder or args.model_dir):
         raise ValueError(f"{folder or args.model_dir} is an ONNX export (captioner export-onnx): pass --runtime onnx")
     model, tokenizer = load_package(str(folder or args.model_dir), device, None if folder else args.revision)
     apply_speed_args(model, args)

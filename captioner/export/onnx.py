@@ -39,6 +39,11 @@ RECORD_FILE = "captioner_onnx.json"  # what wrote the folder, checked by `captio
 FORMAT = 1  # this layout's number: a change of names, inputs or files that older readers cannot run raises it
 
 
+def is_export(path: str | Path) -> bool:
+    """Whether `path` is a folder `export-onnx` wrote (it holds the record), rather than a model package."""
+    return (Path(path) / RECORD_FILE).is_file()
+
+
 def encoder_names(config: CaptionerConfig) -> tuple[list[str], list[str]]:
     """The encoder graph's input and output names."""
     kv = [f"present.{i}.encoder.{part}" for i in config.cross_layers() for part in ("key", "value")]
